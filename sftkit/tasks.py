@@ -1,0 +1,283 @@
+"""Built-in verifiable chat tasks: conversations whose answers can be checked exactly.
+
+The offline demo needs a task that a small pretrained model cannot do out of the box, that
+LoRA SFT can teach in minutes on a CPU, and whose success is measured rather than eyeballed.
+Each generated example carries its task name and expected answer, and `check_answer` scores
+a model's reply per task.
+
+Design choices, each made so the gain is *generalisation*, not memorisation:
+
+- Train and test are disjoint by construction: names, words and number pairs are split into
+  train and test pools before any conversation is generated.
+- Letters are spelled out ("m a r i a") for the letter-level tasks. BPE hides the letters of
+  a word inside one token, so "reverse Maria" asks a 135M model to know the spelling of every
+  token; in a probe, LoRA memorised 160 training names (loss 0.01) yet reversed 1 of 32
+  held-out ones. Spelled out, each letter is a token and the skill can transfer.
+- Prompts are phrased in a few ways so the model learns the instruction, not one string.
+
+Tasks: ``reverse`` (a spelled name backwards), ``vowels`` (count the vowels of a spelled
+word), ``add`` (two 2-3 digit numbers), ``upper`` (repeat a phrase in upper case), ``json``
+(extract a value into a JSON object with a given key) and ``recall`` (a two-turn task whose
+second answer depends on the first turn).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+TASKS = ("reverse", "vowels", "add", "upper", "json", "recall")
+VOWELS = set("aeiou")
+
+# Short, common first names (letters only), so spelled forms stay short.
+NAMES = (
+    "adam alan alex alice amber amir amy ana andre anna arlo asha ava basil bea ben beth bianca "
+    "boris brian bruno cara carl carlos cecil chloe clara cleo colin dana dante daria david dean "
+    "diego dina dora drew eden edgar elena eli elise ella emil emma eric erin eva evan ezra fatima "
+    "felix fern fiona frank freya gabe gail gemma gina grace greta hana hank hazel hector heidi "
+    "henry hugo ian ida igor ines iris isaac ivan ivy jack jade jake jana jasper jay jean jin joan "
+    "joel john jonas jose joy juan jude julia june kai kara karl kate keira ken kim kira kurt "
+    "lana lara leah lena leo lewis liam lila lily lina lisa liam lola lucas lucy luis luke luna "
+    "maya mia mila milo mina miro mona nadia nala nate nell nico nina noah nora olga olive omar "
+    "oscar otto owen paula pedro pia quinn rafael rami ray rena rex rhea rita rosa ross ruby rudy "
+    "ruth ryan sade sam sara sean seth silas sofia stella sven tara ted tess theo tia tim tina "
+    "tomas una uma vera vic viola wade walt wanda will xena yara yuki yusuf zack zara zoe"
+).split()
+
+# Everyday words for the vowel and upper-case tasks.
+WORDS = (
+    "apple bread chair dance eagle field glass house island juice kite lemon money night ocean "
+    "paper queen river stone table uncle voice water young zebra actor baker candle dinner earth "
+    "flower garden honey ink jacket kettle ladder market needle orange pencil rabbit salad tiger "
+    "umbrella violin window yellow basket button carpet doctor engine forest guitar hammer jungle "
+    "kitchen lizard mirror number pepper rocket silver tomato valley winter branch cloud desert "
+    "feather bridge castle dragon planet sugar train cotton lamp music bottle camera garlic pillow "
+    "spoon blanket letter morning summer storm cookie puzzle coffee school travel butter shadow "
+    "cherry farmer helmet parrot ticket wallet marble candy monkey pocket rain snow wind beach "
+    "cabin clock plant shell sock trumpet wagon piano radio tunnel circle anchor button canvas "
+    "meadow pebble saddle tablet whistle violet walnut harbor lantern"
+).split()
+
+CITIES = (
+    "Paris Lyon Berlin Madrid Rome Lisbon Vienna Prague Oslo Dublin Athens Warsaw Cairo Lima "
+    "Tokyo Seoul Delhi Nairobi Boston Denver Austin Chicago Toronto Sydney Perth Milan Naples "
+    "Porto Seville Munich Zurich Geneva Bergen Krakow Kyoto Osaka Quito Bogota Havana Dakar"
+).split()
+
+PHRASES_SUBJECTS = ("the cat", "my brother", "our teacher", "a small dog", "the old man", "her friend")
+PHRASES_VERBS = ("likes", "found", "painted", "cleaned", "carried", "wanted")
+
+
+@dataclass(frozen=True)
+class TaskPools:
+    """Disjoint train/test pools of names, words and number pairs."""
+
+    names: tuple[str, ...]
+    words: tuple[str, ...]
+    cities: tuple[str, ...]
+    is_test: bool
+
+
+def _split_pool(items: tuple[str, ...] | list[str], is_test: bool, test_every: int = 4) -> tuple[str, ...]:
+    # A fixed, seed-free partition: every fourth item (in sorted order) is held out, so the
+    # test pool never changes with the seed and can never leak into training.
+    ordered = sorted(set(items))
+    return tuple(x for i, x in enumerate(ordered) if (i % test_every == 0) == is_test)
+
+
+def _pools(is_test: bool) -> TaskPools:
+    return TaskPools(
+        names=_split_pool(NAMES, is_test),
+        words=_split_pool(WORDS, is_test),
+        cities=_split_pool(CITIES, is_test),
+        is_test=is_test,
+    )
+
+
+def _pair_is_test(a: int, b: int) -> bool:
+    # Number pairs are held out by a fixed rule on the pair itself (about one pair in five).
+    return (a * 31 + b * 17) % 5 == 0
+
+
+def spell(word: str) -> str:
+    """'maria' -> 'm a r i a': one token per letter for BPE tokenizers."""
+    return " ".join(word)
+
+
+# --------------------------------------------------------------------------- generators
+# Each returns (messages, answer). The answer is what `check_answer` compares against.
+
+
+def _reverse(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
+    name = rng.choice(pools.names)
+    prompt = rng.choice(
+        (
+            "Reverse the letters of this name: {s}",
+            "Write these letters in reverse order: {s}",
+            "Spell this name backwards, letter by letter: {s}",
+        )
+    ).format(s=spell(name))
+    answer = spell(name[::-1])
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], answer
+
+
+def _vowels(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
+    word = rng.choice(pools.words)
+    prompt = rng.choice(
+        (
+            "How many vowels are in the word spelled {s}?",
+            "Count the vowels (a, e, i, o, u) in: {s}",
+            "Letters: {s}. How many of them are vowels?",
+        )
+    ).format(s=spell(word))
+    found = [c for c in word if c in VOWELS]
+    # A short, checkable chain of thought: list the vowels, then the count.
+    answer = f"Vowels: {' '.join(found) if found else 'none'}. Count: {len(found)}"
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], str(len(found))
+
+
+def _add(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
+    while True:
+        a, b = rng.randint(10, 999), rng.randint(10, 999)
+        if _pair_is_test(a, b) == pools.is_test:
+            break
+    prompt = rng.choice(
+        (
+            "What is {a} + {b}? Reply with the number only.",
+            "Add {a} and {b}. Give only the result.",
+            "Compute {a} plus {b}. Answer with just the number.",
+        )
+    ).format(a=a, b=b)
+    answer = str(a + b)
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], answer
+
+
+def _upper(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
+    phrase = f"{rng.choice(PHRASES_SUBJECTS)} {rng.choice(PHRASES_VERBS)} the {rng.choice(pools.words)}"
+    prompt = rng.choice(
+        (
+            "Repeat this sentence in upper case: {p}",
+            "Rewrite in capital letters only: {p}",
+            "Convert to upper case: {p}",
+        )
+    ).format(p=phrase)
+    answer = phrase.upper()
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], answer
+
+
+def _json(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
+    name, city = rng.choice(pools.names).capitalize(), rng.choice(pools.cities)
+    key, value = rng.choice((("name", name), ("city", city)))
+    sentence = rng.choice(
+        (
+            "{n} lives in {c}.",
+            "Last year {n} moved to {c}.",
+            "{n} was born in {c}.",
+        )
+    ).format(n=name, c=city)
+    prompt = f'Answer as JSON with the single key "{key}". {"Who is the person" if key == "name" else "Which city is it"}? Text: {sentence}'
+    answer = json.dumps({key: value})
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], answer
+
+
+def _recall(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
+    name = rng.choice(pools.names).capitalize()
+    word = rng.choice(pools.words)
+    first = f"My pet is called {name} and my favourite thing is a {word}. Please remember that."
+    ack = f"Got it: your pet is {name} and your favourite thing is a {word}."
+    ask_name = rng.random() < 0.5
+    second = (
+        "What is my pet called? Answer with the name only."
+        if ask_name
+        else "What is my favourite thing? Answer with one word only."
+    )
+    answer = name if ask_name else word
+    messages = [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": ack},
+        {"role": "user", "content": second},
+        {"role": "assistant", "content": answer},
+    ]
+    return messages, answer
+
+
+GENERATORS: dict[str, Callable[[random.Random, TaskPools], tuple[list[dict], str]]] = {
+    "reverse": _reverse,
+    "vowels": _vowels,
+    "add": _add,
+    "upper": _upper,
+    "json": _json,
+    "recall": _recall,
+}
+
+
+def make_task_examples(
+    n: int, split: str = "train", seed: int = 0, tasks: tuple[str, ...] = TASKS
+) -> list[dict]:
+    """`n` conversations cycling through `tasks`, from the train or test pools, deterministic by seed.
+
+    Each example is ``{"messages": [...], "task": str, "answer": str}``; the last assistant
+    message is the reference reply.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    unknown = set(tasks) - set(GENERATORS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+    # Different seeds for the two splits so a shared seed never produces mirrored streams.
+    rng = random.Random(f"{seed}-{split}")
+    pools = _pools(is_test=split == "test")
+    examples = []
+    for index in range(n):
+        task = tasks[index % len(tasks)]
+        messages, answer = GENERATORS[task](rng, pools)
+        examples.append({"messages": messages, "task": task, "answer": answer})
+    return examples
+
+
+def make_task_splits(train_size: int, test_size: int, seed: int = 0, tasks: tuple[str, ...] = TASKS):
+    """Train and test `datasets.Dataset`s of built-in tasks, disjoint by construction."""
+    from datasets import Dataset
+
+    train = Dataset.from_list(make_task_examples(train_size, "train", seed, tasks))
+    test = Dataset.from_list(make_task_examples(test_size, "test", seed, tasks))
+    return train, test
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _last_int(text: str) -> str | None:
+    numbers = re.findall(r"-?\d+", text.replace(",", ""))
+    return numbers[-1] if numbers else None
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.strip().rstrip(".").split())
+
+
+def check_answer(task: str, response: str, answer: str) -> bool:
+    """Is `response` a correct reply for `task` with expected `answer`?
+
+    Strict where the task *is* the format (``upper`` must match exactly, ``json`` must parse
+    to exactly the expected object, ``reverse`` must give exactly the letters reversed);
+    lenient on wording where the task is the content (``add`` and ``vowels`` compare the
+    last integer, ``recall`` accepts the word alone, case-insensitive, with a final period).
+    """
+    if task == "reverse":
+        return _squash(response) == answer
+    if task == "vowels" or task == "add":
+        return _last_int(response) == answer
+    if task == "upper":
+        return _squash(response) == answer
+    if task == "json":
+        try:
+            return json.loads(response.strip()) == json.loads(answer)
+        except (json.JSONDecodeError, TypeError):
+            return False
+    if task == "recall":
+        return _squash(response).lower() == answer.lower()
+    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")

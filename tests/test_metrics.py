@@ -1,0 +1,363 @@
+"""Tests for sftkit.metrics: every expected value is worked out here independently
+(by hand, by a separate LCS, or by running the model one unpadded row at a time)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sftkit import metrics
+
+# ------------------------------------------------------------------------- ROUGE-L
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    """Textbook dynamic-programming LCS, independent of rouge-score's implementation."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a, 1):
+        for j, y in enumerate(b, 1):
+            table[i][j] = table[i - 1][j - 1] + 1 if x == y else max(table[i - 1][j], table[i][j - 1])
+    return table[-1][-1]
+
+
+def _lcs_f(pred: str, ref: str) -> float:
+    p, r = pred.split(), ref.split()
+    lcs = _lcs_length(p, r)
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall) if lcs else 0.0
+
+
+def test_rouge_l_matches_hand_lcs():
+    # Lower-case words of <= 3 letters, so rouge-score's lowercasing and Porter stemming
+    # (only applied to tokens longer than 3 characters) change nothing.
+    preds = ["the cat sat on the mat", "the cat sat", "a dog ran"]
+    refs = ["the cat lay on the mat", "the cat sat on the mat", "the cat sat"]
+    # By hand: LCS 5 of 6/6 -> 5/6; LCS 3, P=1, R=1/2 -> 2/3; no overlap -> 0.
+    hand = [5 / 6, 2 / 3, 0.0]
+    assert [_lcs_f(p, r) for p, r in zip(preds, refs)] == pytest.approx(hand)
+    assert metrics.rouge_l(preds, refs) == pytest.approx(hand, abs=1e-12)
+
+
+def test_rouge_l_stems_and_ignores_case():
+    # "Cats" vs "cat": lowercased and stemmed to the same token, so a perfect match.
+    assert metrics.rouge_l(["Cats sleep"], ["cat sleeps"]) == pytest.approx([1.0])
+
+
+def test_rouge_l_length_mismatch():
+    with pytest.raises(ValueError, match="2 predictions vs 1 references"):
+        metrics.rouge_l(["a", "b"], ["a"])
+
+
+# ---------------------------------------------------------------------------- BLEU
+
+
+def test_bleu_identical_is_100():
+    sents = ["the cat sat on the mat", "a quick brown fox jumps over the dog"]
+    assert metrics.bleu(sents, sents) == pytest.approx(100.0)
+    assert metrics.sentence_bleu(sents, sents) == pytest.approx([100.0, 100.0])
+
+
+def test_bleu_hand_computed_corpus_pools_counts():
+    preds = ["the cat sat on the mat", "the cat sat on a mat"]
+    refs = ["the cat sat on the mat today", "the cat sat on the mat"]
+    # Sentence 1: all n-grams match (6/6, 5/5, 4/4, 3/3), hyp 6 vs ref 7 tokens.
+    # Sentence 2: clipped matches 5/6, 3/5, 2/4, 1/3, equal lengths.
+    # Corpus BLEU pools the counts: 11/12, 8/10, 6/8, 4/6, hyp 12 vs ref 13 -> BP < 1.
+    precisions = [11 / 12, 8 / 10, 6 / 8, 4 / 6]
+    brevity = math.exp(1 - 13 / 12)
+    expected = 100 * brevity * math.exp(sum(math.log(p) for p in precisions) / 4)
+    assert metrics.bleu(preds, refs) == pytest.approx(expected, rel=1e-9)
+
+    # Per sentence (no zero counts, so smoothing plays no part).
+    s1 = 100 * math.exp(1 - 7 / 6)
+    s2 = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    per = metrics.sentence_bleu(preds, refs)
+    assert per == pytest.approx([s1, s2], rel=1e-9)
+    # Corpus BLEU is not the mean of sentence BLEU.
+    assert metrics.bleu(preds, refs) != pytest.approx(sum(per) / 2, rel=1e-3)
+
+
+def test_bleu_length_mismatch():
+    with pytest.raises(ValueError, match="1 predictions vs 2 references"):
+        metrics.bleu(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match="1 predictions vs 2 references"):
+        metrics.sentence_bleu(["a"], ["a", "b"])
+
+
+# --------------------------------------------------------------------- exact match
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("  Paris  ", "Paris"),
+        ("Paris.", "Paris"),
+        ("Paris..", "Paris."),  # only one trailing period goes
+        ("New   York\n City", "New York City"),
+        ("42 .", "42"),
+        ("HELLO", "HELLO"),  # case is kept
+        ("", ""),
+    ],
+)
+def test_normalize_answer(text, expected):
+    assert metrics.normalize_answer(text) == expected
+
+
+def test_exact_match():
+    assert metrics.exact_match(" Paris. ", "Paris")
+    assert metrics.exact_match("New  York", "New York.")
+    assert not metrics.exact_match("paris", "Paris")  # case matters
+    assert not metrics.exact_match("HELLO", "hello")
+    assert not metrics.exact_match("Paris..", "Paris")
+    assert not metrics.exact_match("Paris France", "Paris")
+
+
+# ----------------------------------------------------------- diversity and looping
+
+
+def test_distinct_n_hand_counted():
+    texts = ["a b a b", "a b c"]
+    # Unigrams: a b a b a b c -> 3 unique of 7.
+    assert metrics.distinct_n(texts, 1) == pytest.approx(3 / 7)
+    # Bigrams within each text: (ab, ba, ab) + (ab, bc) -> {ab, ba, bc} = 3 of 5.
+    assert metrics.distinct_n(texts, 2) == pytest.approx(3 / 5)
+    # All-distinct text.
+    assert metrics.distinct_n(["x y z"], 2) == pytest.approx(1.0)
+
+
+def test_distinct_n_no_ngrams_and_no_cross_boundary():
+    assert metrics.distinct_n([], 1) == 0.0
+    assert metrics.distinct_n(["", "  "], 1) == 0.0
+    # "a" and "b" are separate texts: no bigram spans them.
+    assert metrics.distinct_n(["a", "b"], 2) == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        metrics.distinct_n(["a"], 0)
+
+
+def test_repeated_ngram_rate_hand_counted():
+    # Trigrams: abc bca cab abc bca cab -> 6 total, 3 unique -> 3/6.
+    assert metrics.repeated_ngram_rate("a b c a b c a b", n=3) == pytest.approx(0.5)
+    # Default n=4: "a a a a a" has 2 four-grams, both "a a a a" -> 1 repeat of 2.
+    assert metrics.repeated_ngram_rate("a a a a a") == pytest.approx(0.5)
+    # A long loop approaches 1: 20 copies of a 4-word phrase = 77 four-grams, 4 unique.
+    loop = " ".join(["I am happy here"] * 20)
+    assert metrics.repeated_ngram_rate(loop) == pytest.approx(73 / 77)
+    assert metrics.repeated_ngram_rate("one two three four five") == 0.0
+    assert metrics.repeated_ngram_rate("too short", n=4) == 0.0
+    assert metrics.repeated_ngram_rate("", n=1) == 0.0
+
+
+def test_stop_rate_and_lengths():
+    assert metrics.stop_rate([True, False, True, True]) == pytest.approx(0.75)
+    assert metrics.stop_rate([False]) == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        metrics.stop_rate([])
+    assert metrics.response_lengths(["one two  three", "", " solo\n", "a\tb"]) == [3, 0, 1, 2]
+
+
+# ---------------------------------------------------------------------- perplexity
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _rows() -> list[dict]:
+    """Rows of different lengths with a masked "prompt" and a scored "answer"."""
+    gen = torch.Generator().manual_seed(1)
+    rows = []
+    for length, n_prompt in [(7, 3), (12, 5), (4, 1), (9, 2), (5, 4)]:
+        ids = torch.randint(1, 50, (length,), generator=gen).tolist()
+        labels = [-100] * n_prompt + ids[n_prompt:]
+        rows.append({"input_ids": ids, "labels": labels})
+    # A masked hole in the middle of an answer (as a multi-turn row would have).
+    rows[1]["labels"][8] = -100
+    return rows
+
+
+def _reference_nll(model, rows: list[dict]) -> tuple[list[float], list[int]]:
+    """Per-row summed NLL and token count, one unpadded row at a time, no batching."""
+    model.eval()
+    sums, counts = [], []
+    with torch.no_grad():
+        for row in rows:
+            logits = model(torch.tensor([row["input_ids"]])).logits[0]
+            # Position t predicts token t+1; keep only targets whose label is not -100.
+            positions = [t for t in range(len(row["labels"]) - 1) if row["labels"][t + 1] != -100]
+            targets = torch.tensor([row["labels"][t + 1] for t in positions])
+            nll = F.cross_entropy(logits[positions], targets, reduction="sum")
+            sums.append(float(nll))
+            counts.append(len(positions))
+    return sums, counts
+
+
+def test_perplexity_matches_unpadded_reference(tiny_model):
+    rows = _rows()
+    sums, counts = _reference_nll(tiny_model, rows)
+    expected_nll = sum(sums) / sum(counts)  # token-weighted
+
+    # batch_size=2 mixes lengths 7/12 and 4/9 (padding) and leaves a last batch of one.
+    result = metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0, batch_size=2)
+    assert result["tokens"] == sum(counts) == 4 + 6 + 3 + 7 + 1
+    assert result["nll"] == pytest.approx(expected_nll, abs=1e-5)
+    assert result["ppl"] == pytest.approx(math.exp(expected_nll), rel=1e-5)
+    assert result["row_nll"] == pytest.approx([s / c for s, c in zip(sums, counts)], abs=1e-5)
+    # Token weighting differs from row weighting here (rows have 1..7 tokens).
+    assert abs(expected_nll - float(np.mean(result["row_nll"]))) > 1e-4
+
+    # Same answer whatever the batching or the pad id (padding must not leak in).
+    other = metrics.assistant_perplexity(tiny_model, rows, pad_token_id=7, batch_size=5)
+    assert other["nll"] == pytest.approx(expected_nll, abs=1e-5)
+    assert other["row_nll"] == pytest.approx(result["row_nll"], abs=1e-5)
+
+
+def test_perplexity_excludes_masked_positions(tiny_model):
+    rows = _rows()
+    base = metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0)
+
+    # The first label can never be scored (nothing predicts it): changing it is a no-op,
+    # as is un-masking it.
+    first_changed = [dict(r, labels=list(r["labels"])) for r in rows]
+    first_changed[0]["labels"][0] = 17
+    same = metrics.assistant_perplexity(tiny_model, first_changed, pad_token_id=0)
+    assert same["nll"] == pytest.approx(base["nll"], abs=1e-7)
+    assert same["tokens"] == base["tokens"]
+
+    # Masking one more position drops exactly that token's loss (checked by reference).
+    masked = [dict(r, labels=list(r["labels"])) for r in rows]
+    masked[3]["labels"][5] = -100
+    sums, counts = _reference_nll(tiny_model, masked)
+    less = metrics.assistant_perplexity(tiny_model, masked, pad_token_id=0)
+    assert less["tokens"] == base["tokens"] - 1
+    assert less["nll"] == pytest.approx(sum(sums) / sum(counts), abs=1e-5)
+    assert less["nll"] != pytest.approx(base["nll"], abs=1e-5)
+
+    # Changing the value of a scored label changes the result.
+    changed = [dict(r, labels=list(r["labels"])) for r in rows]
+    changed[3]["labels"][5] = (changed[3]["labels"][5] % 49) + 1
+    moved = metrics.assistant_perplexity(tiny_model, changed, pad_token_id=0)
+    assert moved["tokens"] == base["tokens"]
+    assert moved["row_nll"][3] != pytest.approx(base["row_nll"][3], abs=1e-5)
+    assert moved["row_nll"][:3] == pytest.approx(base["row_nll"][:3], abs=1e-7)
+
+
+def test_perplexity_restores_mode_and_validates(tiny_model):
+    rows = _rows()
+    tiny_model.train()
+    metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0)
+    assert tiny_model.training, "training mode should be restored"
+    tiny_model.eval()
+    metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0)
+    assert not tiny_model.training, "eval mode should be kept"
+
+    with pytest.raises(ValueError, match="row 0 has no loss token"):
+        metrics.assistant_perplexity(
+            tiny_model, [{"input_ids": [1, 2, 3], "labels": [5, -100, -100]}], pad_token_id=0
+        )
+    with pytest.raises(ValueError, match="3 tokens but labels has 2"):
+        metrics.assistant_perplexity(
+            tiny_model, [{"input_ids": [1, 2, 3], "labels": [1, 2]}], pad_token_id=0
+        )
+
+
+# ----------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_contains_mean_and_matches_normal_theory():
+    values = np.random.default_rng(42).normal(3.0, 2.0, size=400).tolist()
+    ci = metrics.bootstrap_ci(values, n_resamples=2000)
+    assert ci["mean"] == pytest.approx(float(np.mean(values)))
+    assert ci["low"] < ci["mean"] < ci["high"]
+    # For a mean of normal data the 95% interval is about +-1.96 * sd / sqrt(n).
+    expected_width = 2 * 1.96 * np.std(values, ddof=1) / np.sqrt(len(values))
+    assert ci["high"] - ci["low"] == pytest.approx(expected_width, rel=0.15)
+
+
+def test_bootstrap_ci_shrinks_with_more_data_and_confidence():
+    rng = np.random.default_rng(3)
+    small = metrics.bootstrap_ci(rng.normal(size=25).tolist())
+    large = metrics.bootstrap_ci(rng.normal(size=2500).tolist())
+    # Width scales like 1/sqrt(n): 100x the data -> ~10x narrower.
+    assert (large["high"] - large["low"]) < (small["high"] - small["low"]) / 5
+    values = rng.normal(size=100).tolist()
+    wide = metrics.bootstrap_ci(values, confidence=0.99)
+    narrow = metrics.bootstrap_ci(values, confidence=0.5)
+    assert wide["high"] - wide["low"] > narrow["high"] - narrow["low"]
+
+
+def test_bootstrap_ci_deterministic_by_seed():
+    values = np.random.default_rng(5).uniform(size=50).tolist()
+    assert metrics.bootstrap_ci(values, seed=1) == metrics.bootstrap_ci(values, seed=1)
+    assert metrics.bootstrap_ci(values, seed=1) != metrics.bootstrap_ci(values, seed=2)
+
+
+def test_bootstrap_ci_degenerate_inputs():
+    assert metrics.bootstrap_ci([0.7]) == {"mean": 0.7, "low": 0.7, "high": 0.7}
+    # All-equal values: no spread, so the interval is the mean itself (exactly).
+    equal = metrics.bootstrap_ci([0.1] * 7)
+    assert equal["low"] == equal["high"] == equal["mean"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.bootstrap_ci([])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.bootstrap_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.bootstrap_ci([1.0, 2.0], confidence=1.5)
+
+
+def test_paired_bootstrap_detects_clear_improvement():
+    rng = np.random.default_rng(7)
+    before = rng.uniform(0, 1, size=60)
+    after = before + 0.2 + rng.normal(0, 0.05, size=60)
+    result = metrics.paired_bootstrap_diff(before.tolist(), after.tolist())
+    assert result["before"] == pytest.approx(before.mean())
+    assert result["after"] == pytest.approx(after.mean())
+    assert result["diff"] == pytest.approx(after.mean() - before.mean())
+    assert 0 < result["low"] < result["diff"] < result["high"]
+    assert result["p_not_better"] < 0.01
+
+
+def test_paired_bootstrap_uses_pairing():
+    # Huge spread between examples, small consistent gain on each: only a paired
+    # analysis sees it. The two separate (unpaired) intervals overlap heavily.
+    rng = np.random.default_rng(11)
+    before = rng.normal(0, 10, size=40)
+    after = before + 0.5 + rng.normal(0, 0.1, size=40)
+    ci_before = metrics.bootstrap_ci(before.tolist())
+    ci_after = metrics.bootstrap_ci(after.tolist())
+    assert ci_after["low"] < ci_before["high"], "unpaired intervals should overlap"
+    paired = metrics.paired_bootstrap_diff(before.tolist(), after.tolist())
+    assert paired["low"] > 0.4 and paired["high"] < 0.6
+    assert paired["p_not_better"] == 0.0
+
+
+def test_paired_bootstrap_no_change_and_worse():
+    values = [0.1, 0.5, 0.9, 0.3]
+    same = metrics.paired_bootstrap_diff(values, values)
+    assert same["diff"] == 0.0 and same["low"] == 0.0 and same["high"] == 0.0
+    assert same["p_not_better"] == 1.0
+    worse = metrics.paired_bootstrap_diff([1.0, 0.9, 0.8, 1.0, 0.7], [0.0, 0.2, 0.1, 0.0, 0.1])
+    assert worse["high"] < 0 and worse["p_not_better"] == 1.0
+    again = metrics.paired_bootstrap_diff([1.0, 0.9, 0.8, 1.0, 0.7], [0.0, 0.2, 0.1, 0.0, 0.1])
+    assert again == worse  # deterministic with the default seed
+
+
+def test_paired_bootstrap_length_mismatch():
+    with pytest.raises(ValueError, match="before has 3, after has 2"):
+        metrics.paired_bootstrap_diff([1.0, 2.0, 3.0], [1.0, 2.0])
