@@ -266,16 +266,3 @@ def load_model(
     )
     return model.to(device)
 
-
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    """Total and trainable parameter counts (tied weights counted once)."""
-    seen: set[int] = set()
-    total = trainable = 0
-    for parameter in model.parameters():
-        if id(parameter) in seen:
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-        if parameter.requires_grad:
-            trainable += parameter.numel()
-    return {"total": total, "trainable": trainable}

@@ -1,0 +1,388 @@
+"""LoRA SFT with TRL's `SFTTrainer`, built for the hardware, measured, and verified.
+
+`train_lora` is the one training path shared by the notebooks, `sftkit demo` and
+`sftkit train`. It:
+
+- builds an `SFTConfig` for the hardware: fp16 mixed precision on compute capability < 8
+  (T4), bf16 on >= 8, fp32 on CPU; SDPA attention; length-grouped batches by default;
+- trains on rows tokenized by `sftkit.masking` (assistant-only labels, identical to TRL's
+  own, plus control-string sanitising and counted drops); TRL pads them and runs the loop;
+- measures what a run card needs: tokens/s over non-pad tokens, padding efficiency, model
+  FLOPs utilisation against the card's peak, peak memory, and stops on a non-finite loss;
+- saves the adapter with the tokenizer and an `adapter_config.json` whose base model loads
+  offline, and writes `run.json` + `run.md`.
+
+Loss: TRL's "nll" loss is already computed in chunks, so a large vocabulary (Qwen2.5's
+152k) does not materialise full-precision logits for the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from .config import RunConfig
+from .lora import build_lora_config, trainable_parameters
+from .models import hardware_name, pick_dtype
+
+# Dense peak tensor throughput (TFLOP/s) for the precision each card trains in here.
+# Sources: NVIDIA data sheets (T4: 65 fp16; A100: 312 bf16; H100 SXM: 989 bf16; L4: 121 bf16 ...).
+PEAK_TFLOPS = {
+    "T4": 65.0,
+    "V100": 125.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+    "L4": 121.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "H100": 989.0,
+    "H200": 989.0,
+}
+# What a T4 sustains on real matmuls is far below the data-sheet peak (clocks drop under
+# load at 70 W); we report MFU against this too, so T4 numbers are not misread.
+T4_SUSTAINED_TFLOPS = 24.0
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The data-sheet peak for a GPU name (longest matching key), None for CPUs/unknown cards."""
+    matches = [key for key in PEAK_TFLOPS if key in device_name.upper()]
+    return PEAK_TFLOPS[max(matches, key=len)] if matches else None
+
+
+def training_flops_per_token(frozen: int, trainable: int) -> float:
+    """Model FLOPs per trained token: forward 2N, backward through activations 2N, weight grads 2N_trainable.
+
+    Full fine-tuning gives the familiar 6N; LoRA costs about 4N because frozen weights need
+    no weight gradient. Attention-score FLOPs are left out (small at these lengths), and
+    activation recomputation from gradient checkpointing is not counted (MFU convention).
+    """
+    return 4.0 * (frozen + trainable) + 2.0 * trainable
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak GPU memory allocated by torch (if CUDA) and the process's peak RSS, in MB."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+class CountingCollator:
+    """Wraps a collator and counts real (non-pad) and padded tokens of every batch it builds."""
+
+    def __init__(self, collator: Any):
+        self.collator = collator
+        self.real_tokens = 0
+        self.padded_tokens = 0
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collator(examples)
+        self.real_tokens += sum(len(example["input_ids"]) for example in examples)
+        self.padded_tokens += batch["input_ids"].numel()
+        return batch
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else float("nan")
+
+
+class ThroughputCallback(TrainerCallback):
+    """Logs tokens/s (non-pad), padding efficiency and MFU; stops on a non-finite loss."""
+
+    def __init__(self, counter: CountingCollator, flops_per_token: float, device_name: str):
+        self.counter = counter
+        self.flops_per_token = flops_per_token
+        self.peak = peak_tflops(device_name)
+        self.start = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.start = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs if logs is not None else {}
+        for key in ("loss", "grad_norm"):
+            value = logs.get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLossError(
+                    f"{key} became {value} at step {state.global_step}. With fp16 this is usually an overflow: "
+                    "lower the learning rate, keep max_grad_norm at 1.0, or train in fp32/bf16."
+                )
+        if self.start is None or "loss" not in logs:
+            return
+        elapsed = time.perf_counter() - self.start
+        tokens_per_s = self.counter.real_tokens / elapsed if elapsed > 0 else 0.0
+        logs["tokens_per_s"] = round(tokens_per_s, 1)
+        logs["padding_efficiency"] = round(self.counter.padding_efficiency, 4)
+        if self.peak:
+            logs["mfu"] = round(tokens_per_s * self.flops_per_token / (self.peak * 1e12), 4)
+        self.history.append({"step": state.global_step, **{k: float(v) for k, v in logs.items() if _is_number(v)}})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def precision_flags(device: str | None = None) -> dict[str, bool]:
+    """`fp16`/`bf16` flags for `SFTConfig`: by compute capability, never by `is_bf16_supported()`."""
+    dtype = pick_dtype(device)
+    return {"fp16": dtype == torch.float16, "bf16": dtype == torch.bfloat16}
+
+
+def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
+    """A TRL `SFTConfig` from a `RunConfig`, for this machine's hardware."""
+    from trl import SFTConfig
+
+    t = cfg.train
+    batching = {
+        "group": {"train_sampling_strategy": "group_by_length"},
+        "pad": {},
+        "pack": {"packing": True, "packing_strategy": "bfd", "padding_free": True},
+    }
+    if t.batching not in batching:
+        raise ValueError(f"batching must be one of {sorted(batching)}, got {t.batching!r}")
+    values = dict(
+        output_dir=str(output_dir),
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=t.lr_scheduler_type,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=cfg.data.max_length,
+        # The rows arrive tokenized with assistant-only labels from `sftkit.masking` (equal to
+        # what assistant_only_loss=True would build; tests/test_masking.py checks it), so TRL
+        # must not rebuild them: it pads `labels` as given.
+        assistant_only_loss=False,
+        eos_token="<|im_end|>",
+        activation_checkpointing=t.gradient_checkpointing,
+        # Reentrant checkpointing needs inputs that require grad, which frozen embeddings under
+        # LoRA do not provide; the non-reentrant variant works with LoRA as is.
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        **precision_flags(),
+        **batching[t.batching],
+    )
+    values.update(overrides)
+    return SFTConfig(**values)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and measured."""
+
+    model: Any
+    adapter_dir: Path
+    log_history: list[dict]
+    metrics: dict[str, Any]
+    tokenize_report: dict[str, Any] = field(default_factory=dict)
+
+
+def train_lora(
+    cfg: RunConfig,
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    output_dir: str | Path,
+    eval_dataset: Any | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+    **sft_overrides: Any,
+) -> TrainResult:
+    """Wrap `model` with LoRA, train it with `SFTTrainer`, save the adapter, return measurements.
+
+    `train_dataset` is a `messages` dataset; it is tokenized here with assistant-only labels.
+    The model returned is the trained `PeftModel` (in eval mode).
+    """
+    from trl import SFTTrainer
+
+    from .masking import tokenize_dataset
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenized, tokenize_report = tokenize_dataset(train_dataset, tokenizer, cfg.data.max_length)
+    if len(tokenized) == 0:
+        raise ValueError(f"no trainable rows after tokenization: {tokenize_report}")
+    tokenized = tokenized.map(lambda row: {"length": len(row["input_ids"])}).remove_columns("messages")
+    eval_tokenized = None
+    if eval_dataset is not None:
+        eval_tokenized, _ = tokenize_dataset(eval_dataset, tokenizer, cfg.data.max_length)
+        eval_tokenized = eval_tokenized.remove_columns("messages")
+
+    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized,
+        eval_dataset=eval_tokenized,
+        processing_class=tokenizer,
+        peft_config=lora_config,
+    )
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    params = trainable_parameters(trainer.model)
+    device = hardware_name()
+    throughput = ThroughputCallback(
+        counter, training_flops_per_token(params["total"] - params["trainable"], params["trainable"]), device
+    )
+    trainer.add_callback(throughput)
+
+    start = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    wall = time.perf_counter() - start
+
+    adapter_dir = output_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    peft_model = trainer.model
+    peft_model.eval()
+
+    tokens_per_s = counter.real_tokens / wall if wall > 0 else 0.0
+    peak = peak_tflops(device)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {
+        "hardware": device,
+        "wall_s": round(wall, 2),
+        "steps": trainer.state.global_step,
+        "train_loss": train_output.training_loss,
+        "final_loss": losses[-1] if losses else None,
+        "tokens": counter.real_tokens,
+        "padded_tokens": counter.padded_tokens,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "padding_efficiency": round(counter.padding_efficiency, 4),
+        "mfu": round(tokens_per_s * throughput.flops_per_token / (peak * 1e12), 4) if peak else None,
+        "mfu_vs_t4_sustained": (
+            round(tokens_per_s * throughput.flops_per_token / (T4_SUSTAINED_TFLOPS * 1e12), 4)
+            if peak and "T4" in device.upper()
+            else None
+        ),
+        "trainable_params": params["trainable"],
+        "total_params": params["total"],
+        "lora_targets": sorted(lora_config.target_modules),
+        "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        **{k: round(v, 1) for k, v in peak_memory_mb().items()},
+    }
+    return TrainResult(peft_model, adapter_dir, list(trainer.state.log_history), metrics, tokenize_report)
+
+
+# --------------------------------------------------------------------------- run cards
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) -> tuple[Path, Path]:
+    """`run.json` (machine-readable) and `run.md` (for people) next to the run's outputs."""
+    output_dir = Path(output_dir)
+    card = {
+        "config": cfg.to_dict(),
+        "versions": package_versions(),
+        "train": result.metrics,
+        "tokenization": result.tokenize_report,
+        "adapter_dir": str(result.adapter_dir),
+    }
+    json_path = output_dir / "run.json"
+    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    m = result.metrics
+    rows = [
+        ("hardware", m["hardware"]),
+        ("precision", m["precision"]),
+        ("steps", m["steps"]),
+        ("wall time (s)", m["wall_s"]),
+        ("tokens/s (non-pad)", m["tokens_per_s"]),
+        ("padding efficiency", m["padding_efficiency"]),
+        ("MFU (vs data-sheet peak)", m["mfu"] if m["mfu"] is not None else "n/a on CPU"),
+        ("peak memory (MB)", m.get("peak_gpu_mb", m["peak_rss_mb"])),
+        ("final logged loss", m["final_loss"]),
+        ("trainable / total parameters", f"{m['trainable_params']:,} / {m['total_params']:,}"),
+        ("LoRA targets", ", ".join(m["lora_targets"])),
+        ("adapter", str(result.adapter_dir)),
+    ]
+    lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]
+    lines += [f"| {key} | {value} |" for key, value in rows]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()), ""]
+    md_path = output_dir / "run.md"
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
+
+
+# --------------------------------------------------------------------------- adapter checks
+
+
+@torch.no_grad()
+def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, input_ids: torch.Tensor) -> dict[str, float]:
+    """Check the saved adapter is the trained one and actually changes the model.
+
+    `base_model` is a fresh copy of the base weights. Returns max absolute logit differences:
+    ``reload`` (saved vs in-memory, should be 0), ``merge`` (merged vs adapter, ~1e-6 in
+    fp32) and ``vs_base`` (tuned vs base, must be > 0: an adapter that silently does not
+    load is a known failure). Raises AssertionError when a check fails.
+    """
+    from peft import PeftModel
+
+    device = next(peft_model.parameters()).device
+    input_ids = input_ids.to(device)
+    peft_model.eval()
+    tuned = peft_model(input_ids=input_ids).logits.float()
+    base_model = base_model.to(device).eval()
+    base = base_model(input_ids=input_ids).logits.float()
+    reloaded_model = PeftModel.from_pretrained(base_model, str(adapter_dir)).eval()
+    reloaded = reloaded_model(input_ids=input_ids).logits.float()
+    merged_model = reloaded_model.merge_and_unload()
+    merged = merged_model(input_ids=input_ids).logits.float()
+    diffs = {
+        "reload": (reloaded - tuned).abs().max().item(),
+        "merge": (merged - tuned).abs().max().item(),
+        "vs_base": (tuned - base).abs().max().item(),
+    }
+    tolerance = 1e-5 if tuned.dtype == torch.float32 and base_model.dtype == torch.float32 else 1e-2
+    assert diffs["reload"] <= tolerance, f"reloaded adapter differs from the trained one by {diffs['reload']:.3g}"
+    assert diffs["merge"] <= max(tolerance, 1e-5 * tuned.abs().max().item()), (
+        f"merged model differs from the adapter model by {diffs['merge']:.3g}"
+    )
+    assert diffs["vs_base"] > 0, "the adapter does not change the model's logits: it was not trained or not loaded"
+    return diffs
