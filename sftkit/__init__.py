@@ -1,0 +1,44 @@
+"""sftkit: parameter-efficient supervised fine-tuning (LoRA SFT) of small base language models.
+
+The notebooks, the `sftkit` command and the tests all call the functions re-exported here.
+Imports are lazy so that `import sftkit` (and `sftkit --help`) stays fast: torch and
+transformers load only when a function that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_tokenizer": "models",
+    "load_model": "models",
+    "hardware_name": "models",
+    "prepare_tokenizer": "chat",
+    "prepare_model": "chat",
+    "tokenize_conversation": "masking",
+    "tokenize_dataset": "masking",
+    "inspect_mask": "masking",
+    "load_conversations": "data",
+    "split_dataset": "data",
+    "make_task_splits": "tasks",
+    "generate_batch": "generate",
+    "chat": "generate",
+    "train_lora": "train",
+    "evaluate_model": "evaluation",
+    "get_preset": "config",
+    "resolve_preset": "config",
+    "RunConfig": "config",
+    "run_demo": "demo",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'sftkit' has no attribute {name!r}")

@@ -94,6 +94,8 @@ class EvalSettings:
     """Generation and scoring settings for before/after evaluation."""
 
     max_new_tokens: int = 128
+    # Budget for open-ended prompts (instruction following, refusal), which need longer replies.
+    open_max_new_tokens: int = 128
     batch_size: int = 16
     n_examples: int = 100
     bootstrap_resamples: int = 1000
@@ -166,7 +168,7 @@ def _cpu_demo() -> RunConfig:
     return RunConfig(
         preset="cpu-demo",
         model=ModelConfig(name="smollm2-135m-instruct", dtype="float32"),
-        data=DataConfig(source="builtin-tasks", train_size=480, eval_size=96, max_length=128),
+        data=DataConfig(source="builtin-tasks", train_size=1200, eval_size=96, max_length=128),
         lora=LoraSettings(r=16, alpha=32, dropout=0.0, targets="all-linear"),
         train=TrainSettings(
             learning_rate=1e-3,
@@ -177,7 +179,7 @@ def _cpu_demo() -> RunConfig:
             logging_steps=5,
             batching="group",
         ),
-        eval=EvalSettings(max_new_tokens=48, batch_size=16, n_examples=96),
+        eval=EvalSettings(max_new_tokens=64, open_max_new_tokens=96, batch_size=16, n_examples=96),
         output_dir="runs/cpu-demo",
     )
 
@@ -198,7 +200,8 @@ def _smoke() -> RunConfig:
             logging_steps=1,
             batching="group",
         ),
-        eval=EvalSettings(max_new_tokens=8, batch_size=12, n_examples=12, bootstrap_resamples=200, n_side_by_side=3),
+        eval=EvalSettings(max_new_tokens=8, open_max_new_tokens=8, batch_size=12, n_examples=12, bootstrap_resamples=200,
+                          n_side_by_side=3),
         output_dir="runs/smoke",
     )
 

