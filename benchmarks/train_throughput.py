@@ -2,7 +2,9 @@
 
 For plain padding, length grouping and packing (TRL's best-fit-decreasing packing with
 padding-free batches) this trains the same LoRA for the same number of steps and prints
-tokens/s (non-pad tokens), padding efficiency, and MFU where a GPU is present.
+tokens/s (non-pad tokens), padding efficiency, and MFU where a GPU is present. Packing is
+refused (and reported as such) unless the model runs FlashAttention: with SDPA or eager
+attention packed examples attend to each other (tests/test_packing.py).
 
     python benchmarks/train_throughput.py [--preset cpu-demo] [--steps 12]
 """
@@ -36,7 +38,11 @@ def main() -> None:
         model, tokenizer = load_for(cfg)
         train_set, _ = load_demo_data(cfg)
         with tempfile.TemporaryDirectory() as out:
-            result = train_lora(cfg, model, tokenizer, train_set, out, disable_tqdm=True)
+            try:
+                result = train_lora(cfg, model, tokenizer, train_set, out, disable_tqdm=True)
+            except ValueError as refusal:
+                print(f"{batching}: refused: {refusal}")
+                continue
         m = result.metrics
         rows.append((batching, m["tokens_per_s"], m["padding_efficiency"], m["mfu"], m["wall_s"]))
         del model

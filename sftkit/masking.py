@@ -27,7 +27,8 @@ from .chat import IM_END, IM_START
 IGNORE_INDEX = -100
 # Private-use characters bracket control strings found in message content while the
 # template renders, so we can tell them apart from the template's own control tokens.
-_LITERAL_OPEN, _LITERAL_CLOSE = "\ue000", "\ue001"
+# Two characters absent from the conversation are chosen each time (`_pick_markers`).
+_PRIVATE_USE = range(0xE000, 0xF900)
 
 
 class NoTrainableTokensError(ValueError):
@@ -45,27 +46,37 @@ def control_strings(tokenizer: Any) -> tuple[str, ...]:
     return tuple(sorted(found, key=len, reverse=True))  # longest first, so no prefix wins
 
 
-def _mark_literals(messages: list[dict[str, str]], controls: tuple[str, ...]) -> tuple[list[dict], bool]:
+def _pick_markers(messages: list[dict[str, str]]) -> tuple[str, str]:
+    used = set("".join(message["content"] for message in messages))
+    free = (chr(code) for code in _PRIVATE_USE if chr(code) not in used)
+    return next(free), next(free)
+
+
+def _mark_literals(messages: list[dict[str, str]], controls: tuple[str, ...],
+                   markers: tuple[str, str]) -> tuple[list[dict], bool]:
+    opening, closing = markers
     marked, any_found = [], False
     for message in messages:
         content = message["content"]
         for control in controls:
             if control in content:
                 any_found = True
-                content = content.replace(control, f"{_LITERAL_OPEN}{control}{_LITERAL_CLOSE}")
+                content = content.replace(control, f"{opening}{control}{closing}")
         marked.append({**message, "content": content})
     return marked, any_found
 
 
-def _unmark(text: str, spans: list[tuple[int, int]]) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
+def _unmark(text: str, spans: list[tuple[int, int]],
+            markers: tuple[str, str]) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
     """Remove the literal markers; return clean text, literal spans and `spans` in clean coordinates."""
+    opening, closing = markers
     clean_index = []  # clean_index[i] = position in the clean text of rendered char i
     pieces, literal_spans, position, literal_start = [], [], 0, None
     for char in text:
         clean_index.append(position)
-        if char == _LITERAL_OPEN:
+        if char == opening:
             literal_start = position
-        elif char == _LITERAL_CLOSE:
+        elif char == closing:
             literal_spans.append((literal_start, position))
         else:
             pieces.append(char)
@@ -128,7 +139,8 @@ def tokenize_conversation(
 
     if truncation not in ("keep_start", "keep_end"):
         raise ValueError(f"truncation must be 'keep_start' or 'keep_end', got {truncation!r}")
-    marked, has_literals = _mark_literals(messages, control_strings(tokenizer))
+    markers = _pick_markers(messages)
+    marked, has_literals = _mark_literals(messages, control_strings(tokenizer), markers)
     rendered, generation_indices = render_jinja_template(
         conversations=[marked],
         chat_template=tokenizer.chat_template,
@@ -138,7 +150,7 @@ def tokenize_conversation(
     text, spans = rendered[0], generation_indices[0]
     literal_spans: list[tuple[int, int]] = []
     if has_literals:
-        text, literal_spans, spans = _unmark(text, spans)
+        text, literal_spans, spans = _unmark(text, spans, markers)
     input_ids, offsets = _encode_segments(text, literal_spans, tokenizer)
     mask = _assistant_mask(offsets, spans)
     labels = [token if keep else IGNORE_INDEX for token, keep in zip(input_ids, mask)]

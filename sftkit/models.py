@@ -78,7 +78,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
     name = aliases.get(dtype, dtype)
     value = getattr(torch, name, None)
-    if not isinstance(value, torch.dtype):
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
     return value
 

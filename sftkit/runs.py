@@ -46,6 +46,8 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
     """Train, make the adapter loadable offline, verify it, and write the run card."""
     out = Path(out)
     result = train_lora(cfg, model, tokenizer, train_set, out, **sft_overrides)
+    if not result.metrics["is_main_process"]:
+        return result  # the main process verifies and records
     if cfg.model.name == "tiny-smollm2":
         # The smoke model is tiny: keep a copy inside the run so the run folder is self-contained.
         base_dir = out / "base_model"
@@ -82,6 +84,8 @@ def run_training(preset: str | None = None, out: str | Path | None = None) -> Tr
     train_set, _ = load_demo_data(cfg)
     result = train_and_record(cfg, model, tokenizer, train_set, out)
     m = result.metrics
+    if not m["is_main_process"]:
+        return result
     print(
         f"[sftkit] {m['steps']} steps in {m['wall_s']} s, {m['tokens_per_s']} tokens/s, "
         f"final loss {m['final_loss']}, adapter check {m['adapter_check']}; run card: {out / 'run.md'}"

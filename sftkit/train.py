@@ -58,6 +58,8 @@ class NonFiniteLossError(RuntimeError):
 
 def peak_tflops(device_name: str) -> float | None:
     """The data-sheet peak for a GPU name (longest matching key), None for CPUs/unknown cards."""
+    if device_name.upper().startswith("CPU"):  # `hardware_name()`'s CPU format; "A10" is also an AMD APU
+        return None
     matches = [key for key in PEAK_TFLOPS if key in device_name.upper()]
     return PEAK_TFLOPS[max(matches, key=len)] if matches else None
 
@@ -134,6 +136,9 @@ class ThroughputCallback(TrainerCallback):
         logs["padding_efficiency"] = round(self.counter.padding_efficiency, 4)
         if self.peak:
             logs["mfu"] = round(tokens_per_s * self.flops_per_token / (self.peak * 1e12), 4)
+        # Trainer appended a copy of `logs` to the history before calling us: complete that entry.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update({k: logs[k] for k in ("tokens_per_s", "padding_efficiency", "mfu") if k in logs})
         self.history.append({"step": state.global_step, **{k: float(v) for k, v in logs.items() if _is_number(v)}})
 
 
@@ -199,6 +204,26 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
     return SFTConfig(**values)
 
 
+def check_packing_is_safe(batching: str, model: Any) -> None:
+    """Refuse packing unless the attention kernel keeps packed examples apart.
+
+    TRL's padding-free packing passes sequence boundaries as `position_ids`/`cu_seq_lens`,
+    which only the FlashAttention kernels honour. With SDPA or eager attention (the only
+    choices on a T4 or a CPU) each packed example attends to the ones before it:
+    tests/test_packing.py measures that leak. Length grouping gets most of packing's
+    padding savings without it.
+    """
+    if batching != "pack":
+        return
+    implementation = str(getattr(model.config, "_attn_implementation", "")).lower()
+    if "flash" not in implementation:
+        raise ValueError(
+            f"batching='pack' needs FlashAttention to keep packed examples apart; this model uses "
+            f"{implementation or 'an unknown'} attention, where packed examples attend to each other. "
+            "Use batching='group' (length grouping) instead."
+        )
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -232,6 +257,7 @@ def train_lora(
 
     from .masking import tokenize_dataset
 
+    check_packing_is_safe(cfg.train.batching, model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenized, tokenize_report = tokenize_dataset(train_dataset, tokenizer, cfg.data.max_length)
@@ -260,31 +286,41 @@ def train_lora(
     throughput = ThroughputCallback(
         counter, training_flops_per_token(params["total"] - params["trainable"], params["trainable"]), device
     )
-    trainer.add_callback(throughput)
+    # First in line, so the printing and progress callbacks see the numbers it adds.
+    trainer.callback_handler.callbacks.insert(0, throughput)
 
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     wall = time.perf_counter() - start
 
     adapter_dir = output_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    # Under `accelerate launch` every process trains; only the main one writes files.
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
+    trainer.accelerator.wait_for_everyone()
     peft_model = trainer.model
     peft_model.eval()
 
-    tokens_per_s = counter.real_tokens / wall if wall > 0 else 0.0
+    # Each process counted its own batches; the run's throughput is their sum.
+    counts = trainer.accelerator.reduce(torch.tensor([counter.real_tokens, counter.padded_tokens]), "sum")
+    real_tokens, padded_tokens = (int(x) for x in counts.tolist())
+    tokens_per_s = real_tokens / wall if wall > 0 else 0.0
     peak = peak_tflops(device)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         "hardware": device,
+        "processes": trainer.accelerator.num_processes,
+        "is_main_process": trainer.accelerator.is_main_process,
         "wall_s": round(wall, 2),
         "steps": trainer.state.global_step,
         "train_loss": train_output.training_loss,
         "final_loss": losses[-1] if losses else None,
-        "tokens": counter.real_tokens,
-        "padded_tokens": counter.padded_tokens,
+        "tokens": real_tokens,
+        "padded_tokens": padded_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
-        "padding_efficiency": round(counter.padding_efficiency, 4),
+        "padding_efficiency": round(real_tokens / padded_tokens, 4),
         "mfu": round(tokens_per_s * throughput.flops_per_token / (peak * 1e12), 4) if peak else None,
         "mfu_vs_t4_sustained": (
             round(tokens_per_s * throughput.flops_per_token / (T4_SUSTAINED_TFLOPS * 1e12), 4)
@@ -379,7 +415,7 @@ def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, in
         "merge": (merged - tuned).abs().max().item(),
         "vs_base": (tuned - base).abs().max().item(),
     }
-    tolerance = 1e-5 if tuned.dtype == torch.float32 and base_model.dtype == torch.float32 else 1e-2
+    tolerance = 1e-5 if peft_model.dtype == torch.float32 and base_model.dtype == torch.float32 else 1e-2
     assert diffs["reload"] <= tolerance, f"reloaded adapter differs from the trained one by {diffs['reload']:.3g}"
     assert diffs["merge"] <= max(tolerance, 1e-5 * tuned.abs().max().item()), (
         f"merged model differs from the adapter model by {diffs['merge']:.3g}"

@@ -123,7 +123,7 @@ def test_hub_id_offline_fails_fast_with_one_line_hint(monkeypatch, loader):
     assert "\n" not in message, f"the error should be one line, got {message!r}"
     assert "smollm2-135m-instruct" in message, f"the error should name the offline model: {message!r}"
     assert HUB_ID in message, "the error should name what could not be loaded"
-    assert excinfo.value.__cause__ is None, "the Hub traceback chain should be suppressed"
+    assert excinfo.value.__suppress_context__, "the Hub traceback chain should be suppressed (raise ... from None)"
 
 
 def test_unreachable_hub_is_probed_once_and_fails(monkeypatch):

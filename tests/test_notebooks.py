@@ -1,0 +1,146 @@
+"""The core notebooks: valid, short cells, no helpers defined inline, and they run in smoke mode.
+
+The execution tests run each notebook top to bottom in a fresh kernel with the ``smoke``
+preset (a tiny model, offline), in order 00 -> 04 because 04 evaluates the adapter 03 saves.
+The executed copy is written to a temporary folder; the committed notebooks are never
+rewritten. Artefacts go to ``runs/smoke/`` (figures to ``runs/smoke/figures/``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = [
+    "00_base_model_behavior",
+    "01_peft_and_lora",
+    "02_data_and_chat_templates",
+    "03_lora_sft_with_trl",
+    "04_evaluation_before_after",
+]
+MAX_CELL_LINES = 25
+SMOKE_BUDGET_S = 90  # per notebook on a small CPU box; reported, asserted loosely below
+DEF_RE = re.compile(r"^\s*(async\s+)?def\s+\w+\s*\(", re.MULTILINE)
+
+
+def _read(name: str):
+    return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+
+
+def _code_cells(nb) -> list:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def _tagged(nb, tag: str):
+    found = [cell for cell in nb.cells if tag in cell.get("metadata", {}).get("tags", [])]
+    assert len(found) == 1, f"expected one cell tagged {tag!r}, found {len(found)}"
+    return found[0]
+
+
+def _text_outputs(cell) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            parts.append(output.get("text", ""))
+        elif "data" in output:
+            parts.append(output["data"].get("text/plain", ""))
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_valid_and_cells_are_short(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for index, cell in enumerate(_code_cells(nb)):
+        lines = cell.source.splitlines()
+        assert len(lines) <= MAX_CELL_LINES, f"{name} code cell {index} has {len(lines)} lines (max {MAX_CELL_LINES})"
+        assert not DEF_RE.search(cell.source), f"{name} code cell {index} defines a function: helpers belong in sftkit"
+        assert "lambda" not in cell.source, f"{name} code cell {index} defines a lambda: helpers belong in sftkit"
+
+
+def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
+    first = [_code_cells(_read(name))[:2] for name in NOTEBOOKS]
+    for name, (setup, parameters) in zip(NOTEBOOKS, first):
+        assert "setup" in setup.metadata.get("tags", []), name
+        assert "parameters" in parameters.metadata.get("tags", []), name
+        assert setup.source == first[0][0].source and parameters.source == first[0][1].source, name
+    setup, parameters = first[0]
+    assert '"google.colab" in sys.modules' in setup.source and '!pip install -q "git+{REPO_URL}"' in setup.source
+    assert 'os.environ.get("SFTKIT_PRESET")' in parameters.source
+    assert "hardware_name()" in parameters.source
+
+
+def test_committed_notebooks_match_the_generator(tmp_path):
+    """The committed notebooks are what build_notebooks.py writes (outputs aside)."""
+    subprocess.run([sys.executable, str(NOTEBOOK_DIR / "build_notebooks.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for name in NOTEBOOKS:
+        built = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        committed = _read(name)
+        assert [(c.cell_type, c.source) for c in built.cells] == [(c.cell_type, c.source) for c in committed.cells], (
+            f"{name}.ipynb differs from build_notebooks.py: run `python notebooks/build_notebooks.py`"
+        )
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@pytest.fixture(scope="session")
+def python3_kernel():
+    """Make sure a `python3` kernelspec exists (fresh CI machines may lack one)."""
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    if "python3" not in find_kernel_specs():
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", "python3"], check=True)
+    assert "python3" in find_kernel_specs()
+    return "python3"
+
+
+@pytest.fixture
+def smoke_env(monkeypatch):
+    """The kernel inherits the environment: smoke preset, offline, headless plots, few threads."""
+    monkeypatch.setenv("SFTKIT_PRESET", "smoke")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("SFTKIT_TEST_THREADS", "1"))
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", NOTEBOOKS)  # in this order: 04 evaluates the adapter 03 saves
+def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, record_property):
+    from nbclient import NotebookClient
+
+    from sftkit.models import hardware_name
+
+    nb = _read(name)  # an in-memory copy: the committed file is never rewritten
+    client = NotebookClient(nb, timeout=300, kernel_name=python3_kernel,
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    finally:
+        wall = time.perf_counter() - start
+        nbformat.write(nb, tmp_path / f"{name}.executed.ipynb")
+        record_property("wall_s", round(wall, 1))
+        print(f"\n{name}: executed in {wall:.1f} s (smoke preset); executed copy: {tmp_path}")
+    errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not errors, errors
+    parameters = _text_outputs(_tagged(nb, "parameters"))
+    assert "preset: smoke" in parameters, parameters
+    assert f"hardware: {hardware_name()}" in parameters, f"the parameters cell must name the hardware: {parameters}"
+    if wall > SMOKE_BUDGET_S:
+        print(f"warning: {name} took {wall:.1f} s, over the {SMOKE_BUDGET_S} s smoke budget")

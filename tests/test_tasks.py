@@ -1,0 +1,178 @@
+"""Tests for sftkit.tasks: determinism, disjoint train/test pools, and the answer checkers."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+
+import pytest
+
+from sftkit.tasks import TASKS, check_answer, make_task_examples, make_task_splits, spell
+
+
+def _first_prompt(example):
+    return example["messages"][0]["content"]
+
+
+def _unspell(spelled: str) -> str:
+    assert re.fullmatch(r"[a-z]( [a-z])*", spelled), f"not a spelled word: {spelled!r}"
+    return spelled.replace(" ", "")
+
+
+def extract_items(example) -> dict[str, set]:
+    """The names, words, cities and number pairs an example is built from, read back from its prompt."""
+    task, prompt = example["task"], _first_prompt(example)
+    found: dict[str, set] = defaultdict(set)
+    if task == "reverse":
+        found["names"].add(_unspell(prompt.rsplit(": ", 1)[1]))
+    elif task == "vowels":
+        match = re.search(r"(?:spelled |in: |Letters: )([a-z](?: [a-z])*)(?:\?|\.|$)", prompt)
+        assert match, prompt
+        found["words"].add(_unspell(match.group(1)))
+    elif task == "add":
+        numbers = [int(n) for n in re.findall(r"\d+", prompt)]
+        assert len(numbers) == 2, prompt
+        found["pairs"].add(tuple(numbers))
+    elif task == "upper":
+        found["words"].add(prompt.rsplit(" ", 1)[1])
+    elif task == "json":
+        match = re.search(r"Text: (?:Last year )?([A-Z][a-z]+) (?:lives in|moved to|was born in) ([A-Z][a-z]+)\.$", prompt)
+        assert match, prompt
+        found["names"].add(match.group(1).lower())
+        found["cities"].add(match.group(2))
+    elif task == "recall":
+        match = re.match(r"My pet is called ([A-Z][a-z]+) and my favourite thing is a ([a-z]+)\.", prompt)
+        assert match, prompt
+        found["names"].add(match.group(1).lower())
+        found["words"].add(match.group(2))
+    else:
+        raise AssertionError(f"unexpected task {task!r}")
+    return found
+
+
+def _pool(examples) -> dict[str, set]:
+    pool: dict[str, set] = defaultdict(set)
+    for example in examples:
+        for kind, items in extract_items(example).items():
+            pool[kind] |= items
+    return pool
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_task_examples(600, "train", seed=0), make_task_examples(200, "test", seed=0)
+
+
+def test_deterministic_by_seed():
+    assert make_task_examples(60, "train", seed=3) == make_task_examples(60, "train", seed=3)
+    assert make_task_examples(60, "train", seed=3) != make_task_examples(60, "train", seed=4)
+    assert make_task_examples(60, "test", seed=3) != make_task_examples(60, "train", seed=3)
+
+
+def test_train_and_test_pools_are_disjoint(splits):
+    train, test = splits
+    train_pool, test_pool = _pool(train), _pool(test)
+    for kind in ("names", "words", "cities", "pairs"):
+        assert train_pool[kind] and test_pool[kind], f"no {kind} found"
+        shared = train_pool[kind] & test_pool[kind]
+        assert not shared, f"{kind} shared by train and test: {sorted(shared)[:10]}"
+
+
+def test_no_test_conversation_appears_in_training(splits):
+    train, test = splits
+    seen = {json.dumps(e["messages"], sort_keys=True) for e in train}
+    leaked = [e for e in test if json.dumps(e["messages"], sort_keys=True) in seen]
+    assert not leaked, f"{len(leaked)} test conversations also in training, e.g. {leaked[0]['messages']}"
+    prompts = {m["content"] for e in train for m in e["messages"] if m["role"] == "user"}
+    first_prompts = [_first_prompt(e) for e in test]
+    assert not [p for p in first_prompts if p in prompts], "a test prompt appears verbatim in training"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_task_appears_in_order(split):
+    examples = make_task_examples(len(TASKS) * 5, split, seed=1)
+    assert [e["task"] for e in examples[: len(TASKS)]] == list(TASKS)
+    counts = {task: sum(e["task"] == task for e in examples) for task in TASKS}
+    assert counts == {task: 5 for task in TASKS}, counts
+
+
+def test_examples_are_well_formed():
+    for example in make_task_examples(60, "train", seed=0):
+        messages = example["messages"]
+        roles = [m["role"] for m in messages]
+        assert roles in (["user", "assistant"], ["user", "assistant", "user", "assistant"]), roles
+        assert all(m["content"] for m in messages)
+        assert (len(messages) == 4) == (example["task"] == "recall")
+
+
+def test_make_task_splits_returns_datasets():
+    train, test = make_task_splits(12, 6, seed=0)
+    assert len(train) == 12 and len(test) == 6
+    assert set(train.column_names) == {"messages", "task", "answer"}
+    assert train[0]["messages"] == make_task_examples(12, "train", seed=0)[0]["messages"]
+
+
+def test_unknown_split_or_task_raises():
+    with pytest.raises(ValueError, match="split"):
+        make_task_examples(3, "validation")
+    with pytest.raises(ValueError, match="unknown tasks"):
+        make_task_examples(3, tasks=("reverse", "sing"))
+    with pytest.raises(ValueError, match="unknown task"):
+        check_answer("sing", "la", "la")
+
+
+def test_every_reference_answer_passes_its_checker():
+    for split in ("train", "test"):
+        for example in make_task_examples(300, split, seed=0):
+            reply = example["messages"][-1]["content"]
+            assert check_answer(example["task"], reply, example["answer"]), (
+                f"{split} {example['task']}: reference {reply!r} fails against {example['answer']!r}"
+            )
+
+
+def test_spell():
+    assert spell("maria") == "m a r i a"
+
+
+@pytest.mark.parametrize(
+    "task, response, answer, expected",
+    [
+        # reverse: exactly the letters reversed, spelled out
+        ("reverse", "a i r a m", "a i r a m", True),
+        ("reverse", "  a i r a m. ", "a i r a m", True),
+        ("reverse", "a i r a", "a i r a m", False),
+        ("reverse", "airam", "a i r a m", False),
+        # vowels: the last integer counts
+        ("vowels", "Vowels: a e. Count: 2", "2", True),
+        ("vowels", "There are 3 vowels, so 2", "2", True),
+        ("vowels", "Count: 3", "2", False),
+        ("vowels", "two", "2", False),
+        # add: lenient wording, exact number
+        ("add", "433", "433", True),
+        ("add", "The answer is 433", "433", True),
+        ("add", "1,433", "1433", True),
+        ("add", "The answer is 434", "433", False),
+        ("add", "433 + 1 = 434", "433", False),
+        # upper: exactly the upper-case phrase (a final period is tolerated)
+        ("upper", "THE CAT LIKES THE APPLE", "THE CAT LIKES THE APPLE", True),
+        ("upper", "THE CAT LIKES THE APPLE.", "THE CAT LIKES THE APPLE", True),
+        ("upper", "THE CAT LIKES THE apple", "THE CAT LIKES THE APPLE", False),
+        ("upper", "the cat likes the apple", "THE CAT LIKES THE APPLE", False),
+        # json: exactly the expected object
+        ("json", '{"name": "Ana"}', '{"name": "Ana"}', True),
+        ("json", ' {"name":"Ana"}\n', '{"name": "Ana"}', True),
+        ("json", '{"name": "Ana", "city": "Lima"}', '{"name": "Ana"}', False),
+        ("json", '{"city": "Ana"}', '{"name": "Ana"}', False),
+        ("json", "name: Ana", '{"name": "Ana"}', False),
+        ('json', '```json\n{"name": "Ana"}\n```', '{"name": "Ana"}', False),
+        # recall: the word alone, case-insensitive, final period allowed
+        ("recall", "Maria", "Maria", True),
+        ("recall", "maria.", "Maria", True),
+        ("recall", "MARIA", "Maria", True),
+        ("recall", "My pet is Maria", "Maria", False),
+        ("recall", "Mario", "Maria", False),
+    ],
+)
+def test_check_answer(task, response, answer, expected):
+    assert check_answer(task, response, answer) is expected, f"{task}: {response!r} vs {answer!r}"

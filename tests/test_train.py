@@ -1,0 +1,295 @@
+"""Tests for sftkit.train: a real (tiny) LoRA SFT run, its measurements, run card, adapter and resume.
+
+One training run of the smoke preset (4 steps, checkpoint every 2) is shared by the module;
+the resume test continues it from step 2 in a fresh model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import TrainerState
+
+from sftkit.config import get_preset
+from sftkit.lora import find_lora_targets, lora_parameter_count
+from sftkit.models import hardware_name
+from sftkit.tasks import make_task_splits
+from sftkit.train import (
+    CountingCollator,
+    NonFiniteLossError,
+    ThroughputCallback,
+    build_sft_config,
+    peak_tflops,
+    precision_flags,
+    train_lora,
+    training_flops_per_token,
+    verify_adapter,
+    write_run_card,
+)
+
+
+def smoke_config(learning_rate: float = 1e-2):
+    cfg = get_preset("smoke")
+    # A copy of the preset with a higher learning rate, so the adapter clearly moves the logits.
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=learning_rate))
+
+
+@pytest.fixture(scope="module")
+def data():
+    cfg = get_preset("smoke")
+    return make_task_splits(cfg.data.train_size, cfg.data.eval_size, seed=cfg.data.seed)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(make_tiny_model, tokenizer, data, tmp_path_factory):
+    cfg = smoke_config()
+    out = tmp_path_factory.mktemp("smoke-run")
+    result = train_lora(
+        cfg, make_tiny_model(), tokenizer, data[0], out, save_strategy="steps", save_steps=2, disable_tqdm=True
+    )
+    return SimpleNamespace(cfg=cfg, result=result, out=out)
+
+
+@pytest.fixture(scope="module")
+def probe_ids(tokenizer, data):
+    messages = data[1][0]["messages"]
+    return torch.tensor([tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]])
+
+
+def _losses_by_step(log_history):
+    return {entry["step"]: entry["loss"] for entry in log_history if "loss" in entry}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def test_train_lora_runs_and_measures(smoke_run, make_tiny_model):
+    m = smoke_run.result.metrics
+    assert m["steps"] == smoke_run.cfg.train.max_steps == 4, m
+    assert m["tokens_per_s"] > 0, m
+    assert m["tokens"] > 0 and m["padded_tokens"] >= m["tokens"], m
+    assert 0 < m["padding_efficiency"] <= 1, m
+    assert m["padding_efficiency"] == pytest.approx(m["tokens"] / m["padded_tokens"], abs=1e-4)
+    assert isinstance(m["hardware"], str) and m["hardware"] == hardware_name(), m["hardware"]
+    assert m["peak_rss_mb"] > 0, m
+    assert m["precision"] == "fp32", "a CPU trains in fp32"
+    assert m["mfu"] is None, "no MFU without a known peak"
+    assert math.isfinite(m["final_loss"]) and math.isfinite(m["train_loss"]), m
+    targets = find_lora_targets(make_tiny_model(), "all-linear")
+    assert m["lora_targets"] == targets
+    assert m["trainable_params"] == lora_parameter_count(make_tiny_model(), targets, smoke_run.cfg.lora.r), m
+    assert m["trainable_params"] < m["total_params"]
+    report = smoke_run.result.tokenize_report
+    assert report["rows"] == smoke_run.cfg.data.train_size and report["kept"] > 0, report
+
+
+def test_training_logs_throughput_every_step(smoke_run):
+    logged = [entry for entry in smoke_run.result.log_history if "loss" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4], logged
+    # ThroughputCallback "logs tokens/s, padding efficiency and MFU": they must reach the
+    # run's log history (what TrainResult returns and the loss plots read), not only a dict
+    # that the Trainer has already copied.
+    for entry in logged:
+        assert "tokens_per_s" in entry and "padding_efficiency" in entry, f"throughput not logged: {entry}"
+        assert entry["tokens_per_s"] > 0 and 0 < entry["padding_efficiency"] <= 1, entry
+
+
+def test_write_run_card(smoke_run):
+    json_path, md_path = write_run_card(smoke_run.cfg, smoke_run.result, smoke_run.out)
+    assert json_path == smoke_run.out / "run.json" and md_path == smoke_run.out / "run.md"
+    card = json.loads(json_path.read_text())
+    assert set(card) == {"config", "versions", "train", "tokenization", "adapter_dir"}, set(card)
+    assert card["config"]["preset"] == "smoke"
+    assert card["config"]["train"]["learning_rate"] == smoke_run.cfg.train.learning_rate
+    for key in ("tokens_per_s", "padding_efficiency", "hardware", "peak_rss_mb", "steps", "final_loss"):
+        assert card["train"][key] == smoke_run.result.metrics[key], key
+    assert {"torch", "transformers", "trl", "peft"} <= set(card["versions"])
+    assert Path(card["adapter_dir"]) == smoke_run.result.adapter_dir
+    md = md_path.read_text()
+    m = smoke_run.result.metrics
+    assert md.startswith("# Run card: smoke")
+    for row in (
+        f"| hardware | {m['hardware']} |",
+        f"| steps | {m['steps']} |",
+        f"| tokens/s (non-pad) | {m['tokens_per_s']} |",
+        f"| padding efficiency | {m['padding_efficiency']} |",
+        "| MFU (vs data-sheet peak) | n/a on CPU |",
+        f"| peak memory (MB) | {m['peak_rss_mb']} |",
+    ):
+        assert row in md, f"missing {row!r} in run.md"
+
+
+def test_saved_adapter_has_config_and_tokenizer(smoke_run):
+    adapter_dir = smoke_run.result.adapter_dir
+    assert adapter_dir == smoke_run.out / "adapter"
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == smoke_run.cfg.lora.r and config["lora_alpha"] == smoke_run.cfg.lora.alpha
+    assert sorted(config["target_modules"]) == smoke_run.result.metrics["lora_targets"]
+    base = Path(config["base_model_name_or_path"])
+    assert (base / "config.json").is_file(), f"the base model {base} must load offline"
+    assert (adapter_dir / "adapter_model.safetensors").is_file()
+    assert (adapter_dir / "tokenizer.json").is_file() and (adapter_dir / "tokenizer_config.json").is_file()
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(adapter_dir)
+    assert saved.eos_token == "<|im_end|>" and saved.pad_token_id != saved.eos_token_id
+    assert "generation" in saved.chat_template, "the training template must travel with the adapter"
+
+
+def test_verify_adapter_passes_on_the_trained_model(smoke_run, make_tiny_model, probe_ids):
+    diffs = verify_adapter(smoke_run.result.model, make_tiny_model(), smoke_run.result.adapter_dir, probe_ids)
+    assert diffs["reload"] == 0, diffs
+    assert diffs["merge"] <= 1e-5, diffs
+    assert diffs["vs_base"] > 1e-4, diffs
+
+
+def test_verify_adapter_rejects_an_untrained_adapter(make_tiny_model, tmp_path, probe_ids):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        make_tiny_model(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
+    peft_model.save_pretrained(tmp_path / "untrained")
+    with pytest.raises(AssertionError, match="does not change the model"):
+        verify_adapter(peft_model, make_tiny_model(), tmp_path / "untrained", probe_ids)
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(smoke_run, make_tiny_model, tokenizer, data, tmp_path):
+    checkpoint = smoke_run.out / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / "trainer_state.json").is_file(), sorted(p.name for p in checkpoint.parent.iterdir())
+    resumed = train_lora(
+        smoke_run.cfg, make_tiny_model(), tokenizer, data[0], tmp_path, resume_from_checkpoint=str(checkpoint),
+        disable_tqdm=True,
+    )
+    assert resumed.metrics["steps"] == 4
+    full = _losses_by_step(smoke_run.result.log_history)
+    again = _losses_by_step(resumed.log_history)
+    assert full[3] != full[1], "losses should move at lr 1e-2, or this comparison proves little"
+    for step in (3, 4):
+        assert step in again, f"step {step} was not logged after resuming: {resumed.log_history}"
+        assert again[step] == pytest.approx(full[step], abs=1e-4), (
+            f"step {step}: resumed loss {again[step]} vs uninterrupted {full[step]}"
+        )
+    # Only steps 3-4 were trained in the resumed run.
+    assert resumed.metrics["tokens"] < smoke_run.result.metrics["tokens"]
+
+
+# --------------------------------------------------------------------------- measurement helpers
+
+
+def test_counting_collator_counts_real_and_padded_tokens():
+    def pad(examples):
+        width = max(len(e["input_ids"]) for e in examples)
+        return {"input_ids": torch.zeros(len(examples), width, dtype=torch.long)}
+
+    counter = CountingCollator(pad)
+    assert math.isnan(counter.padding_efficiency)
+    counter([{"input_ids": [1, 2, 3]}, {"input_ids": [1, 2, 3, 4, 5]}])
+    counter([{"input_ids": [1, 2]}, {"input_ids": [1, 2]}])
+    assert (counter.real_tokens, counter.padded_tokens) == (12, 14)
+    assert counter.padding_efficiency == pytest.approx(12 / 14)
+
+
+@pytest.mark.parametrize("logs", [{"loss": float("nan")}, {"loss": float("inf")}, {"loss": 1.0, "grad_norm": float("nan")}])
+def test_throughput_callback_stops_on_non_finite_values(logs):
+    callback = ThroughputCallback(CountingCollator(lambda e: e), 6.0, "CPU: test")
+    with pytest.raises(NonFiniteLossError, match="step 7"):
+        callback.on_log(None, TrainerState(global_step=7), None, logs=logs)
+
+
+def test_throughput_callback_adds_rates_to_logs():
+    counter = CountingCollator(lambda e: e)
+    counter.real_tokens, counter.padded_tokens = 800, 1000
+    callback = ThroughputCallback(counter, 6.0e6, "Tesla T4")
+    callback.on_train_begin(None, None, None)
+    logs = {"loss": 2.5}
+    callback.on_log(None, TrainerState(global_step=3), None, logs=logs)
+    assert logs["tokens_per_s"] > 0 and logs["padding_efficiency"] == 0.8, logs
+    assert "mfu" in logs and logs["mfu"] >= 0
+    assert callback.history[-1]["step"] == 3 and callback.history[-1]["loss"] == 2.5
+
+
+def test_peak_tflops():
+    assert peak_tflops("Tesla T4") == 65
+    assert peak_tflops("NVIDIA A100-SXM4-40GB") == 312, "the longest match (A100, not A10) wins"
+    assert peak_tflops("NVIDIA A10G") == 125
+    assert peak_tflops("NVIDIA L40S") == 362
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989
+    assert peak_tflops("NVIDIA GeForce RTX 4090") is None
+    assert peak_tflops("CPU: Intel(R) Xeon(R) CPU @ 2.20GHz (2 cores)") is None
+    assert peak_tflops("CPU: AMD EPYC 7B13 (16 cores)") is None
+
+
+def test_peak_tflops_is_none_for_this_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert peak_tflops(hardware_name()) is None
+
+
+@pytest.mark.parametrize(
+    "cpu",
+    [
+        "CPU: AMD A10-7850K Radeon R7, 12 Compute Cores 4C+8G (4 cores)",
+        "CPU: AMD A10-9700 RADEON R7, 10 COMPUTE CORES 4C+6G (4 cores)",
+    ],
+)
+def test_peak_tflops_never_matches_a_cpu_name(cpu):
+    # hardware_name() reports CPUs as "CPU: <model>". A CPU model containing a GPU key
+    # (AMD's A10 APUs contain "A10") must not be given a GPU's peak: MFU would be invented.
+    assert peak_tflops(cpu) is None, f"{cpu!r} was matched to a GPU peak"
+
+
+def test_training_flops_per_token():
+    n = 1_000_000
+    assert training_flops_per_token(frozen=0, trainable=n) == 6 * n, "full fine-tuning is 6N"
+    assert training_flops_per_token(frozen=n, trainable=0) == 4 * n, "frozen weights need no weight gradient"
+    assert training_flops_per_token(frozen=n - 1000, trainable=1000) == 4 * n + 2 * 1000
+
+
+# --------------------------------------------------------------------------- SFTConfig
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_precision_flags(monkeypatch, no_cuda):
+    assert precision_flags() == {"fp16": False, "bf16": False}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert precision_flags("cuda") == {"fp16": True, "bf16": False}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert precision_flags("cuda") == {"fp16": False, "bf16": True}
+
+
+def test_build_sft_config_on_cpu(tmp_path, no_cuda):
+    cfg = get_preset("smoke")
+    args = build_sft_config(cfg, tmp_path, save_steps=7)
+    assert args.fp16 is False and args.bf16 is False
+    assert args.train_sampling_strategy == "group_by_length", "'group' batching sorts by length"
+    assert args.max_length == cfg.data.max_length and args.max_steps == 4
+    assert args.learning_rate == cfg.train.learning_rate
+    assert args.assistant_only_loss is False, "labels come pre-built from sftkit.masking"
+    assert args.save_steps == 7, "overrides are applied"
+    assert args.packing is False
+    cfg.train.warmup_ratio = 0.1
+    args = build_sft_config(cfg, tmp_path)
+    assert args.get_warmup_steps(100) == 10, "warmup_ratio must act as a ratio of the total steps"
+
+
+def test_build_sft_config_batching_strategies(tmp_path, no_cuda):
+    cfg = get_preset("smoke")
+    cfg.train.batching = "pad"
+    args = build_sft_config(cfg, tmp_path)
+    assert args.train_sampling_strategy != "group_by_length" and args.packing is False
+    cfg.train.batching = "pack"
+    args = build_sft_config(cfg, tmp_path)
+    assert args.packing is True and args.padding_free is True
+    cfg.train.batching = "sorted"
+    with pytest.raises(ValueError, match="batching must be one of"):
+        build_sft_config(cfg, tmp_path)
