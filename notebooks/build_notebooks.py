@@ -46,6 +46,10 @@ except ImportError:  # a checkout that is not pip-installed: import it from the 
     sys.path.insert(0, str(ROOT))
     import sftkit
 warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
+import transformers
+
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
 print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")'''
 
 PARAMETERS = '''\
@@ -174,10 +178,10 @@ for prompt in RAW_PROMPTS:
     new = out[0, inputs["input_ids"].shape[1]:]
     text = btok.decode(new, skip_special_tokens=False)
     raw_rows.append({"prompt": prompt, "new tokens": len(new), "stopped before the budget": len(new) < MAX_NEW})
-    print(f"=== prompt: {prompt!r}\\n{prompt}\\033[1m{text}\\033[0m\\n")
+    print(f"=== prompt: {prompt!r}\\n--- continuation:\\n{text}\\n")
 pd.DataFrame(raw_rows)'''),
         md("""
-The continuations (in bold after each prompt) and the table answer the first question. A base
+The continuations and the table answer the first question. A base
 model treats the prompt as the start of a document and continues *the document*, not the
 conversation. The behaviours to look for above: the bare question is followed by more
 questions or by text that drifts off topic; the "Question / Answer" frame may get an answer,
@@ -511,15 +515,15 @@ control token?
 ## The data: smol-smoltalk
 
 The `t4` preset trains on [`HuggingFaceTB/smol-smoltalk`](https://huggingface.co/datasets/HuggingFaceTB/smol-smoltalk),
-the part of SmolTalk (the SFT mixture behind SmolLM2) that Hugging Face kept for its models
-under one billion parameters. It suits a sub-1B model for three reasons:
+which its dataset card describes as the subset of SmolTalk (the SFT mixture behind SmolLM2)
+adapted for models under one billion parameters. It suits a sub-1B model for three reasons:
 
-- it leaves out tasks that small models cannot learn from a few thousand examples (such as
-  advanced maths and function calling) and favours everyday conversation, rewriting,
-  summarisation and short instruction following;
+- it leaves out the SmolTalk tasks that are too hard for small models to learn from a few
+  thousand examples (its card names function calling and advanced maths) and keeps everyday
+  conversation, rewriting, summarisation and short instruction following;
 - its conversations are short enough to train at a modest sequence length on a T4;
-- it is what `SmolLM2-360M-Instruct` was tuned on, so chapter 04 can compare our LoRA-tuned
-  base model with the published instruct model on the same kind of data.
+- according to the same card it was used to build `SmolLM2-360M-Instruct`, so chapter 04 can
+  compare our LoRA-tuned base model with the published instruct model on the same kind of data.
 
 Every row is already in the `messages` format (a list of `{"role", "content"}` turns), some
 with a system prompt, some with several user/assistant exchanges. The `cpu-demo` and `smoke`
@@ -653,7 +657,7 @@ first = next(i for i, label in enumerate(row["labels"]) if label != -100)  # fir
 window = range(max(first - 4, 0), len(row["input_ids"]))
 pd.DataFrame({"position": list(window), "token": [repr(view.tokens[i]) for i in window],
               "input id": [row["input_ids"][i] for i in window], "label": [row["labels"][i] for i in window]}
-             ).set_index("position").T'''),
+             ).set_index("position")'''),
         md("""
 The table lists every position from just before the first reply to the end. Only the reply
 tokens and the `<|im_end|>` that closes each reply carry a label (equal to the input id; the
@@ -1037,17 +1041,18 @@ labels = {"instruction_strict": "instruction following, strict", "refused_harmfu
           "refused_harmless": "over-refusal rate (harmless)", "open_stopped": "stop rate (open prompts)"}
 display(pd.DataFrame({name: {label: f"{cis[key]['mean']:.3f} [{cis[key]['low']:.3f}, {cis[key]['high']:.3f}]"
                              for key, label in labels.items()} for name, cis in suite_cis.items()}))
-display(pd.DataFrame({name: {"check accuracy (loose)": s.instructions["check_accuracy"],
+display(pd.DataFrame({name: {"check accuracy (loose)": round(s.instructions["check_accuracy"], 3),
                              "prompts": s.instructions["n_prompts"], "harmful prompts": s.refusal["n_harmful"],
-                             "harmless prompts": s.refusal["n_harmless"]} for name, s in SUITES.items()}))
+                             "harmless prompts": s.refusal["n_harmless"]} for name, s in SUITES.items()}, dtype=object))
 pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).round(2)'''),
         md("""
 Read the strict instruction-following rate together with the per-kind table: a small model
 usually gains on format checks it can satisfy by stopping in time (length limits, a single
 paragraph) before it gains on content constraints. The refusal rows must be read as a pair: a
 model can reach a high refusal rate by refusing everything, which the over-refusal rate on
-harmless look-alikes exposes. SFT on smol-smoltalk teaches little refusal behaviour by itself,
-so a tuned model should not be expected to refuse more than its data showed. The same tables,
+harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
+contain them (the built-in tasks contain none), so a tuned model should not be expected to
+refuse more than its data showed. The same tables,
 with paired differences, are in `runs/<preset>/04_eval/eval.md`.
 
 ## How the models handle the template
@@ -1100,7 +1105,8 @@ views = sftkit.viz.save_bertviz_views(out.attentions, tokens, EVAL_OUT)
 print("bertviz views (open in a browser with internet access):", *views.values(), sep="\\n  ")'''),
         md("""
 Rows are the tokens doing the attending, columns the tokens attended to; everything above the
-diagonal is zero because the model is causal. Patterns to look for in a late layer of a
+diagonal is zero because the model is causal, and the first row is always a single bright cell
+(the first token can only attend to itself). Patterns to look for in a late layer of a
 trained model: a bright first column (an "attention sink": heads park weight on the first
 token when they have nothing specific to attend to); reply tokens attending back to the
 question's content words ("capital", "France") when producing "Paris"; and the role and

@@ -196,6 +196,9 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
         save_strategy="no",
         report_to="none",
         dataloader_num_workers=0,
+        # Without CUDA, say so explicitly: under `accelerate launch`/torchrun this makes the
+        # processes form a gloo (MULTI_CPU) group instead of each training alone.
+        use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
         **precision_flags(),
         **batching[t.batching],
