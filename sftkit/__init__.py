@@ -37,8 +37,16 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+_SUBMODULES = set(_EXPORTS.values()) | {
+    "metrics", "viz", "lora", "instructions", "refusal", "runs", "cli",
+    "trials", "preference", "alpaca", "classify", "distill",
+}
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
         return getattr(module, name)
+    if name in _SUBMODULES:  # `import sftkit; sftkit.config` works like `import sftkit.config`
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'sftkit' has no attribute {name!r}")

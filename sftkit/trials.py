@@ -41,6 +41,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import torch
+
 from .config import RunConfig
 from .train import train_lora
 
@@ -344,7 +346,11 @@ def run_trial(
         "preset": cfg.preset,
     }
     del tuned, model, result
-    gc.collect()
+    if torch.cuda.is_available():
+        # Free this trial's GPU memory before the next model loads. Not on a CPU, where a
+        # full collection costs about half a second per trial and frees nothing `del` did not.
+        gc.collect()
+        torch.cuda.empty_cache()
     return row
 
 

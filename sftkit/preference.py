@@ -1,0 +1,320 @@
+"""Direct Preference Optimization (DPO) after SFT: on-policy preference pairs and a LoRA DPO run.
+
+SFT shows the model good answers; it never shows it which of *its own* answers are bad. DPO
+(Rafailov et al., 2023) learns from pairs (prompt, chosen, rejected) by raising the policy's
+log-probability ratio to a frozen reference for the chosen reply over the rejected one;
+``beta`` sets how far the policy may drift from the reference.
+
+Where the pairs come from matters more than the loss. Here they are *on-policy*: the
+rejected reply is what the SFT model itself generated on a built-in task (`sftkit.tasks`)
+when that reply was wrong or never stopped, and the chosen reply is the task's reference.
+So DPO spends its updates on the mistakes this model actually makes. Examples the model
+already gets right, and stops on, carry no preference and are skipped, counted in a report.
+
+Training uses TRL's `DPOTrainer` with a peft LoRA config: with LoRA there is no second copy
+of the model in memory, because TRL computes the reference log-probabilities by switching
+the adapter off (the reference is the model as it was before DPO).
+
+On Colab, `load_hub_preferences` reads a public preference data set instead
+(``trl-lib/ultrafeedback_binarized``, already in TRL's conversational format).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from transformers import TrainerCallback
+
+from .config import RunConfig
+from .data import DataSourceError
+from .generate import Generation, generate_batch
+from .lora import build_lora_config, trainable_parameters
+from .models import hardware_name, hub_reachable
+from .tasks import check_answer
+from .train import NonFiniteLossError, peak_memory_mb, precision_flags
+
+# Why an example became a pair, or was skipped. Fixed strings so a report can count them.
+WRONG = "wrong answer"
+NOT_STOPPED = "did not stop"
+WRONG_NOT_STOPPED = "wrong answer and did not stop"
+ALREADY_RIGHT = "already correct and stopped"
+SAME_AS_CHOSEN = "rejected reply equals the reference"
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def build_preference_pairs(
+    examples: Iterable[dict[str, Any]], generations: list[Generation]
+) -> tuple[list[dict[str, list[dict[str, str]]]], dict[str, Any]]:
+    """On-policy preference pairs from built-in task examples and the SFT model's replies to them.
+
+    `examples` are rows of `sftkit.tasks.make_task_examples` (``messages``, ``task``,
+    ``answer``; the last message is the reference reply) and `generations[i]` is the model's
+    reply to ``examples[i]["messages"][:-1]`` (from `generate_on_policy` or
+    `sftkit.generate.generate_batch`).
+
+    A pair is made when the reply is wrong (`sftkit.tasks.check_answer`) or did not stop
+    (`Generation.stopped` is False: it ran into the token budget); chosen is the reference,
+    rejected the model's reply. Rows are in TRL's conversational preference format::
+
+        {"prompt": [messages...], "chosen": [{"role": "assistant", ...}], "rejected": [{...}]}
+
+    Returns ``(pairs, report)``; the report counts pairs and skips by reason, with row
+    numbers (``pair_rows`` / ``skipped_rows``) and ``pair_reasons`` aligned with `pairs`.
+    """
+    examples = list(examples)
+    if len(examples) != len(generations):
+        raise ValueError(
+            f"one generation per example is needed: {len(examples)} examples, {len(generations)} generations"
+        )
+    pairs: list[dict[str, list[dict[str, str]]]] = []
+    pair_reasons: list[str] = []
+    pair_rows: dict[str, list[int]] = {}
+    skipped_rows: dict[str, list[int]] = {}
+    for index, (example, generation) in enumerate(zip(examples, generations)):
+        for key in ("messages", "task", "answer"):
+            if key not in example:
+                raise ValueError(f"example {index} has no {key!r} field (keys: {sorted(example)})")
+        messages = example["messages"]
+        if not messages or messages[-1]["role"] != "assistant":
+            raise ValueError(f"example {index}: the last message must be the reference assistant reply")
+        reference = messages[-1]["content"]
+        correct = check_answer(example["task"], generation.text, example["answer"])
+        if correct and generation.stopped:
+            skipped_rows.setdefault(ALREADY_RIGHT, []).append(index)
+            continue
+        if generation.text.strip() == reference.strip():
+            # Only possible for a reply cut off exactly at the budget: the rendered pair would be
+            # identical (the template closes both turns), so it carries no preference.
+            skipped_rows.setdefault(SAME_AS_CHOSEN, []).append(index)
+            continue
+        reason = WRONG_NOT_STOPPED if not correct and not generation.stopped else WRONG if not correct else NOT_STOPPED
+        # A reply that did not stop is rendered closed by the chat template; it still loses to
+        # the reference exactly where it should have ended (or where it went wrong).
+        pairs.append({
+            "prompt": [dict(message) for message in messages[:-1]],
+            "chosen": [{"role": "assistant", "content": reference}],
+            "rejected": [{"role": "assistant", "content": generation.text}],
+        })
+        pair_reasons.append(reason)
+        pair_rows.setdefault(reason, []).append(index)
+    report = {
+        "examples": len(examples),
+        "pairs": len(pairs),
+        "reasons": {reason: len(rows) for reason, rows in pair_rows.items()},
+        "skipped": {reason: len(rows) for reason, rows in skipped_rows.items()},
+        "pair_rows": pair_rows,
+        "skipped_rows": skipped_rows,
+        "pair_reasons": pair_reasons,
+    }
+    if report["pairs"] + sum(report["skipped"].values()) != report["examples"]:
+        raise AssertionError(f"examples were lost without being counted: {report}")
+    return pairs, report
+
+
+def generate_on_policy(model: Any, tokenizer: Any, examples: Iterable[dict[str, Any]], max_new_tokens: int = 64,
+                       batch_size: int = 16) -> list[Generation]:
+    """The model's greedy replies to each example's prompt (its messages minus the reference reply)."""
+    prompts = [list(example["messages"][:-1]) for example in examples]
+    return generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def load_hub_preferences(name: str = "trl-lib/ultrafeedback_binarized", limit: int | None = None,
+                         split: str = "train"):
+    """A preference data set from the Hub (the Colab path), as a `datasets.Dataset`.
+
+    ``trl-lib/ultrafeedback_binarized`` is already in TRL's conversational preference format
+    (``chosen``/``rejected`` message lists sharing the prompt; TRL extracts it). Raises
+    `sftkit.data.DataSourceError` in one line when the Hub cannot be reached.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if not hub_reachable():
+        raise DataSourceError(
+            f"cannot load {name!r}: the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE=1); offline, build "
+            "on-policy pairs with sftkit.preference.build_preference_pairs on the built-in tasks"
+        )
+    import datasets
+
+    sliced = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
+    try:
+        data = datasets.load_dataset(name, split=sliced)
+    except Exception as error:  # DatasetNotFoundError, connection errors: one line, not a traceback
+        raise DataSourceError(f"cannot load {name!r} from the Hub: {type(error).__name__}: {error}") from None
+    keep = [column for column in ("prompt", "chosen", "rejected") if column in data.column_names]
+    if not {"chosen", "rejected"} <= set(keep):
+        raise DataSourceError(f"{name!r} has no chosen/rejected columns (columns: {data.column_names})")
+    return data.select_columns(keep)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def build_dpo_config(cfg: RunConfig, output_dir: str | Path, beta: float = 0.1, learning_rate: float = 5e-6,
+                     **overrides: Any):
+    """A TRL `DPOConfig` from a `RunConfig`, for this machine's hardware.
+
+    Precision follows `sftkit.train.precision_flags` and is always given explicitly: TRL's
+    configs otherwise default to ``bf16=True``, which is wrong on a T4 and slow on a CPU.
+    Activation checkpointing is likewise explicit (TRL defaults it on).
+    """
+    from trl import DPOConfig
+
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    t = cfg.train
+    values = dict(
+        output_dir=str(output_dir),
+        learning_rate=learning_rate,
+        beta=beta,
+        max_length=cfg.data.max_length,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        # Each pair is two sequences (chosen and rejected) in the forward pass.
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=t.lr_scheduler_type,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        seed=t.seed,
+        data_seed=t.seed,
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        **precision_flags(),
+    )
+    values.update(overrides)
+    return DPOConfig(**values)
+
+
+class _FiniteLossCallback(TrainerCallback):
+    """Stop with a clear error when DPO's loss or gradient norm stops being finite."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLossError(
+                    f"DPO {key} became {value} at step {state.global_step}: lower the learning rate or beta, "
+                    "or train in fp32/bf16"
+                )
+
+
+@dataclass
+class DPOResult:
+    """What a DPO run produced: the trained `PeftModel`, its saved adapter and measurements."""
+
+    model: Any
+    adapter_dir: Path
+    log_history: list[dict]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def train_dpo(
+    cfg: RunConfig,
+    model: Any,
+    tokenizer: Any,
+    pairs: Any,
+    output_dir: str | Path,
+    beta: float = 0.1,
+    learning_rate: float = 5e-6,
+    max_steps: int = -1,
+    **dpo_overrides: Any,
+) -> DPOResult:
+    """DPO with a fresh LoRA adapter (`sftkit.lora.build_lora_config` with the run's LoRA settings).
+
+    `model` is the policy to improve, usually the SFT model. A `PeftModel` (an SFT adapter
+    on its base) is merged first (``merge_and_unload``, which changes it in place) so that the
+    reference DPO compares against is exactly the SFT model: TRL refuses a `PeftModel`
+    together with a new `peft_config`. `pairs` is a list of rows or a `datasets.Dataset` in
+    TRL's preference format. The adapter and tokenizer are saved to ``output_dir/adapter``.
+
+    The learning rate default (5e-6) is the usual DPO value for full fine-tuning; LoRA
+    adapters often need several times more (5e-5) to move in a few hundred steps.
+    """
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import DPOTrainer
+
+    dataset = pairs if isinstance(pairs, Dataset) else Dataset.from_list(list(pairs))
+    if len(dataset) == 0:
+        raise ValueError("no preference pairs to train on (the model may already be right on every example)")
+    for column in ("prompt", "chosen", "rejected"):
+        if column not in dataset.column_names:
+            raise ValueError(f"preference pairs need a {column!r} column; got {dataset.column_names}")
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    args = build_dpo_config(cfg, output_dir / "checkpoints", beta=beta, learning_rate=learning_rate,
+                            max_steps=max_steps, **dpo_overrides)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,  # with peft_config, the reference is the same model with the adapter disabled
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config,
+        callbacks=[_FiniteLossCallback()],
+    )
+    params = trainable_parameters(trainer.model)
+    start = time.perf_counter()
+    train_output = trainer.train()
+    wall = time.perf_counter() - start
+
+    adapter_dir = output_dir / "adapter"
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.model.eval()
+
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    last = logged[-1] if logged else {}
+    metrics = {
+        "hardware": hardware_name(),
+        "wall_s": round(wall, 2),
+        "steps": trainer.state.global_step,
+        "pairs": len(dataset),
+        "beta": beta,
+        "learning_rate": learning_rate,
+        "train_loss": train_output.training_loss,
+        "first_loss": logged[0]["loss"] if logged else None,
+        "final_loss": last.get("loss"),
+        "reward_accuracy": last.get("rewards/accuracies"),
+        "reward_margin": last.get("rewards/margins"),
+        "trainable_params": params["trainable"],
+        "total_params": params["total"],
+        "lora_targets": sorted(lora_config.target_modules),
+        "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        **{k: round(v, 1) for k, v in peak_memory_mb().items()},
+    }
+    return DPOResult(trainer.model, adapter_dir, list(trainer.state.log_history), metrics)
+
+
+__all__ = [
+    "WRONG",
+    "NOT_STOPPED",
+    "WRONG_NOT_STOPPED",
+    "ALREADY_RIGHT",
+    "SAME_AS_CHOSEN",
+    "build_preference_pairs",
+    "generate_on_policy",
+    "load_hub_preferences",
+    "build_dpo_config",
+    "train_dpo",
+    "DPOResult",
+]
