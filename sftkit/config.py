@@ -179,7 +179,7 @@ def _cpu_demo() -> RunConfig:
             logging_steps=5,
             batching="group",
         ),
-        eval=EvalSettings(max_new_tokens=64, open_max_new_tokens=96, batch_size=16, n_examples=96),
+        eval=EvalSettings(max_new_tokens=80, open_max_new_tokens=96, batch_size=16, n_examples=96),
         output_dir="runs/cpu-demo",
     )
 

@@ -64,11 +64,19 @@ WORDS = (
 CITIES = (
     "Paris Lyon Berlin Madrid Rome Lisbon Vienna Prague Oslo Dublin Athens Warsaw Cairo Lima "
     "Tokyo Seoul Delhi Nairobi Boston Denver Austin Chicago Toronto Sydney Perth Milan Naples "
-    "Porto Seville Munich Zurich Geneva Bergen Krakow Kyoto Osaka Quito Bogota Havana Dakar"
+    "Porto Seville Munich Zurich Geneva Bergen Krakow Kyoto Osaka Quito Bogota Havana Dakar "
+    "Accra Lagos Tunis Rabat Algiers Amman Beirut Doha Dubai Muscat Tehran Kabul Lahore Dhaka "
+    "Hanoi Manila Jakarta Bangkok Taipei Shanghai Beijing Busan Sapporo Auckland Hobart Darwin "
+    "Adelaide Brisbane Vancouver Calgary Ottawa Montreal Quebec Halifax Seattle Portland Phoenix "
+    "Dallas Houston Miami Atlanta Detroit Memphis Nashville Orlando Tampa Santiago Caracas Recife "
+    "Salvador Cordoba Rosario Leeds Bristol Glasgow Cardiff Belfast Cork Galway Antwerp Ghent "
+    "Utrecht Leiden Bremen Hamburg Dresden Leipzig Cologne Bonn Graz Salzburg Brno Gdansk Vilnius "
+    "Riga Tallinn Helsinki Turku Uppsala Malmo Aarhus Odense Split Zagreb Sofia Varna Bucharest"
 ).split()
 
-PHRASES_SUBJECTS = ("the cat", "my brother", "our teacher", "a small dog", "the old man", "her friend")
-PHRASES_VERBS = ("likes", "found", "painted", "cleaned", "carried", "wanted")
+PHRASES_SUBJECTS = ("the cat", "my brother", "our teacher", "a small dog", "the old man", "her friend",
+                    "my sister", "the farmer", "a tall girl", "his uncle")
+PHRASES_VERBS = ("likes", "found", "painted", "cleaned", "carried", "wanted", "sold", "opened", "lost", "moved")
 
 
 @dataclass(frozen=True)
@@ -134,27 +142,31 @@ def _vowels(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
         )
     ).format(s=spell(word))
     found = [c for c in word if c in VOWELS]
-    # A short, checkable chain of thought: list the vowels, then the count.
-    answer = f"Vowels: {' '.join(found) if found else 'none'}. Count: {len(found)}"
+    # Counting by enumeration: each vowel is written with its running count, so the final
+    # count is the last index rather than a number the model must hold in its head.
+    listed = ", ".join(f"{c} ({i})" for i, c in enumerate(found, start=1)) if found else "none"
+    answer = f"Vowels: {listed}. Count: {len(found)}"
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], str(len(found))
 
 
 def addition_steps(a: int, b: int) -> str:
-    """Column addition written out, right to left: '7 + 6 = 13, 4 + 8 + 1 = 13, 3 + 0 + 1 = 4. Answer: 433'.
+    """Place-value addition written out: '89 + 848: 0 + 800 = 800, 80 + 40 = 120, 9 + 8 = 17; 800 + 120 = 920, 920 + 17 = 937. Answer: 937'.
 
     A 135M model cannot add three-digit numbers in one step, and a few hundred examples do
-    not teach it to; a short scratchpad (one column per clause, the carry written in) turns
-    the task into lookups and single-digit sums it already knows.
+    not teach it to. A short scratchpad splits the sum by place value (hundreds, tens, ones),
+    which turns it into additions of round numbers the pretrained model already knows, then
+    adds the partial sums left to right.
     """
-    digits_a, digits_b = str(a)[::-1], str(b)[::-1]
-    carry, clauses = 0, []
-    for position in range(max(len(digits_a), len(digits_b))):
-        x = int(digits_a[position]) if position < len(digits_a) else 0
-        y = int(digits_b[position]) if position < len(digits_b) else 0
-        total = x + y + carry
-        clauses.append(f"{x} + {y}" + (f" + {carry}" if carry else "") + f" = {total}")
-        carry = total // 10
-    return ", ".join(clauses) + f". Answer: {a + b}"
+    places = [100, 10, 1]
+    parts = [((a // p) % 10 * p, (b // p) % 10 * p) for p in places]
+    sums = [x + y for x, y in parts]
+    clauses = [f"{x} + {y} = {x + y}" for x, y in parts]
+    running, totals = sums[0], []
+    for partial in sums[1:]:
+        totals.append(f"{running} + {partial} = {running + partial}")
+        running += partial
+    assert running == a + b, f"scratchpad for {a} + {b} went wrong"
+    return f"{a} + {b}: " + ", ".join(clauses) + "; " + ", ".join(totals) + f". Answer: {a + b}"
 
 
 def _add(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
@@ -173,7 +185,13 @@ def _add(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
 
 
 def _upper(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
-    phrase = f"{rng.choice(PHRASES_SUBJECTS)} {rng.choice(PHRASES_VERBS)} the {rng.choice(pools.words)}"
+    # Held out by *sentence*, not by word: upper-casing a word means knowing how its capitalised
+    # form is tokenized, which a 135M model knows for common words only. Train and test share
+    # the word list; no test sentence occurs in training (see `_sentence_is_test`).
+    while True:
+        phrase = f"{rng.choice(PHRASES_SUBJECTS)} {rng.choice(PHRASES_VERBS)} the {rng.choice(WORDS)}"
+        if _sentence_is_test(phrase) == pools.is_test:
+            break
     prompt = rng.choice(
         (
             "Repeat this sentence in upper case: {p}",
@@ -183,6 +201,11 @@ def _upper(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
     ).format(p=phrase)
     answer = phrase.upper()
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], answer
+
+
+def _sentence_is_test(sentence: str) -> bool:
+    # A stable hash (Python's own is salted per process) puts one sentence in five in the test pool.
+    return sum(ord(c) * (i + 1) for i, c in enumerate(sentence)) % 5 == 0
 
 
 def _json(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
@@ -231,13 +254,20 @@ GENERATORS: dict[str, Callable[[random.Random, TaskPools], tuple[list[dict], str
 }
 
 
+# The letter-level and arithmetic tasks need more examples to learn than the format tasks;
+# the training mix gives them twice the share. The test split is always balanced.
+TRAIN_MIX = {"reverse": 2, "add": 2}
+
+
 def make_task_examples(
-    n: int, split: str = "train", seed: int = 0, tasks: tuple[str, ...] = TASKS
+    n: int, split: str = "train", seed: int = 0, tasks: tuple[str, ...] = TASKS,
+    mix: dict[str, int] | None = None,
 ) -> list[dict]:
     """`n` conversations cycling through `tasks`, from the train or test pools, deterministic by seed.
 
     Each example is ``{"messages": [...], "task": str, "answer": str}``; the last assistant
-    message is the reference reply.
+    message is the reference reply. `mix` gives tasks integer weights in the cycle (default:
+    `TRAIN_MIX` for the train split, uniform for test).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -248,8 +278,10 @@ def make_task_examples(
     rng = random.Random(f"{seed}-{split}")
     pools = _pools(is_test=split == "test")
     examples = []
+    weights = (TRAIN_MIX if split == "train" else {}) if mix is None else mix
+    cycle = [task for task in tasks for _ in range(weights.get(task, 1))]
     for index in range(n):
-        task = tasks[index % len(tasks)]
+        task = cycle[index % len(cycle)]
         messages, answer = GENERATORS[task](rng, pools)
         examples.append({"messages": messages, "task": task, "answer": answer})
     return examples
