@@ -1,0 +1,66 @@
+"""The `sftkit` command end to end with the smoke preset: demo, train, eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sftkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--preset", "smoke", "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_writes_metrics_report_and_figures(demo_dir):
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    for side in ("before", "after"):
+        for key in ("exact_match", "stop_rate", "assistant_ppl", "per_task"):
+            assert key in metrics[side], f"{side} lacks {key}"
+        assert set(metrics[side]["per_task"]) == {"reverse", "vowels", "add", "upper", "json", "recall"}
+    for key in ("tokens_per_s", "padding_efficiency", "wall_s", "peak_rss_mb", "hardware"):
+        assert key in metrics["train"], f"train lacks {key}"
+    assert metrics["train"]["tokens_per_s"] > 0
+    assert 0 < metrics["train"]["padding_efficiency"] <= 1
+    assert metrics["paired_differences"]["exact_match"]["low"] <= metrics["paired_differences"]["exact_match"]["high"]
+    report = (demo_dir / "report.md").read_text()
+    assert "Before vs after" in report and "Side by side" in report
+    for name in ("loss.png", "before_after.png", "behaviour.png"):
+        assert (demo_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    rows = [json.loads(line) for line in (demo_dir / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["before"]["n"] and {"before", "after", "reference", "task"} <= set(rows[0])
+    assert (demo_dir / "config.json").is_file() and (demo_dir / "run.md").is_file()
+
+
+def test_adapter_loads_offline_with_auto_peft(demo_dir):
+    from peft import AutoPeftModelForCausalLM
+
+    config = json.loads((demo_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((demo_dir / "base_model").resolve())
+    model = AutoPeftModelForCausalLM.from_pretrained(str(demo_dir / "adapter"))
+    assert model.peft_config["default"].r == 4
+
+
+def test_train_command_writes_run_card(tmp_path):
+    out = tmp_path / "train"
+    assert main(["train", "--preset", "smoke", "--out", str(out)]) == 0
+    card = json.loads((out / "run.json").read_text())
+    for key in ("wall_s", "tokens_per_s", "peak_rss_mb", "final_loss", "hardware", "adapter_check"):
+        assert key in card["train"], key
+    assert card["versions"]["trl"] and card["config"]["preset"] == "smoke"
+    assert "tokens/s" in (out / "run.md").read_text()
+
+
+def test_eval_command_compares_base_and_adapter(demo_dir, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--preset", "smoke", "--models", f"base,{demo_dir / 'adapter'}", "--out", str(out)]) == 0
+    results = json.loads((out / "eval.json").read_text())
+    assert set(results["models"]) == {"base", str(demo_dir / "adapter")}
+    differences = results["differences_vs_base"][str(demo_dir / "adapter")]
+    assert {"exact_match", "instruction_strict", "refused_harmful"} <= set(differences)
+    assert "instruction following" in (out / "eval.md").read_text()
+    assert (out / "eval_metrics.png").is_file()
