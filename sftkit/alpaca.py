@@ -263,23 +263,10 @@ def load_alpaca_hub(name: str = "tatsu-lab/alpaca", limit: int | None = None, sp
 
     Raises `sftkit.data.DataSourceError` in one line when the Hub cannot be reached.
     """
-    from .data import DataSourceError
-    from .models import hub_reachable
+    from .data import DataSourceError, load_hub_dataset
 
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-    if not hub_reachable():
-        raise DataSourceError(
-            f"cannot load {name!r}: the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE=1); offline, use "
-            "sftkit.alpaca.alpaca_from_tasks(n) for Alpaca rows built from the verifiable tasks"
-        )
-    import datasets
-
-    sliced = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
-    try:
-        data = datasets.load_dataset(name, split=sliced)
-    except Exception as error:  # DatasetNotFoundError, connection errors: one line, not a traceback
-        raise DataSourceError(f"cannot load {name!r} from the Hub: {type(error).__name__}: {error}") from None
+    data = load_hub_dataset(name, split, limit, offline_hint=(
+        "offline, use sftkit.alpaca.alpaca_from_tasks(n) for Alpaca rows built from the verifiable tasks"))
     missing = {"instruction", "output"} - set(data.column_names)
     if missing:
         raise DataSourceError(f"{name!r} is not Alpaca-shaped: no {sorted(missing)} column (columns: {data.column_names})")

@@ -3,6 +3,7 @@
     sftkit demo  [--preset cpu-demo|t4|smoke] [--out DIR]   before -> LoRA SFT -> after, measured
     sftkit train [--preset NAME] [--out DIR]                training only, with a run card
     sftkit eval  --models base,tuned [--preset NAME] [--out DIR]
+    sftkit trials --grid FILE [--preset NAME] [--out DIR]   LoRA configuration trials (resumable)
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     _common(evaluate)
     evaluate.add_argument("--models", default="base",
                           help="comma-separated: 'base', a model name, or an adapter folder (e.g. runs/cpu-demo/adapter)")
+    trials = commands.add_parser("trials", help="LoRA configuration trials from a JSON grid file (resumable)")
+    _common(trials)
+    trials.add_argument("--grid", required=True, help="JSON: a list of trials or {'base': {...}, 'grid': {...}}")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -42,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runs import run_evaluation
 
         run_evaluation(args.preset, args.out, [m.strip() for m in args.models.split(",") if m.strip()])
+    elif args.command == "trials":
+        from .trials import run_trials_cli
+
+        run_trials_cli(args.grid, args.preset, args.out)
     return 0
 
 

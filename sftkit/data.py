@@ -465,15 +465,26 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _load_hub(name: str, split: str, limit: int | None) -> datasets.Dataset:
+def load_hub_dataset(name: str, split: str = "train", limit: int | None = None,
+                     offline_hint: str = OFFLINE_HINT) -> datasets.Dataset:
+    """A Hub dataset split (the Colab path), failing in one line, fast, when the Hub is out of reach.
+
+    `offline_hint` ends the error message: what to use instead offline.
+    """
+    from .models import hub_reachable
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     # Check offline mode ourselves, at call time: huggingface_hub reads HF_HUB_OFFLINE once
     # at import, so setting it later (in a notebook cell, or a test) would otherwise be
     # ignored and the call would retry a dead network for half a minute.
     for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if _env_true(variable):
             raise DataSourceError(
-                f"could not reach the Hugging Face Hub for {name!r}: offline mode is on ({variable}=1); {OFFLINE_HINT}"
+                f"could not reach the Hugging Face Hub for {name!r}: offline mode is on ({variable}=1); {offline_hint}"
             )
+    if not hub_reachable():
+        raise DataSourceError(f"could not reach the Hugging Face Hub for {name!r}; {offline_hint}")
     # Slicing the split ("train[:4000]") keeps the prepared dataset small. A split that is
     # already sliced is left alone; the row loop still stops at `limit`.
     if limit is not None and "[" not in split:
@@ -487,13 +498,13 @@ def _load_hub(name: str, split: str, limit: int | None) -> datasets.Dataset:
         # the answer was "no such dataset", which is a different fix from being offline.
         raise DataSourceError(
             f"dataset {name!r} was not found on the Hugging Face Hub (check the name, or log in for a gated "
-            f"dataset); {OFFLINE_HINT}"
+            f"dataset); {offline_hint}"
         ) from None
     except _connection_errors() as error:
         # `from None`: the chained traceback from requests/urllib3 is pages long and says
         # nothing more than this line does.
         raise DataSourceError(
-            f"could not reach the Hugging Face Hub for {name!r} ({type(error).__name__}); {OFFLINE_HINT}"
+            f"could not reach the Hugging Face Hub for {name!r} ({type(error).__name__}); {offline_hint}"
         ) from None
 
 
@@ -536,7 +547,7 @@ def _open_source(source: str, split: str, limit: int | None) -> Iterable[_RawRow
         # A local file or folder of another kind. Refused here rather than passed on to
         # `load_dataset`, whose schema inference is exactly what this module avoids.
         raise DataSourceError(f"cannot load {source}: pass one local file ending in {', '.join(LOCAL_SUFFIXES)}")
-    return _HubRows(_load_hub(source, split, limit), limit)
+    return _HubRows(load_hub_dataset(source, split, limit), limit)
 
 
 def _detect_source_format(rows: Iterable[_RawRow]) -> str | None:

@@ -30,12 +30,12 @@ from typing import Any, Iterable
 from transformers import TrainerCallback
 
 from .config import RunConfig
-from .data import DataSourceError
+from .data import DataSourceError, load_hub_dataset
 from .generate import Generation, generate_batch
 from .lora import build_lora_config, trainable_parameters
-from .models import hardware_name, hub_reachable
+from .models import hardware_name
 from .tasks import check_answer
-from .train import NonFiniteLossError, peak_memory_mb, precision_flags
+from .train import NonFiniteLossError, peak_memory_mb, trainer_arguments
 
 # Why an example became a pair, or was skipped. Fixed strings so a report can count them.
 WRONG = "wrong answer"
@@ -132,20 +132,8 @@ def load_hub_preferences(name: str = "trl-lib/ultrafeedback_binarized", limit: i
     (``chosen``/``rejected`` message lists sharing the prompt; TRL extracts it). Raises
     `sftkit.data.DataSourceError` in one line when the Hub cannot be reached.
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-    if not hub_reachable():
-        raise DataSourceError(
-            f"cannot load {name!r}: the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE=1); offline, build "
-            "on-policy pairs with sftkit.preference.build_preference_pairs on the built-in tasks"
-        )
-    import datasets
-
-    sliced = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
-    try:
-        data = datasets.load_dataset(name, split=sliced)
-    except Exception as error:  # DatasetNotFoundError, connection errors: one line, not a traceback
-        raise DataSourceError(f"cannot load {name!r} from the Hub: {type(error).__name__}: {error}") from None
+    data = load_hub_dataset(name, split, limit, offline_hint=(
+        "offline, build on-policy pairs with sftkit.preference.build_preference_pairs on the built-in tasks"))
     keep = [column for column in ("prompt", "chosen", "rejected") if column in data.column_names]
     if not {"chosen", "rejected"} <= set(keep):
         raise DataSourceError(f"{name!r} has no chosen/rejected columns (columns: {data.column_names})")
@@ -167,33 +155,10 @@ def build_dpo_config(cfg: RunConfig, output_dir: str | Path, beta: float = 0.1, 
 
     if not beta > 0:
         raise ValueError(f"beta must be positive, got {beta}")
-    t = cfg.train
-    values = dict(
-        output_dir=str(output_dir),
-        learning_rate=learning_rate,
-        beta=beta,
-        max_length=cfg.data.max_length,
-        num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps,
-        # Each pair is two sequences (chosen and rejected) in the forward pass.
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_train_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
-        lr_scheduler_type=t.lr_scheduler_type,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        seed=t.seed,
-        data_seed=t.seed,
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        save_strategy="no",
-        report_to="none",
-        dataloader_num_workers=0,
-        **precision_flags(),
-    )
+    # Each pair is two sequences (chosen and rejected) in the forward pass; TRL defaults
+    # bf16 and checkpointing to on, so the shared arguments set both explicitly.
+    values = trainer_arguments(cfg, output_dir)
+    values.update(learning_rate=learning_rate, beta=beta)
     values.update(overrides)
     return DPOConfig(**values)
 

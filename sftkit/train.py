@@ -155,19 +155,10 @@ def precision_flags(device: str | None = None) -> dict[str, bool]:
     return {"fp16": dtype == torch.float16, "bf16": dtype == torch.bfloat16}
 
 
-def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
-    """A TRL `SFTConfig` from a `RunConfig`, for this machine's hardware."""
-    from trl import SFTConfig
-
+def trainer_arguments(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
+    """The `TrainingArguments` fields every sftkit trainer shares (SFT, DPO), for this hardware."""
     t = cfg.train
-    batching = {
-        "group": {"train_sampling_strategy": "group_by_length"},
-        "pad": {},
-        "pack": {"packing": True, "packing_strategy": "bfd", "padding_free": True},
-    }
-    if t.batching not in batching:
-        raise ValueError(f"batching must be one of {sorted(batching)}, got {t.batching!r}")
-    values = dict(
+    return dict(
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
         num_train_epochs=t.num_train_epochs,
@@ -184,11 +175,6 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
         seed=t.seed,
         data_seed=t.seed,
         max_length=cfg.data.max_length,
-        # The rows arrive tokenized with assistant-only labels from `sftkit.masking` (equal to
-        # what assistant_only_loss=True would build; tests/test_masking.py checks it), so TRL
-        # must not rebuild them: it pads `labels` as given.
-        assistant_only_loss=False,
-        eos_token="<|im_end|>",
         activation_checkpointing=t.gradient_checkpointing,
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings under
         # LoRA do not provide; the non-reentrant variant works with LoRA as is.
@@ -199,9 +185,30 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
         # Without CUDA, say so explicitly: under `accelerate launch`/torchrun this makes the
         # processes form a gloo (MULTI_CPU) group instead of each training alone.
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
         **precision_flags(),
-        **batching[t.batching],
+    )
+
+
+def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
+    """A TRL `SFTConfig` from a `RunConfig`, for this machine's hardware."""
+    from trl import SFTConfig
+
+    batching = {
+        "group": {"train_sampling_strategy": "group_by_length"},
+        "pad": {},
+        "pack": {"packing": True, "packing_strategy": "bfd", "padding_free": True},
+    }
+    if cfg.train.batching not in batching:
+        raise ValueError(f"batching must be one of {sorted(batching)}, got {cfg.train.batching!r}")
+    values = trainer_arguments(cfg, output_dir)
+    values.update(
+        # The rows arrive tokenized with assistant-only labels from `sftkit.masking` (equal to
+        # what assistant_only_loss=True would build; tests/test_chat_masking.py checks it), so
+        # TRL must not rebuild them: it pads `labels` as given.
+        assistant_only_loss=False,
+        eos_token="<|im_end|>",
+        disable_tqdm=False,
+        **batching[cfg.train.batching],
     )
     values.update(overrides)
     return SFTConfig(**values)
