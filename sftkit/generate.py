@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .chat import end_of_turn_id
+from .chat import IM_START, end_of_turn_id
 
 
 @dataclass
@@ -24,6 +24,13 @@ class Generation:
     text: str
     new_tokens: int
     stopped: bool
+    # The reply with special tokens kept: shows invented turns ("<|im_start|>user ...").
+    raw_text: str = ""
+
+    @property
+    def invented_turn(self) -> bool:
+        """Did the model write the start of another turn itself (a base-model habit)?"""
+        return IM_START in self.raw_text
 
 
 def _prompt_ids(messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
@@ -32,27 +39,28 @@ def _prompt_ids(messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
 
 
 @torch.no_grad()
-def generate_batch(
+def generate_ids(
     model: Any,
     tokenizer: Any,
-    conversations: list[list[dict[str, str]]],
+    prompts: list[list[int]],
     max_new_tokens: int = 128,
     batch_size: int = 16,
     do_sample: bool = False,
     temperature: float = 0.7,
     top_p: float = 0.9,
     seed: int = 0,
+    stop_id: int | None = None,
 ) -> list[Generation]:
-    """Replies to each conversation (which must end with a user turn); greedy by default.
+    """Continue each token-id prompt; the batched, left-padded core of `generate_batch`.
 
     Prompts are sorted by length before batching (less padding) and results returned in the
     input order. With greedy decoding the output equals one-at-a-time generation.
+    `stop_id` defaults to the end-of-turn token.
     """
-    eos_id = end_of_turn_id(tokenizer)
+    eos_id = end_of_turn_id(tokenizer) if stop_id is None else stop_id
     pad_id = tokenizer.pad_token_id
     assert pad_id is not None and pad_id != eos_id, "prepare the tokenizer first: pad must differ from EOS"
     device = next(model.parameters()).device
-    prompts = [_prompt_ids(messages, tokenizer) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
@@ -88,10 +96,41 @@ def generate_batch(
                     while new and new[-1] == pad_id:
                         new.pop()
                 text = tokenizer.decode(new, skip_special_tokens=True)
-                results[index] = Generation(text=text.strip(), new_tokens=len(new), stopped=stopped)
+                raw = tokenizer.decode(new, skip_special_tokens=False)
+                results[index] = Generation(text=text.strip(), new_tokens=len(new), stopped=stopped, raw_text=raw)
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    **kwargs: Any,
+) -> list[Generation]:
+    """Replies to each conversation (which must end with a user turn), through the chat template."""
+    prompts = [_prompt_ids(messages, tokenizer) for messages in conversations]
+    return generate_ids(model, tokenizer, prompts, max_new_tokens, batch_size, **kwargs)
+
+
+def generate_raw(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    **kwargs: Any,
+) -> list[Generation]:
+    """Continue plain text with no chat template, as pre-training taught (base-model behaviour, Alpaca prompts).
+
+    Generation still stops at the end-of-turn token if the model emits it; a base model
+    usually does not, which is the point of showing it.
+    """
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    return generate_ids(model, tokenizer, prompts, max_new_tokens, batch_size, **kwargs)
 
 
 def chat(

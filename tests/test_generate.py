@@ -106,8 +106,10 @@ def test_stop_detection_and_trimming(tokenizer):
         }
     )
     stopped, running = generate_batch(model, tokenizer, [short, long], max_new_tokens=8)
-    assert stopped == Generation(text="Hello", new_tokens=len(hello), stopped=True), stopped
-    assert running == Generation(text="Hello and more", new_tokens=len(hello + more), stopped=False), running
+    assert stopped == Generation(text="Hello", new_tokens=len(hello), stopped=True, raw_text="Hello"), stopped
+    assert running == Generation(text="Hello and more", new_tokens=len(hello + more), stopped=False,
+                                 raw_text="Hello and more"), running
+    assert not stopped.invented_turn
     # Prompts are left-padded with the pad token (the model continues from the last position).
     [call] = model.calls
     mask = call["attention_mask"]
@@ -142,3 +144,17 @@ def test_real_model_batched_equals_one_at_a_time(real_model, tokenizer):
         assert b == s, f"batched and single generation differ for {prompt!r}:\n{b}\n{s}"
     assert "paris" in batched[1].text.lower(), batched[1]
     assert any(g.stopped for g in batched) and not all(g.stopped for g in batched), batched
+
+
+def test_raw_text_keeps_invented_turns_and_generate_raw_skips_the_template(tokenizer):
+    from sftkit.chat import IM_START
+    from sftkit.generate import generate_raw
+
+    turn = tokenizer(f"Sure.{IM_START}user\nAnd", add_special_tokens=False)["input_ids"]
+    prompt = tokenizer("Question: hi", add_special_tokens=False)["input_ids"]
+    model = ScriptedModel({tuple(prompt): turn})
+    [result] = generate_raw(model, tokenizer, ["Question: hi"], max_new_tokens=len(turn))
+    assert result.invented_turn and IM_START in result.raw_text, result
+    assert IM_START not in result.text and not result.stopped
+    [call] = model.calls
+    assert call["input_ids"][0].tolist() == prompt, "generate_raw must not apply the chat template"
