@@ -1,4 +1,4 @@
-"""Write the core notebooks (00-04) with nbformat.
+"""Write the notebooks (00-08) with nbformat.
 
 The notebooks are the committed product; this script is how they are (re)generated, so
 that every notebook starts with the same setup and parameters cells and the cell sources
@@ -1157,6 +1157,1128 @@ caught by checking its outputs against the base.
     return cells
 
 
+# --------------------------------------------------------------------------- 05
+
+
+def notebook_05() -> list:
+    name = "05_lora_trials"
+    cells = start(name, "05 · Which LoRA settings matter? A controlled grid", """
+Chapter 03 trained one adapter with one choice of LoRA settings. This chapter asks which of
+those choices matter on this model and this data: the rank r, the scale alpha, dropout, which
+layers are adapted (attention only, MLP only, all linear layers) and the learning rate. How
+much does each cost in trainable parameters, throughput and memory, and what does it buy in
+held-out assistant perplexity and exact match? Which configuration wins, by a rule stated
+before the results are in?
+""")
+    cells += [
+        md("""
+## A controlled comparison
+
+`sftkit.trials` runs every trial the same way, so that a difference between two rows of the
+table comes from the settings and not from the dice:
+
+- every trial starts from a **fresh copy of the same base model** (`load_model_fn` is called
+  once per trial), with the **same seed** set before loading, so LoRA's random $A$ matrices and
+  the order of the batches are identical across trials;
+- the **same training rows and the same held-out rows** for every trial;
+- a trial changes only the settings it names; the rest come from the preset. One coupling is
+  deliberate: when a trial sets the rank but not alpha, alpha follows the rank so that the
+  update's scale $\\alpha / r$ stays the preset's (otherwise a higher rank would also silently
+  shrink every update).
+
+On the real presets the trials use a smaller slice of data and fewer steps than the full
+preset (chapter 03), so that the whole grid fits in a session; the cell below says how much.
+The ranking of settings at this budget is what this chapter measures, not the best score the
+preset can reach.
+"""),
+        code('''
+import copy
+import functools
+import json
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+import sftkit.demo
+import sftkit.runs
+import sftkit.trials
+import sftkit.viz
+
+OUT = RUNS / "05_trials"  # trials.jsonl, the grid files, trials.md and one folder per trial
+tcfg = copy.deepcopy(cfg)  # the trials' copy of the preset; the preset itself is not changed
+if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 200 rows each, short generations
+    tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 200, 32, 25, 40
+elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversations each
+    tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps = 1000, 100, 60
+train_set, eval_set = sftkit.demo.load_demo_data(tcfg)
+print(f"{len(train_set)} training / {len(eval_set)} held-out conversations (preset: {cfg.data.train_size} / "
+      f"{cfg.data.eval_size}); {tcfg.train.max_steps} optimizer steps per trial, batch "
+      f"{tcfg.train.per_device_train_batch_size} x {tcfg.train.gradient_accumulation_steps}; seed {tcfg.train.seed}")'''),
+        md("""
+## Stage 1: rank x layers, at a fixed learning rate
+
+The grid is a dictionary written to a JSON file (the same file `sftkit trials --grid FILE`
+reads on the command line): a `base` that every trial shares and a `grid` whose Cartesian
+product gives the trials, named after the values they vary. On the real presets it crosses
+three ranks with the three choices of layers; the `smoke` preset runs two trials.
+"""),
+        code('''
+GRID = {"base": {"learning_rate": tcfg.train.learning_rate, "dropout": tcfg.lora.dropout},
+        "grid": {"r": [4, 16, 64], "targets": ["attention", "mlp", "all-linear"]}}
+if PRESET == "smoke":  # two trials of a few steps
+    GRID["grid"] = {"r": [tcfg.lora.r], "targets": ["attention", "all-linear"]}
+OUT.mkdir(parents=True, exist_ok=True)
+(OUT / "grid_stage1.json").write_text(json.dumps(GRID, indent=2) + "\\n")
+SPECS = sftkit.trials.load_grid(OUT / "grid_stage1.json")
+pd.DataFrame([{"trial": spec.name, **spec.resolve(tcfg)} for spec in SPECS]).set_index("trial")'''),
+        md("""
+The resolved settings above show the coupling described earlier: alpha grows with the rank,
+so $\\alpha / r$ is the same in every row.
+
+**The rule, stated before the results:** the best trial has the lowest held-out assistant
+negative log-likelihood (NLL, the SFT loss on replies the model never trained on). Two trials
+whose NLL differs by less than a tolerance count as tied, and a tie goes to the trial with
+fewer trainable parameters, the cheaper adapter. `best_trial` prints the rule next to the
+answer.
+
+`run_trials` needs `load_model_fn`, a callable with no arguments that returns a fresh
+`(model, prepared tokenizer)` pair; `functools.partial(sftkit.runs.load_for, tcfg)` is
+exactly that. Each finished trial is appended at once to `trials.jsonl`, so **re-running
+the cell skips every finished trial** and a grid interrupted by a disconnect resumes where
+it stopped (a trial whose name is in the file with *different* settings is refused, not
+silently reused).
+"""),
+        code('''
+LOAD = functools.partial(sftkit.runs.load_for, tcfg)  # called once per trial: a fresh model every time
+TOLERANCE = 0.02  # nats: NLL differences this small are noise on a held-out set of this size
+start_time = time.perf_counter()
+rows1 = sftkit.trials.run_trials(tcfg, SPECS, OUT, train_set, eval_set, LOAD, disable_tqdm=True)
+print(f"stage 1: {len(rows1)} trials; {time.perf_counter() - start_time:.0f} s in this run (finished ones skipped)")
+best1, rule1 = sftkit.trials.best_trial(rows1, "eval_nll", tolerance=TOLERANCE)
+print(rule1)'''),
+        md("""
+## Stage 2: learning rate, alpha and dropout, around the stage-1 winner
+
+The learning rate is the setting LoRA is known to be most sensitive to, so it gets its own
+sweep: half and twice the stage-1 value, on the winner's rank and layers. Two more trials
+change one thing each: alpha halved (half the update scale $\\alpha / r$) and dropout on the
+adapter's input. Their names are derived from the winner's, so the file of results stays
+unambiguous. The `smoke` preset runs only the first of them.
+"""),
+        code('''
+c = best1["config"]
+same = {"r": c["r"], "targets": c["targets"]}  # the stage-1 winner's rank and layers
+FOLLOW_UP = [
+    {**same, "name": f"{best1['name']}_lr{c['learning_rate'] / 2:g}", "learning_rate": c["learning_rate"] / 2},
+    {**same, "name": f"{best1['name']}_lr{c['learning_rate'] * 2:g}", "learning_rate": c["learning_rate"] * 2},
+    {**same, "name": f"{best1['name']}_alpha{c['alpha'] / 2:g}", "alpha": c["alpha"] / 2},
+    {**same, "name": f"{best1['name']}_drop0.1", "dropout": 0.1},
+]
+FOLLOW_UP = FOLLOW_UP[:1] if PRESET == "smoke" else FOLLOW_UP
+(OUT / "grid_stage2.json").write_text(json.dumps(FOLLOW_UP, indent=2) + "\\n")
+rows2 = sftkit.trials.run_trials(tcfg, sftkit.trials.load_grid(OUT / "grid_stage2.json"), OUT, train_set, eval_set,
+                                 LOAD, disable_tqdm=True)
+ROWS = rows1 + rows2
+best, rule = sftkit.trials.best_trial(ROWS, "eval_nll", tolerance=TOLERANCE)
+print(rule)'''),
+        md("""
+## Every trial, from the results file
+
+The table is built by `trials_table` from the rows in `trials.jsonl` (and written to
+`trials.md` with the rule), never typed by hand.
+"""),
+        code('''
+TABLE_MD = sftkit.trials.trials_table(ROWS)
+(OUT / "trials.md").write_text(f"# LoRA trials: {PRESET} preset on {HARDWARE}\\n\\n{len(train_set)} training and "
+                               f"{len(eval_set)} held-out conversations, {tcfg.train.max_steps} steps per trial, seed "
+                               f"{tcfg.train.seed}.\\n\\n{TABLE_MD}\\n\\n{rule}\\n")
+display(Markdown(TABLE_MD))
+print(f"peak memory column: {ROWS[0]['peak_memory_kind']}; results in {OUT / 'trials.md'}")'''),
+        md("""
+How to read the columns:
+
+- **trainable params** grows linearly with the rank and with the size of the adapted layers;
+  the MLP projections are wider than the attention ones (and the key/value projections are
+  narrow under grouped-query attention), so at the same rank the MLP trials train more
+  parameters than the attention trials, and all-linear the most.
+- **tokens/s** counts real (non-pad) tokens per second of training. LoRA's extra work is small
+  next to the frozen model's forward and backward passes, so throughput changes less across
+  the grid than the parameter count does.
+- **peak MB** is the peak GPU allocation of each trial on a GPU. On a CPU it is the process's
+  high-water mark, which can only grow from one trial to the next (the line under the table
+  says which): there it bounds the memory, it does not compare trials.
+- **eval NLL / eval ppl**: held-out assistant NLL and its exponential, the quantity the rule
+  ranks by. **exact match** (built-in tasks only) checks the generated answer with each task's
+  own rule; it is coarser (right or wrong) and noisier than the NLL on a small held-out set.
+
+The same numbers, arranged by rank and layers for stage 1:
+"""),
+        code('''
+table = pd.DataFrame([{"trial": row["name"], "stage": 1 if index < len(rows1) else 2, "r": row["config"]["r"],
+                       "alpha": row["config"]["alpha"], "dropout": row["config"]["dropout"],
+                       "targets": row["config"]["targets"], "lr": row["config"]["learning_rate"],
+                       "trainable params": row["trainable_params"], "tokens/s": row["tokens_per_s"],
+                       "eval NLL": row["eval_nll"], "exact match": row["exact_match"], "wall s": row["wall_s"]}
+                      for index, row in enumerate(ROWS)]).set_index("trial")
+table[table.stage == 1].pivot_table(index="r", columns="targets", values="eval NLL").round(4)'''),
+        code('''
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+for ax, column in zip(axes, ("eval NLL", "tokens/s")):
+    for target, group in table[table.stage == 1].groupby("targets"):
+        ax.plot(group["trainable params"], group[column], marker="o", label=f"{target}, r = {list(group['r'])}")
+    follow = table[table.stage == 2]
+    ax.scatter(follow["trainable params"], follow[column], marker="x", color="black", zorder=3,
+               label="stage 2 (lr, alpha, dropout)")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(column)
+    ax.grid(alpha=0.3)
+axes[0].set_title("Held-out assistant NLL (lower is better)")
+axes[1].set_title("Training throughput (non-pad tokens / s)")
+axes[0].legend(fontsize=8, frameon=False)
+fig.text(0.99, -0.01, NOTE, ha="right", va="top", fontsize=8, color="dimgray")
+sftkit.viz.save_figure(fig, FIGURES / "05_trials.png")
+plt.close(fig)
+display(Image(filename=str(FIGURES / "05_trials.png")))'''),
+        md("""
+## What mattered
+
+Read the pivot table above along its rows and its columns, and the left panel of the figure
+along each line:
+
+- **Which layers.** Compare the columns of the pivot table at the same rank. The usual finding
+  for SFT is that adapting the MLP matters more than adapting attention, and that all linear
+  layers are at least as good as either: most of a transformer's weights, and most of what SFT
+  changes, sit in the MLP. If the attention-only column is clearly worse at every rank on this
+  run, that finding holds here too.
+- **Which rank.** Compare the rows. Once the right layers are adapted, a higher rank often buys
+  little for learning a format on a few hundred or thousand conversations: if the lines in the
+  left panel are flat to the right, rank was not the bottleneck at this budget, and the
+  tie-break rule picks the cheaper adapter.
+- **Learning rate, alpha, dropout.** The stage-2 crosses sit at the winner's parameter count;
+  their vertical spread against the winner's point shows how much the learning rate (and the
+  update scale, which acts on the step size in a similar way) moves the result at a *fixed*
+  adapter size. A spread as large as the one between columns says the learning rate needs
+  tuning as much as the layers do. Dropout is a regulariser: with a single short pass over the
+  data there is little overfitting for it to prevent, so expect it to help little here.
+- **Cost.** The right panel shows that throughput falls only slowly as the adapter grows.
+  On a GPU the peak memory column shows the same: the frozen model and the activations, not
+  the adapter, dominate.
+
+**Caveats.** One seed, one short training budget and a small held-out set: differences
+within the tolerance are treated as ties for that reason, and a second seed would be the
+first thing to add before trusting a close call. With the `smoke` preset the model is random
+and the numbers only show that the pipeline runs.
+
+## Results
+"""),
+        code('''
+table["best"] = table.index == best["name"]
+print(rule)
+table.round(4)'''),
+    ]
+    return cells
+
+
+# --------------------------------------------------------------------------- 06
+
+
+def notebook_06() -> list:
+    name = "06_preference_tuning_dpo"
+    cells = start(name, "06 · Preference tuning with DPO, after SFT", """
+SFT shows a model good answers; it never shows the model which of *its own* answers are bad.
+This chapter asks: can Direct Preference Optimization (DPO), run with LoRA on top of the SFT
+model of chapter 03, make the model prefer better replies? Where do the preference pairs come
+from, how sensitive is DPO to its two main settings (beta and the learning rate), and what
+changes on the evaluation harness of chapter 04: task exact match, stopping, instruction
+following, refusal and over-refusal?
+""")
+    cells += [
+        md(r"""
+## DPO in one formula
+
+For a prompt $x$ with a preferred reply $y_w$ and a rejected reply $y_l$, DPO (Rafailov et al.,
+2023) trains the policy $\pi_\theta$ against a frozen reference $\pi_\text{ref}$ (here: the SFT
+model) with
+
+$$\mathcal{L}_\text{DPO} = -\log \sigma\Big(\beta \log\frac{\pi_\theta(y_w\mid x)}{\pi_\text{ref}(y_w\mid x)} - \beta \log\frac{\pi_\theta(y_l\mid x)}{\pi_\text{ref}(y_l\mid x)}\Big).$$
+
+- The two log-ratios are the *implicit rewards* of the chosen and rejected replies; their
+  difference is the **reward margin** TRL logs, and the share of pairs where it is positive is
+  the **reward accuracy**.
+- At the start the policy *is* the reference, both log-ratios are zero and the loss is
+  $\log 2$; it falls as the margin grows.
+- $\beta$ sets how far the policy may move from the reference: a small $\beta$ needs large
+  log-ratio changes to reach the same loss (more drift allowed), a large $\beta$ keeps the
+  policy close to the SFT model.
+
+With a LoRA adapter the reference costs no memory: TRL computes it with the adapter switched
+off. `sftkit.preference.train_dpo` merges the SFT adapter into the weights first, so the
+reference is exactly the SFT model, and trains a fresh DPO adapter on top.
+"""),
+        code('''
+import copy
+import math
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+
+import sftkit.chat
+import sftkit.demo
+import sftkit.evaluation
+import sftkit.models
+import sftkit.preference
+import sftkit.runs
+import sftkit.tasks
+import sftkit.viz
+
+ADAPTER = RUNS / "03_sft" / "adapter"  # the SFT adapter chapter 03 saves
+if not (ADAPTER / "adapter_config.json").is_file():
+    print(f"No SFT adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first.")
+    print("Training a quick one now with the same function and preset, so this notebook can go on.")
+    _model, _tokenizer = sftkit.runs.load_for(cfg)
+    sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
+    del _model, _tokenizer'''),
+        code('''
+OUT = RUNS / "06_dpo"
+tokenizer = sftkit.chat.prepare_tokenizer(sftkit.models.load_tokenizer(cfg.model.name))
+sft = sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer)  # base + SFT adapter, in eval mode
+dcfg = copy.deepcopy(cfg)  # DPO's copy of the run settings (batch, steps, LoRA for the new adapter)
+N_PROMPTS = {"smoke": cfg.data.train_size, "cpu-demo": 256}.get(PRESET, 1000)  # prompts (t4: Hub pairs)
+N_VAL = min(cfg.eval.n_examples, 48)  # validation prompts that pick the best trial
+BETAS, LRS = (0.1, 0.5), (5e-5, 2e-4)  # LoRA needs a higher DPO learning rate than full fine-tuning
+if PRESET == "smoke":  # two trials of a few steps
+    LRS = (cfg.train.learning_rate,)
+elif PRESET == "cpu-demo":  # four trials of 20 steps on 2 CPU cores
+    dcfg.train.max_steps, dcfg.train.per_device_train_batch_size = 20, 4
+else:  # t4: one pass over the pairs; each pair is two sequences of up to max_length tokens
+    dcfg.train.per_device_train_batch_size, dcfg.train.gradient_accumulation_steps = 4, 4
+print(f"policy: {cfg.model.name} + the SFT adapter in {ADAPTER}\\ngrid: beta in {BETAS} x learning rate in {LRS}; "
+      f"{dcfg.train.max_steps} steps per trial (-1: one epoch), batch {dcfg.train.per_device_train_batch_size} x "
+      f"{dcfg.train.gradient_accumulation_steps} pairs")'''),
+        md("""
+## Preference pairs
+
+**On the `t4` preset** the pairs come from a public binarized preference set on the Hub
+(`trl-lib/ultrafeedback_binarized`, already in TRL's conversational format: a chosen and a
+rejected conversation that share the prompt).
+
+**Offline** there is no Hub, and the pairs are built *on-policy*: the SFT model answers
+prompts of the built-in tasks (from the training pool, with a seed SFT did not use), and
+every reply that is wrong, or that never ended its turn, becomes the rejected side of a pair
+whose chosen side is the task's reference answer. Replies that are already right and stopped
+carry no preference and are skipped. The report counts every example by reason, so nothing
+disappears silently:
+"""),
+        code('''
+if cfg.data.source == "builtin-tasks":  # offline: on-policy pairs from the SFT model's own mistakes
+    examples = sftkit.tasks.make_task_examples(N_PROMPTS, "train", seed=cfg.data.seed + 1)
+    generations = sftkit.preference.generate_on_policy(sft, tokenizer, examples, cfg.eval.max_new_tokens,
+                                                       cfg.eval.batch_size)
+    pairs, report = sftkit.preference.build_preference_pairs(examples, generations)
+    summary = {"prompts": report["examples"], "pairs": report["pairs"],
+               **{f"pair because: {k}": v for k, v in report["reasons"].items()},
+               **{f"skipped: {k}": v for k, v in report["skipped"].items()}}
+else:  # t4: a public binarized preference set
+    pairs = sftkit.preference.load_hub_preferences(limit=N_PROMPTS)
+    summary = {"source": "trl-lib/ultrafeedback_binarized", "pairs": len(pairs)}
+pd.Series(summary, dtype=object).to_frame("count")'''),
+        code('''
+pd.set_option("display.max_colwidth", 120)
+pd.DataFrame([{"prompt (last user turn)": (pair.get("prompt") or pair["chosen"][:-1])[-1]["content"],
+               "chosen": pair["chosen"][-1]["content"], "rejected": pair["rejected"][-1]["content"]}
+              for pair in [pairs[i] for i in range(min(3, len(pairs)))]])'''),
+        md("""
+Offline, the counts above say where this SFT model still fails: wrong answers, replies that
+run into the token budget, or both. DPO spends every update on those mistakes. A rejected
+reply that never stopped is rendered closed by the chat template, so it loses to the
+reference exactly where it went wrong or should have ended. With the `smoke` preset the
+model is random, so every reply is wrong and every example becomes a pair.
+
+## Trials over beta and the learning rate
+
+Each trial starts from a fresh copy of the SFT model, trains a new LoRA adapter with
+`train_dpo`, and is scored on validation prompts drawn from the training pool (not the test
+split the harness uses below), so that picking the best trial does not peek at the final
+evaluation.
+"""),
+        code('''
+VAL = sftkit.tasks.make_task_examples(N_VAL, "train", seed=cfg.data.seed + 2)  # selection set, not the test split
+e = cfg.eval
+baseline = sftkit.evaluation.evaluate_model("SFT", sft, tokenizer, VAL, e.max_new_tokens, e.batch_size,
+                                            cfg.data.max_length)
+TRIALS = {}
+for beta in BETAS:
+    for lr in LRS:
+        name = f"beta{beta:g}_lr{lr:g}"
+        policy = sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer)  # a fresh SFT model per trial
+        result = sftkit.preference.train_dpo(dcfg, policy, tokenizer, pairs, OUT / name, beta=beta, learning_rate=lr,
+                                             max_steps=dcfg.train.max_steps, disable_tqdm=True)
+        scored = sftkit.evaluation.evaluate_model(name, result.model, tokenizer, VAL, e.max_new_tokens, e.batch_size,
+                                                  cfg.data.max_length)
+        TRIALS[name] = (result, scored)
+        print(f"{name}: {result.metrics['steps']} steps in {result.metrics['wall_s']} s")'''),
+        code('''
+trials = pd.DataFrame.from_dict({name: {
+    "beta": r.metrics["beta"], "learning rate": r.metrics["learning_rate"], "steps": r.metrics["steps"],
+    "first loss": r.metrics["first_loss"], "final loss": r.metrics["final_loss"],
+    "reward accuracy": r.metrics["reward_accuracy"], "reward margin": r.metrics["reward_margin"],
+    "val exact match": v.summary["exact_match"], "val stop rate": v.summary["stop_rate"], "wall s": r.metrics["wall_s"],
+} for name, (r, v) in TRIALS.items()}, orient="index")
+BEST = trials.sort_values(["val exact match", "val stop rate"], ascending=False, kind="stable").index[0]
+trials.loc["SFT, no DPO", ["val exact match", "val stop rate"]] = [baseline.summary["exact_match"],
+                                                                   baseline.summary["stop_rate"]]
+print(f"Rule: highest validation exact match; ties go to the higher stop rate, then to grid order. Best: {BEST}")
+trials.round(4)'''),
+        code('''
+fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+for name, (result, _) in TRIALS.items():
+    logged = [entry for entry in result.log_history if "loss" in entry]
+    ax.plot([entry["step"] for entry in logged], [entry["loss"] for entry in logged], marker="o", ms=3, label=name)
+ax.axhline(math.log(2), color="grey", linestyle="--", linewidth=1, label="log 2 (policy = reference)")
+ax.set_title("DPO loss per trial")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("DPO loss")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8, frameon=False)
+fig.text(0.99, -0.01, NOTE, ha="right", va="top", fontsize=8, color="dimgray")
+sftkit.viz.save_figure(fig, FIGURES / "06_dpo_loss.png")
+plt.close(fig)
+display(Image(filename=str(FIGURES / "06_dpo_loss.png")))'''),
+        md("""
+**Reading the trials.** Every curve starts at the dashed line: before the first update the
+policy equals the reference. A curve that falls well below it, with a reward accuracy near one
+in the table, has learned to separate the training pairs; that alone does not mean better
+answers. The validation columns say whether it generalised to new prompts, compared with the
+SFT row. Two patterns to look for in the table above: a higher learning rate moves the policy
+further in the same number of steps (lower final loss, larger margins), and a larger beta
+reaches a given loss with smaller changes to the model. A trial whose validation exact match
+or stop rate falls *below* the SFT row has drifted too far: the classic DPO failure is a
+policy that pushes the rejected replies down by making everything less likely, including good
+answers.
+
+## Before and after on the evaluation harness
+
+The SFT model and the best DPO trial (by the rule printed above) go through chapter 04's
+offline suite: the built-in task test split, prompts with verifiable instructions, and
+harmful requests next to harmless look-alikes.
+"""),
+        code('''
+ecfg = copy.deepcopy(cfg)
+if PRESET == "cpu-demo":  # a smaller task test split: the open prompts alone are about 80 generations per model
+    ecfg.eval.n_examples = 48
+start_time = time.perf_counter()
+SUITES = {"SFT": sftkit.evaluation.evaluate_suite("SFT", sft, tokenizer, ecfg),
+          f"SFT + DPO {BEST}": sftkit.evaluation.evaluate_suite("DPO", TRIALS[BEST][0].model, tokenizer, ecfg)}
+sftkit.evaluation.write_eval_outputs(OUT, SUITES, ecfg, HARDWARE, round(time.perf_counter() - start_time, 1))
+CIS = {name: sftkit.evaluation.intervals(s.reference, ecfg.eval.bootstrap_resamples) for name, s in SUITES.items()}
+LABELS = dict(sftkit.evaluation.SUITE_HEADLINE)
+print(f"evaluated in {time.perf_counter() - start_time:.0f} s; eval.md, eval.json and figures in {OUT}")
+pd.DataFrame({name: {LABELS[k]: f"{cis[k]['mean']:.3f} [{cis[k]['low']:.3f}, {cis[k]['high']:.3f}]"
+                     for k in LABELS if k in cis} for name, cis in CIS.items()})'''),
+        code('''
+before, after = (suite.reference for suite in SUITES.values())
+DIFF = sftkit.evaluation.compare(before, after, ecfg.eval.bootstrap_resamples)
+pd.DataFrame.from_dict({LABELS.get(k, k): d for k, d in DIFF.items()}, orient="index").round(3)'''),
+        md("""
+The first table gives each model's mean with a bootstrap 95% interval; the second the paired
+difference DPO minus SFT on the same prompts, with its interval (`p_not_better` is the share of
+resamples in which DPO did not improve; for NLL and repetition, lower is better).
+
+What to expect, and what to check in the tables above:
+
+- **Task exact match and stop rate.** Offline, the pairs were made of exactly these kinds of
+  mistakes, so this is where DPO should help if it helps anywhere. An interval of the
+  difference that excludes zero is an effect these prompts can resolve; one that straddles
+  zero is not.
+- **Assistant NLL** on the reference replies usually *rises* after DPO, even when answers get
+  better: DPO optimises a margin between replies, not the likelihood of the reference, and it
+  lowers the probability of much of what the model used to say.
+- **Refusal and over-refusal.** Neither the built-in tasks nor the on-policy pairs contain a
+  harmful request, so offline DPO has no reason to change the refusal rate; any change must be
+  read together with the over-refusal rate on harmless look-alikes. On the `t4` preset the
+  UltraFeedback pairs reward helpful, harmless answers and can move both.
+- **Instruction following** tests formats the pairs did not target; a drop there is a cost
+  of the DPO update, a rise a side benefit of stopping in time.
+
+With the `smoke` preset all models are random and the tables only show that the pipeline runs.
+
+## Results
+"""),
+        code('''
+RESULTS = pd.DataFrame({name: {
+    "DPO beta": TRIALS[BEST][0].metrics["beta"] if "DPO" in name else None,
+    "DPO learning rate": TRIALS[BEST][0].metrics["learning_rate"] if "DPO" in name else None,
+    "preference pairs": len(pairs) if "DPO" in name else None,
+    "task exact match": s.reference.summary["exact_match"], "stop rate (tasks)": s.reference.summary["stop_rate"],
+    "assistant NLL": s.reference.summary["assistant_nll"],
+    "instruction following (strict)": s.instructions["strict_accuracy"],
+    "refusal rate (harmful)": s.refusal["refusal_rate"], "over-refusal rate (harmless)": s.refusal["over_refusal_rate"],
+} for name, s in SUITES.items()}).T
+(OUT / "results.md").write_text(f"# DPO after SFT: {PRESET} preset on {HARDWARE}\\n\\n{trials.round(4).to_markdown()}"
+                                f"\\n\\n{RESULTS.to_markdown()}\\n")
+RESULTS'''),
+    ]
+    return cells
+
+
+# --------------------------------------------------------------------------- 07
+
+
+def notebook_07() -> list:
+    name = "07_alpaca_full_vs_lora"
+    cells = start(name, "07 · Alpaca: full fine-tuning vs LoRA, by hand and with peft", """
+The classic first exercise in instruction tuning: Stanford Alpaca's instruction / input /
+output rows, its two plain-text prompt templates, and labels that train only the response.
+This chapter asks: what does it cost, and what does it buy, to fine-tune *every* weight
+compared with LoRA? Does a LoRA layer written from scratch train like peft's? All three
+variants are trained on the same tokenized rows, with the same seed and the same number of
+steps, and compared on trainable parameters, time per step, peak memory, held-out loss and
+the ROUGE-L of their generated responses.
+""")
+    cells += [
+        code('''
+import copy
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+from peft import get_peft_model
+from transformers import Trainer, TrainingArguments
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+import sftkit.alpaca
+import sftkit.lora
+import sftkit.masking
+import sftkit.metrics
+import sftkit.runs
+import sftkit.tasks
+import sftkit.train
+import sftkit.viz
+
+OUT = RUNS / "07_alpaca"
+OUT.mkdir(parents=True, exist_ok=True)'''),
+        code('''
+acfg = copy.deepcopy(cfg)  # this chapter's copy of the run settings
+acfg.model.dtype = "float32"  # full fine-tuning needs fp32 master weights; on a T4 fp16 autocast still runs
+N_TRAIN, N_TEST, MAX_NEW = 2000, 200, 128  # the exercise: 2,000 + 200 rows, responses up to 128 new tokens
+if PRESET == "cpu-demo":  # full fine-tuning of 135M parameters on 2 CPU cores: a slice of the exercise
+    N_TRAIN, N_TEST, MAX_NEW = 160, 32, 48
+    acfg.train.max_steps = 20  # one pass over 160 rows at batch 8
+elif PRESET == "smoke":
+    N_TRAIN, N_TEST, MAX_NEW = cfg.data.train_size, cfg.data.eval_size, cfg.eval.max_new_tokens
+else:  # t4: one pass over 2,000 rows, sequences up to 512 tokens
+    acfg.data.max_length = 512
+print(f"{N_TRAIN} train + {N_TEST} test rows (the exercise asks for 2,000 + 200); max_length {acfg.data.max_length}; "
+      f"{'one epoch' if acfg.train.max_steps < 0 else f'{acfg.train.max_steps} steps'} at batch "
+      f"{acfg.train.per_device_train_batch_size} x {acfg.train.gradient_accumulation_steps}; fp32 weights")'''),
+        md("""
+## The data, and rows with nothing to learn
+
+On the `t4` preset the rows are Stanford Alpaca from the Hub (`tatsu-lab/alpaca`, 52k rows).
+Offline they are sftkit's built-in verifiable tasks written as Alpaca rows: the tasks that
+come with data (reverse a name, upper-case a sentence, extract JSON) put it in `input`, the
+others keep everything in `instruction`, so both templates occur and every answer can still
+be checked exactly. Two deliberately broken rows are appended offline so that the filter has
+something to catch. A row with an empty output would teach the model to answer with nothing
+but end-of-sequence; `filter_empty_outputs` drops such rows and counts them, with their row
+numbers.
+"""),
+        code('''
+if cfg.data.source == "builtin-tasks":  # offline: the built-in tasks as Alpaca rows
+    raw = sftkit.alpaca.alpaca_from_tasks(N_TRAIN + N_TEST, "train", seed=cfg.data.seed)
+    raw += [{"instruction": "Say nothing.", "input": "", "output": "  "},  # two broken rows, to see the filter work
+            {"instruction": "", "input": "some text", "output": "an answer to no question"}]
+else:  # t4: Stanford Alpaca from the Hub
+    raw = list(sftkit.alpaca.load_alpaca_hub())
+rows, report = sftkit.alpaca.filter_empty_outputs(raw)
+pd.Series({"rows read": report["rows"], "kept": report["kept"],
+           **{f"dropped: {reason}": n for reason, n in report["dropped"].items()},
+           **{f"row numbers ({reason})": numbers[:10] for reason, numbers in report["dropped_rows"].items()}},
+          dtype=object).to_frame("filter_empty_outputs")'''),
+        md("""
+## A 2,000 + 200 split, stratified by input
+
+`split_alpaca` draws the test rows with seed 101 so that rows with and without an input keep
+their share in both splits (each template is then tested as often as it is trained). On the
+`smoke` and `cpu-demo` presets the split is scaled down to the sizes printed above, so that
+full fine-tuning fits on a CPU; the exercise's proportions are kept.
+"""),
+        code('''
+train, test, split_report = sftkit.alpaca.split_alpaca(rows, N_TRAIN, N_TEST, seed=101)
+print(split_report["note"] or f"{split_report['train']} train / {split_report['test']} test rows, seed 101, "
+      f"{split_report['unused']} rows unused")
+in_train = {(row["instruction"], row["input"]) for row in train}
+print(f"test rows whose instruction and input also occur in train: "
+      f"{sum((row['instruction'], row['input']) in in_train for row in test)} of {len(test)}")
+pd.DataFrame(split_report["groups"]).T'''),
+        md("""
+The table gives the rows with and without an input in all rows and in each split: the shares
+match within a row. The line above it counts test rows that repeat a training row word for
+word (offline rows are generated from finite pools of names and sentences, so a few can
+repeat; Alpaca itself has near-duplicates too).
+
+## The two prompt templates
+
+Alpaca predates chat templates: a row is rendered as plain text, with one template when it
+has an input and another when it has none. The model's reply starts after `### Response:`.
+"""),
+        code('''
+with_input = next(row for row in train if row["has_input"])
+without_input = next(row for row in train if not row["has_input"])
+for label, row in (("WITH an input", with_input), ("WITHOUT an input", without_input)):
+    print(f"=== template {label}, filled in, followed by the response the model is trained to write:")
+    print(sftkit.alpaca.alpaca_prompt(row) + row["output"])
+    print()'''),
+        md("""
+## Labels that train only the response
+
+`tokenize_alpaca` tokenizes the prompt and the response *separately* and concatenates them,
+so the boundary of the mask is exact (tokenizing the joined text can merge the prompt's last
+characters with the response's first token). Prompt tokens get the label -100; the response
+and the end-of-sequence token after it are trained. The end-of-sequence token is the tokenizer's
+EOS, here `<|im_end|>` (the tokenizer was prepared for chat in chapter 02), and generation
+stops at it.
+"""),
+        code('''
+base, tokenizer = sftkit.runs.load_for(acfg)  # the base model stays untouched: it is the zero-shot baseline
+train_tok, train_tok_report = sftkit.alpaca.tokenize_alpaca_rows(train, tokenizer, acfg.data.max_length)
+test_tok, test_tok_report = sftkit.alpaca.tokenize_alpaca_rows(test, tokenizer, acfg.data.max_length)
+print(f"train: {train_tok_report['kept']} of {train_tok_report['rows']} rows kept {train_tok_report['dropped'] or ''}; "
+      f"test: {test_tok_report['kept']} of {test_tok_report['rows']} {test_tok_report['dropped'] or ''}")
+example = sftkit.alpaca.tokenize_alpaca(with_input, tokenizer, acfg.data.max_length)
+view = sftkit.masking.inspect_mask(example["input_ids"], example["labels"], tokenizer)
+display(view)  # HTML: trained tokens highlighted
+fig = sftkit.viz.plot_token_mask(view.tokens, view.trained, FIGURES / "07_alpaca_mask.png",
+                                 title="Alpaca row: only the response and its EOS are trained", note=NOTE)
+plt.close(fig)
+display(Image(filename=str(FIGURES / "07_alpaca_mask.png")))'''),
+        md("""
+## Zero-shot: the base model, before any training
+
+The base model gets the Alpaca prompt as raw text and generates greedily until it writes an
+end token or reaches the budget; its response is scored against the reference output with
+ROUGE-L (longest common subsequence, F-measure). sftkit's batched generation
+(`sftkit.generate.generate_batch`) renders chat conversations, not raw text, so the cell calls
+`model.generate` on left-padded batches directly. Generation stops at `<|im_end|>` (what
+training will teach) or at the pad token, which for SmolLM2 is `<|endoftext|>`, a base
+model's own end of document.
+"""),
+        code('''
+GEN_TOKENIZER = copy.deepcopy(tokenizer)
+GEN_TOKENIZER.padding_side = "left"  # a decoder-only model continues from the last position: pad on the left
+PROMPTS, REFERENCES = [sftkit.alpaca.alpaca_prompt(row) for row in test], list(test["output"])
+STOP_IDS, B = [tokenizer.eos_token_id, tokenizer.pad_token_id], cfg.eval.batch_size
+TEXTS = {}
+for label, model in {"base model, zero-shot": base}.items():
+    TEXTS[label] = []
+    for start in range(0, len(PROMPTS), B):
+        enc = GEN_TOKENIZER(PROMPTS[start:start + B], return_tensors="pt", padding=True).to(model.device)
+        with torch.no_grad():
+            out = model.eval().generate(**enc, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=STOP_IDS,
+                                        pad_token_id=tokenizer.pad_token_id)
+        TEXTS[label] += [t.strip() for t in GEN_TOKENIZER.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                                       skip_special_tokens=True)]
+EVAL_ROWS = list(test_tok)  # input_ids + labels: the held-out loss is on response tokens only
+ZERO_SHOT = {"ROUGE-L": sum(sftkit.metrics.rouge_l(TEXTS["base model, zero-shot"], REFERENCES)) / len(REFERENCES),
+             "eval loss": sftkit.metrics.assistant_perplexity(base, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
+print(f"zero-shot on {len(PROMPTS)} test prompts: mean ROUGE-L {ZERO_SHOT['ROUGE-L']:.3f}, "
+      f"held-out loss on the responses {ZERO_SHOT['eval loss']:.3f} nats per token")
+pd.DataFrame({"prompt": [p[-160:] for p in PROMPTS[:3]], "reference": REFERENCES[:3],
+              "base model, zero-shot": TEXTS["base model, zero-shot"][:3]})'''),
+        md("""
+A base model given an Alpaca prompt as plain text tends to continue the *document*: it may
+answer, then write another "### Instruction:" block of its own, or never reach an end token.
+The cpu-demo model (SmolLM2-135M-Instruct) was tuned on chat turns, not on this format, so it
+too has to learn where a response ends. Whatever the rows above show, the zero-shot ROUGE-L
+in the final table is the bar the three variants must clear.
+
+## Three ways to train on the same rows
+
+- **(a) full fine-tuning**: every weight trains, at a learning rate ten times below LoRA's
+  (the usual ratio: a LoRA update starts at zero and is scaled by alpha / r);
+- **(b) from-scratch LoRA**: `sftkit.lora.inject_lora` replaces the attention projections
+  q, k, v and o with `LoRALinear`, the dozen-line layer of chapter 01, and freezes everything
+  else;
+- **(c) peft LoRA**: peft's LoRA on the same four projections, with the same rank and alpha.
+
+(b) and (c) compute the same function (chapter 01 checked it layer by layer) and must train
+the same number of parameters; the cell checks it.
+"""),
+        code('''
+QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
+r, alpha = acfg.lora.r, acfg.lora.alpha
+full = sftkit.runs.load_for(acfg)[0]
+scratch = sftkit.runs.load_for(acfg)[0]
+replaced = sftkit.lora.inject_lora(scratch, QKVO, r=r, alpha=alpha)
+peft_base = sftkit.runs.load_for(acfg)[0]
+peft_model = get_peft_model(peft_base, sftkit.lora.build_lora_config(peft_base, r, alpha, 0.0, QKVO))
+VARIANTS = {"(a) full fine-tuning": (full, acfg.train.learning_rate / 10),
+            f"(b) from-scratch LoRA, q/k/v/o, r={r}": (scratch, acfg.train.learning_rate),
+            f"(c) peft LoRA, q/k/v/o, r={r}": (peft_model, acfg.train.learning_rate)}
+COUNTS = {name: sftkit.lora.trainable_parameters(model) for name, (model, _) in VARIANTS.items()}
+b_count, c_count = (COUNTS[name]["trainable"] for name in list(VARIANTS)[1:])
+print(f"{len(replaced)} layers replaced by LoRALinear; (b) and (c) train the same number of parameters: "
+      f"{b_count == c_count}")
+pd.DataFrame(COUNTS).T.astype({"trainable": int, "total": int}).round(3)'''),
+        md("""
+Training uses `transformers.Trainer` with TRL's `DataCollatorForLanguageModeling`, which pads
+the prebuilt labels with -100 and leaves them otherwise as they are. Every variant gets the
+same rows in the same order (same seed), the same schedule and the same number of steps; only
+the parameters that train, and the learning rate of (a), differ. Time per step is the
+training wall time over the optimizer steps. Peak memory is measured per variant on a GPU;
+on a CPU the process's peak RSS can only grow from one variant to the next, so the table also
+gives the memory the training *state* needs by arithmetic (fp32 weights for every parameter,
+plus a gradient and Adam's two moments for every trainable one), the estimate of chapter 01.
+"""),
+        code('''
+TRAIN_ARGS = {k: v for k, v in sftkit.train.trainer_arguments(acfg, OUT / "checkpoints").items() if k != "max_length"}
+collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
+ROWS, LOSSES = {}, {}
+for name, (model, lr) in VARIANTS.items():
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    args = TrainingArguments(**{**TRAIN_ARGS, "learning_rate": lr, "disable_tqdm": True})
+    trainer = Trainer(model=model, args=args, train_dataset=train_tok, data_collator=collator)
+    start_time = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start_time
+    count = COUNTS[name]
+    ROWS[name] = {"trainable params": count["trainable"], "steps": trainer.state.global_step, "learning rate": lr,
+                  "time per step (s)": wall / trainer.state.global_step,
+                  "peak GPU memory (MB)": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+                  "peak process RSS so far (MB)": sftkit.train.peak_memory_mb()["peak_rss_mb"],
+                  "training state, estimate (MB)": (4 * count["total"] + 12 * count["trainable"]) / 2**20,
+                  "eval loss": sftkit.metrics.assistant_perplexity(model, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
+    LOSSES[name] = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    del trainer
+pd.DataFrame(ROWS).T'''),
+        code('''
+fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+for name, points in LOSSES.items():
+    ax.plot(*zip(*points), marker="o" if len(points) <= 30 else None, ms=3, label=name)
+ax.set_title("Training loss on the same Alpaca rows")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (nats / response token)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8, frameon=False)
+fig.text(0.99, -0.01, NOTE, ha="right", va="top", fontsize=8, color="dimgray")
+sftkit.viz.save_figure(fig, FIGURES / "07_alpaca_loss.png")
+plt.close(fig)
+display(Image(filename=str(FIGURES / "07_alpaca_loss.png")))'''),
+        md("""
+**Reading the curves.** (b) and (c) start from the same function and train the same
+parameters; their curves should run close together (they are not identical: the random $A$
+matrices are drawn in a different order by sftkit and by peft). Full fine-tuning has far more
+capacity and, with a tenth of the learning rate, may fall faster or slower in the first steps;
+on a few hundred rows it can also start to memorise them, which the held-out loss in the
+table above shows and the training loss does not.
+
+## Responses after training
+
+The same generation code as for the zero-shot baseline, on the three trained models:
+"""),
+        code('''
+for label, (model, _) in VARIANTS.items():
+    TEXTS[label] = []
+    for start in range(0, len(PROMPTS), B):
+        enc = GEN_TOKENIZER(PROMPTS[start:start + B], return_tensors="pt", padding=True).to(model.device)
+        with torch.no_grad():
+            out = model.eval().generate(**enc, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=STOP_IDS,
+                                        pad_token_id=tokenizer.pad_token_id)
+        TEXTS[label] += [t.strip() for t in GEN_TOKENIZER.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                                       skip_special_tokens=True)]
+ROUGE = {label: sum(sftkit.metrics.rouge_l(texts, REFERENCES)) / len(REFERENCES) for label, texts in TEXTS.items()}
+if "task" in test.column_names:  # offline rows keep their task: exact match as well
+    EXACT = {label: sum(sftkit.tasks.check_answer(row["task"], text, row["answer"]) for row, text in zip(test, texts))
+             / len(texts) for label, texts in TEXTS.items()}
+pd.DataFrame({"reference": REFERENCES[:3], **{label: texts[:3] for label, texts in TEXTS.items()}})'''),
+        md("""
+## What the comparison shows
+
+Read the final table below row by row:
+
+- **Trainable parameters and memory.** Full fine-tuning trains every weight, so its gradients
+  and Adam moments are as large as the model several times over; the two LoRA variants train a
+  small fraction of a percent of it and need little beyond the frozen weights. This is the
+  difference that decides what fits on a T4 (chapter 01's arithmetic, here measured on a GPU).
+- **Time per step.** LoRA skips the weight gradients of the frozen layers but still runs the
+  full forward and backward passes through activations, so it is faster per step than full
+  fine-tuning by less than the parameter counts suggest.
+- **From scratch vs peft.** (b) and (c) should agree closely on every column: the same
+  function, the same parameter count, the same data. A large gap in loss or ROUGE-L between
+  them would point to a bug, not to a property of LoRA. peft adds the bookkeeping (saving,
+  merging, several adapters) and kernels, not different maths.
+- **Quality.** Compare eval loss and ROUGE-L with the zero-shot row. LoRA on attention alone
+  is the weakest LoRA placement (chapter 05); full fine-tuning usually fits the training
+  format best per step, and on a small set can start to overfit, which shows as a held-out
+  loss that stops improving. ROUGE-L rewards the wording of the reference, so a correct
+  response phrased differently scores low; offline, the exact-match column checks correctness.
+
+With the `smoke` preset the model is random and trains for a few steps: the numbers only show
+that the three paths run on the same rows.
+
+## Results
+"""),
+        code('''
+RESULTS = pd.DataFrame.from_dict({"base model, zero-shot": {"trainable params": 0, "eval loss": ZERO_SHOT["eval loss"]},
+                                  **ROWS}, orient="index")
+RESULTS["ROUGE-L"] = pd.Series(ROUGE)
+if "task" in test.column_names:
+    RESULTS["exact match"] = pd.Series(EXACT)
+RESULTS.to_csv(OUT / "results.csv")
+print(f"{len(PROMPTS)} test prompts, greedy, at most {MAX_NEW} new tokens; {NOTE}; saved to {OUT / 'results.csv'}")
+RESULTS.round(4)'''),
+    ]
+    return cells
+
+
+# --------------------------------------------------------------------------- 08
+
+
+def notebook_08() -> list:
+    name = "08_classification_and_distillation"
+    cells = start(name, "08 · Beyond SFT: a classification head, and knowledge distillation", """
+Two other ways to adapt a language model, each compared with what the previous chapters did.
+(a) Can a causal LM be turned into a classifier by reading its last token's hidden state, and
+how much of the model has to train for it: the head alone, LoRA, or everything? (b) Can a
+small student learn from a teacher's outputs rather than from reference answers, either
+token by token (the teacher's whole next-token distribution) or sequence by sequence (the
+teacher's generated replies), and how does that compare with plain SFT on the same prompts?
+""")
+    cells += [
+        code('''
+import copy
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+from peft import get_peft_model
+
+import sftkit.chat
+import sftkit.classify
+import sftkit.data
+import sftkit.demo
+import sftkit.distill
+import sftkit.evaluation
+import sftkit.lora
+import sftkit.masking
+import sftkit.models
+import sftkit.runs
+import sftkit.tasks
+import sftkit.train
+import sftkit.viz
+
+OUT = RUNS / "08_classify_distill"
+OUT.mkdir(parents=True, exist_ok=True)'''),
+        md("""
+## (a) A classification head on the last token
+
+A decoder-only model reads left to right, so the only position that has seen the whole input
+is the *last real* one. `sftkit.classify.LastTokenClassifier` runs the model, takes the
+final-layer hidden state at each row's last non-pad token and maps it to class logits with a
+linear head (what transformers' `*ForSequenceClassification` heads do). With right padding,
+`hidden[:, -1]` would be a pad token for every row but the longest: the classic bug, avoided
+by finding the position from the attention mask.
+
+The task is offline and exact: **count the vowels of a name**, 11 classes (0 to 10). Names are
+spelled out ("m a r i a") because BPE hides the letters of a word inside one token; train and
+test names come from disjoint pools.
+"""),
+        code('''
+ccfg = copy.deepcopy(cfg)  # this chapter's copy: fp32 weights, because its loops use plain AdamW (no loss scaling)
+ccfg.model.dtype = "float32"
+SIZES = {"smoke": (64, 32, 1, 16), "cpu-demo": (320, 96, 1, 16)}  # train rows, test rows, epochs, batch
+N_TRAIN, N_TEST, EPOCHS, BATCH = SIZES.get(PRESET, (2000, 400, 3, 32))
+train_rows = sftkit.classify.vowel_count_dataset(N_TRAIN, "train", seed=cfg.data.seed)
+test_rows = sftkit.classify.vowel_count_dataset(N_TEST, "test", seed=cfg.data.seed)
+COMMONEST = pd.Series([row["label"] for row in train_rows]).mode()[0]
+MAJORITY = sum(row["label"] == COMMONEST for row in test_rows) / len(test_rows)  # always answer the commonest class
+print(f"{N_TRAIN} train / {N_TEST} test names, {EPOCHS} epoch(s) at batch {BATCH}")
+display(pd.DataFrame(train_rows[:4]))
+pd.DataFrame({split: pd.Series([row["label"] for row in rows_]).value_counts().sort_index()
+              for split, rows_ in (("train", train_rows), ("test", test_rows))}).fillna(0).astype(int).T'''),
+        md("""
+The class counts above are far from uniform (most names have two or three vowels), so
+accuracy must be read against the **majority-class baseline**: always answering the commonest
+training class. Three classifiers, each on a fresh copy of the preset's model, with the same
+seed, rows and epochs:
+
+- **head only**: a linear probe; the model's features are frozen, only the 11-way head trains;
+- **LoRA**: the preset's LoRA adapter on all linear layers, plus the head;
+- **full**: every weight, at a learning rate ten times below LoRA's.
+"""),
+        code('''
+LRS = {"head": 5e-3, "lora": cfg.train.learning_rate, "full": cfg.train.learning_rate / 10}
+CLASSIFIERS, HISTORIES = {}, {}
+for mode, lr in LRS.items():
+    torch.manual_seed(cfg.train.seed)  # the same head initialisation for every mode
+    base, tokenizer = sftkit.runs.load_for(ccfg)
+    classifier = sftkit.classify.LastTokenClassifier(base, sftkit.classify.N_VOWEL_CLASSES)
+    counts = classifier.freeze_for(mode, cfg.lora)
+    start_time = time.perf_counter()
+    HISTORIES[mode] = sftkit.classify.train_classifier(classifier, tokenizer, train_rows, epochs=EPOCHS, lr=lr,
+                                                       batch_size=BATCH, seed=cfg.train.seed)
+    wall = time.perf_counter() - start_time
+    scored = sftkit.classify.evaluate_classifier(classifier, tokenizer, test_rows)
+    CLASSIFIERS[mode] = {"trainable params": counts["trainable"], "trainable %": counts["percent"],
+                         "learning rate": lr, "steps": len(HISTORIES[mode]), "train s": wall,
+                         "test loss": scored["loss"], "test accuracy": scored["accuracy"]}
+    del classifier, base
+CLASSIFIERS["majority class (no model)"] = {"test accuracy": MAJORITY}
+CLASSIFY_TABLE = pd.DataFrame.from_dict(CLASSIFIERS, orient="index")
+CLASSIFY_TABLE.round(4)'''),
+        code('''
+fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+for mode, history in HISTORIES.items():
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o" if len(history) <= 30 else None,
+            ms=3, label=f"{mode} (lr {LRS[mode]:g})")
+ax.set_title("Vowel-count classifier: training loss per mini-batch")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (nats)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8, frameon=False)
+fig.text(0.99, -0.01, NOTE, ha="right", va="top", fontsize=8, color="dimgray")
+sftkit.viz.save_figure(fig, FIGURES / "08_classifier_loss.png")
+plt.close(fig)
+display(Image(filename=str(FIGURES / "08_classifier_loss.png")))'''),
+        md("""
+**Reading the table and the curves.** The head-only probe can only read what the frozen model
+already represents at the last token; counting letters spread over a dozen tokens is not
+something a language model's final state is built to expose, so a probe near the majority
+baseline is the expected result, and the gap between it and the LoRA and full rows measures
+how much the features themselves had to change. LoRA trains a small share of the parameters
+(the `trainable %` column) and is the usual compromise; full fine-tuning has the most capacity
+and the most memory, and with few steps it is not guaranteed to win. Compare every accuracy
+with the majority row: a classifier that does not clear it has learned the class prior and
+nothing else. With the `smoke` preset the model is random and the rows only show that the
+three modes run.
+
+### An encoder on a standard benchmark (Colab only)
+
+Encoder models (BERT and its successors) read the whole input in both directions and are the
+usual choice for classification; fine-tuning `bert-base-uncased` on AG News (four news
+topics) is the standard exercise. It needs the Hub for the model and the data, so the cell
+below runs only on the `t4` preset with the Hub in reach, and says so otherwise.
+"""),
+        code('''
+if PRESET == "t4" and sftkit.models.hub_reachable():
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    news_train = sftkit.data.load_hub_dataset("fancyzhx/ag_news", "train").shuffle(seed=0).select(range(4000))
+    news_test = sftkit.data.load_hub_dataset("fancyzhx/ag_news", "test")
+    bert_tokenizer = AutoTokenizer.from_pretrained("bert-base-uncased")
+    bert = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased", num_labels=4)
+    encoded = {split: Dataset.from_dict({**bert_tokenizer(list(d["text"]), truncation=True, max_length=128),
+                                         "labels": list(d["label"])}) for split, d in (("train", news_train),
+                                                                                      ("test", news_test))}
+    bert_args = TrainingArguments(str(OUT / "bert"), per_device_train_batch_size=32, num_train_epochs=1,
+                                  learning_rate=2e-5, save_strategy="no", report_to="none", disable_tqdm=True,
+                                  **sftkit.train.precision_flags())
+    bert_trainer = Trainer(model=bert, args=bert_args, train_dataset=encoded["train"],
+                           data_collator=DataCollatorWithPadding(bert_tokenizer))
+    bert_trainer.train()
+    predicted = bert_trainer.predict(encoded["test"])
+    BERT_ACCURACY = float((predicted.predictions.argmax(-1) == predicted.label_ids).mean())
+    print(f"bert-base-uncased, 4,000 AG News rows, 1 epoch: test accuracy {BERT_ACCURACY:.3f} on {len(news_test)} rows")
+else:
+    BERT_ACCURACY = None
+    print(f"Skipped on the {PRESET} preset: bert-base-uncased and AG News come from the Hub, which this run does not use.")'''),
+        md(r"""
+## (b) Knowledge distillation
+
+A **teacher** model's outputs train a **student**. Two ways:
+
+- **Token-level KD** (Hinton et al., 2015): at every trained position the student matches the
+  teacher's whole next-token distribution, softened by a temperature $T$:
+  $\mathcal{L}_\text{KD} = T^2 \cdot \mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big)$,
+  averaged over assistant positions and mixed with the usual cross-entropy:
+  $\alpha\,\mathcal{L}_\text{KD} + (1-\alpha)\,\mathcal{L}_\text{CE}$. The soft targets say which
+  *wrong* tokens are nearly right, which a one-hot label cannot; $T^2$ keeps the gradient's size
+  comparable across temperatures. Both models must share a tokenizer.
+- **Sequence-level KD** (Kim & Rush, 2016): the teacher answers the prompts (greedy), and the
+  student is fine-tuned on those answers with plain SFT. Only the teacher's text is needed.
+
+**Who teaches whom, by preset.** On `t4`: SmolLM2-360M-Instruct teaches the *base*
+SmolLM2-135M (same family, same tokenizer). Offline there is one real model, so the SFT-tuned
+model of chapter 03 (the preset's model plus its adapter) teaches a *fresh* copy of the same
+model: the student has to learn from the teacher what chapter 03's training taught it. On
+`smoke` both are the tiny random model. The prompts are the built-in tasks on every preset,
+because their answers can be checked exactly.
+"""),
+        code('''
+ADAPTER = RUNS / "03_sft" / "adapter"
+if PRESET != "t4" and not (ADAPTER / "adapter_config.json").is_file():
+    print(f"No SFT adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first (offline, it is the teacher).")
+    print("Training a quick one now with the same function and preset, so this notebook can go on.")
+    _model, _tokenizer = sftkit.runs.load_for(cfg)
+    sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
+    del _model, _tokenizer
+TEACHER = cfg.model.reference_name if PRESET == "t4" else str(ADAPTER)
+STUDENT = "HuggingFaceTB/SmolLM2-135M" if PRESET == "t4" else cfg.model.name
+kcfg = copy.deepcopy(ccfg)  # the students train in fp32
+N_KD_TRAIN, N_KD_EVAL, KD_STEPS = {"smoke": (cfg.data.train_size, cfg.data.eval_size, cfg.train.max_steps),
+                                   "cpu-demo": (240, 48, 30)}.get(PRESET, (2000, 100, 120))
+kcfg.train.max_steps = KD_STEPS
+kd_train, kd_eval = sftkit.tasks.make_task_splits(N_KD_TRAIN, N_KD_EVAL, seed=cfg.data.seed + 3)
+tokenizer = sftkit.chat.prepare_tokenizer(sftkit.models.load_tokenizer(cfg.model.name))
+teacher = sftkit.runs.load_named_model(TEACHER, cfg, tokenizer)
+STEP_BATCH = kcfg.train.per_device_train_batch_size * kcfg.train.gradient_accumulation_steps  # rows per step
+print(f"teacher: {TEACHER}\\nstudent: {STUDENT}\\n{len(kd_train)} training prompts, {len(kd_eval)} held-out; "
+      f"{KD_STEPS} steps of {STEP_BATCH} rows for every student")'''),
+        md("""
+### What the temperature does
+
+One batch of training conversations through the teacher and through a fresh student. At
+$T = 1$ the teacher's distribution is as trained (a confident teacher puts almost all its mass
+on one token); a higher $T$ flattens it and exposes the ranking of the other tokens, which is
+the extra information token-level KD passes on.
+"""),
+        code('''
+rows = [sftkit.masking.tokenize_conversation(row["messages"], tokenizer, cfg.data.max_length)
+        for row in kd_train.select(range(min(4, len(kd_train))))]
+batch = sftkit.distill.pad_batch(rows, tokenizer.pad_token_id, next(teacher.parameters()).device)
+fresh = sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer)
+inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+with torch.no_grad():
+    teacher_logits, student_logits = teacher(**inputs).logits.float(), fresh(**inputs).logits.float()
+trained = batch["labels"][:, 1:] != -100  # the positions both losses use (assistant tokens, shifted)
+TEMPERATURES = {}
+for T in (1.0, 2.0, 4.0):
+    probs = torch.softmax(teacher_logits[:, :-1][trained] / T, dim=-1)
+    TEMPERATURES[f"T = {T:g}"] = {
+        "teacher entropy (nats)": -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item(),
+        "teacher top-1 probability": probs.max(-1).values.mean().item(),
+        "kd_loss(fresh student, teacher)": sftkit.distill.kd_loss(student_logits, teacher_logits, batch["labels"],
+                                                                  T).item()}
+del fresh
+pd.DataFrame(TEMPERATURES).round(4)'''),
+        md("""
+Down each column of the table above: the teacher's entropy rises and its top-1 probability
+falls as $T$ grows, so the targets carry more than the argmax. The KD loss of the untrained
+student changes with $T$ too; the $T^2$ factor keeps its gradient comparable, not its value.
+The runs below use $T = 2$, a common middle ground, and $\\alpha = 0.5$.
+
+### Sequence-level KD: the teacher's replies as training data
+
+Replies the teacher did not finish within the token budget are dropped (training on a cut-off
+reply closed by end-of-turn would teach the student to stop mid-sentence), except with the
+`smoke` preset, whose random teacher never stops.
+"""),
+        code('''
+start_time = time.perf_counter()
+prompts = [row["messages"][:-1] for row in kd_train]
+kd_set, kd_report = sftkit.distill.sequence_kd_dataset(teacher, tokenizer, prompts, cfg.eval.max_new_tokens,
+                                                       cfg.eval.batch_size, keep_unstopped=PRESET == "smoke")
+TEACHER_S = time.perf_counter() - start_time
+print(f"teacher answered {kd_report['prompts']} prompts in {TEACHER_S:.0f} s; kept {kd_report['kept']}, "
+      f"dropped {kd_report['dropped'] or 'none'}; teacher stop rate {kd_report['teacher_stop_rate']:.2f}")
+pd.DataFrame([{"prompt": row["messages"][-2]["content"], "teacher's reply": row["messages"][-1]["content"]}
+              for row in kd_set.select(range(min(3, len(kd_set))))])'''),
+        md("""
+### Four students, the same budget
+
+Every student starts from a fresh copy of the student model with the preset's LoRA adapter,
+and trains for the same number of steps on the same number of rows per step:
+
+1. **SFT on references**: plain SFT (`sftkit.train.train_lora`, TRL's `SFTTrainer`) on the
+   tasks' reference replies, the baseline;
+2. **sequence-level KD**: the same SFT, on the teacher's replies instead;
+3. **token-level KD**: `sftkit.distill.train_token_kd`, a plain AdamW loop on
+   $\\alpha\\,\\mathcal{L}_\\text{KD} + (1-\\alpha)\\,\\mathcal{L}_\\text{CE}$ with the reference replies as
+   the CE labels;
+4. **the KD loop at $\\alpha = 0$**: the same loop with the KD term switched off, which is SFT on
+   the references again. `SFTTrainer` and the KD loop differ in their schedules (warmup and
+   cosine decay, gradient clipping vs a constant learning rate), so student 4, not student 1,
+   is the like-for-like baseline for student 3.
+"""),
+        code('''
+STUDENTS, COST = {}, {}
+for label, folder, data in (("SFT on references", "sft", kd_train), ("sequence-level KD", "seq_kd", kd_set)):
+    start_time = time.perf_counter()
+    result = sftkit.train.train_lora(kcfg, sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer), tokenizer, data,
+                                     OUT / folder, disable_tqdm=True)
+    STUDENTS[label] = result.model
+    COST[label] = {"training rows": len(data), "steps": result.metrics["steps"],
+                   "trainable params": result.metrics["trainable_params"], "train s": time.perf_counter() - start_time}
+for label, kd_alpha in (("token-level KD (T 2, alpha 0.5)", 0.5), ("KD loop at alpha 0 (SFT)", 0.0)):
+    start_time = time.perf_counter()
+    student = sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer)
+    student = get_peft_model(student, sftkit.lora.build_lora_config(student, kcfg.lora.r, kcfg.lora.alpha,
+                                                                    kcfg.lora.dropout, kcfg.lora.targets))
+    history = sftkit.distill.train_token_kd(student, teacher, tokenizer, kd_train, steps=KD_STEPS,
+                                            lr=kcfg.train.learning_rate, temperature=2.0, alpha=kd_alpha,
+                                            batch_size=STEP_BATCH, max_length=kcfg.data.max_length, seed=kcfg.train.seed)
+    STUDENTS[label] = student
+    COST[label] = {"training rows": len(kd_train), "steps": len(history),
+                   "trainable params": sftkit.lora.trainable_parameters(student)["trainable"],
+                   "train s": time.perf_counter() - start_time}
+pd.DataFrame.from_dict(COST, orient="index").round(1)'''),
+        code('''
+e = cfg.eval
+start_time = time.perf_counter()
+MODELS = {"teacher": teacher, "student, untrained": sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer), **STUDENTS}
+EVALS = {label: sftkit.evaluation.evaluate_model(label, model, tokenizer, kd_eval, e.max_new_tokens, e.batch_size,
+                                                 cfg.data.max_length) for label, model in MODELS.items()}
+print(f"{len(MODELS)} models x {len(kd_eval)} held-out prompts in {time.perf_counter() - start_time:.0f} s")
+fig = sftkit.viz.plot_task_bars({label: ev.per_task for label, ev in EVALS.items()}, FIGURES / "08_distill_tasks.png",
+                                title="Held-out exact match per task: teacher and students", note=NOTE)
+plt.close(fig)
+display(Image(filename=str(FIGURES / "08_distill_tasks.png")))'''),
+        md("""
+## What the two experiments show
+
+**Classification.** Read the accuracy column of the first results table against the majority
+row. How far the head-only probe sits from the LoRA and full rows says how much of the answer
+the frozen features already contain at the last token; on a counting task, little. The
+trainable-parameter column gives the price of each step up.
+
+**Distillation.** Read the final table from the top:
+
+- the **teacher** row is the ceiling the students are taught towards, and the **untrained
+  student** row the floor;
+- **sequence-level KD vs SFT on references**: the same trainer, different targets. Offline the
+  teacher was trained on these tasks, so its replies are mostly right and consistently
+  formatted, and the student trained on them should come close to the reference-trained
+  student; every mistake of the teacher is copied, so it cannot beat a teacher that is wrong.
+  On `t4` the teacher was never trained on these tasks, and sequence-level KD transfers the
+  teacher's style rather than correct answers;
+- **token-level KD vs the KD loop at alpha 0**: the same loop, the same batches, only the KD
+  term differs. This pair is the clean measure of what the teacher's soft targets add; the
+  assistant NLL column shows it first, since it reads the whole distribution, and exact match
+  only if the gain is large enough to flip answers;
+- the steps and time columns give the cost: token-level KD runs the teacher on every training
+  batch, sequence-level KD runs it once over the prompts (the generation time printed above).
+
+Caveats: one seed and a short budget; offline, teacher and student are the same architecture,
+so this is *self*-distillation of a fine-tuned model into a fresh copy rather than compression
+into a smaller model. With the `smoke` preset every model is random and the rows only show that
+each path runs.
+
+## Results
+"""),
+        code('''
+DISTILL_TABLE = pd.DataFrame.from_dict({label: {
+    **COST.get(label, {}), "exact match": ev.summary["exact_match"], "stop rate": ev.summary["stop_rate"],
+    "assistant NLL": ev.summary["assistant_nll"], "ROUGE-L": ev.summary["rouge_l"],
+} for label, ev in EVALS.items()}, orient="index")
+(OUT / "results.md").write_text(f"# Classification and distillation: {PRESET} preset on {HARDWARE}\\n\\n"
+                                f"{CLASSIFY_TABLE.round(4).to_markdown()}\\n\\nteacher: {TEACHER}, student: {STUDENT}\\n\\n"
+                                f"{DISTILL_TABLE.round(4).to_markdown()}\\n")
+display(CLASSIFY_TABLE[["trainable params", "test accuracy"]].round(4))
+DISTILL_TABLE.round(4)'''),
+    ]
+    return cells
+
+
 # --------------------------------------------------------------------------- writing
 
 NOTEBOOKS = {
@@ -1165,6 +2287,10 @@ NOTEBOOKS = {
     "02_data_and_chat_templates": notebook_02,
     "03_lora_sft_with_trl": notebook_03,
     "04_evaluation_before_after": notebook_04,
+    "05_lora_trials": notebook_05,
+    "06_preference_tuning_dpo": notebook_06,
+    "07_alpaca_full_vs_lora": notebook_07,
+    "08_classification_and_distillation": notebook_08,
 }
 
 

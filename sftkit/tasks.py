@@ -119,6 +119,18 @@ def spell(word: str) -> str:
 # Each returns (messages, answer). The answer is what `check_answer` compares against.
 
 
+def reverse_steps(name: str) -> str:
+    """'cecil' -> 'Letters: 1 c, 2 e, 3 c, 4 i, 5 l. Backwards: 5 l, 4 i, 3 c, 2 e, 1 c. Answer: l i c e c'.
+
+    Numbering the letters turns reversal into two moves a small transformer makes easily: a
+    left-to-right scan (copy the next letter, add one) and a look-up by number while
+    counting down. Without it, a 135M model learns to start at the last letter but loses
+    its place on the way back (a probe here: 0.06-0.19 exact match on held-out names).
+    """
+    numbered = [f"{i} {c}" for i, c in enumerate(name, start=1)]
+    return f"Letters: {', '.join(numbered)}. Backwards: {', '.join(reversed(numbered))}. Answer: {spell(name[::-1])}"
+
+
 def _reverse(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
     name = rng.choice(pools.names)
     prompt = rng.choice(
@@ -128,8 +140,7 @@ def _reverse(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
             "Spell this name backwards, letter by letter: {s}",
         )
     ).format(s=spell(name))
-    answer = spell(name[::-1])
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], answer
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": reverse_steps(name)}], spell(name[::-1])
 
 
 def _vowels(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
@@ -141,12 +152,26 @@ def _vowels(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
             "Letters: {s}. How many of them are vowels?",
         )
     ).format(s=spell(word))
-    found = [c for c in word if c in VOWELS]
-    # Counting by enumeration: each vowel is written with its running count, so the final
-    # count is the last index rather than a number the model must hold in its head.
-    listed = ", ".join(f"{c} ({i})" for i, c in enumerate(found, start=1)) if found else "none"
-    answer = f"Vowels: {listed}. Count: {len(found)}"
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], str(len(found))
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": vowel_steps(word)}], str(
+        sum(c in VOWELS for c in word)
+    )
+
+
+def vowel_steps(word: str) -> str:
+    """'storm' -> 's no, t no, o yes 1, r no, m no. Count: 1'.
+
+    One clause per letter, in order, with the running count on each vowel: the model copies
+    the next letter, classifies it, and increments a number, instead of picking vowels out of
+    the whole word at once (which it does badly: it invents or skips vowels).
+    """
+    clauses, count = [], 0
+    for letter in word:
+        if letter in VOWELS:
+            count += 1
+            clauses.append(f"{letter} yes {count}")
+        else:
+            clauses.append(f"{letter} no")
+    return f"{', '.join(clauses)}. Count: {count}"
 
 
 def addition_steps(a: int, b: int) -> str:
@@ -254,9 +279,9 @@ GENERATORS: dict[str, Callable[[random.Random, TaskPools], tuple[list[dict], str
 }
 
 
-# The letter-level and arithmetic tasks need more examples to learn than the format tasks;
+# The letter-level tasks need more examples to learn than the format tasks;
 # the training mix gives them twice the share. The test split is always balanced.
-TRAIN_MIX = {"reverse": 2, "add": 2}
+TRAIN_MIX = {"reverse": 2, "vowels": 2}
 
 
 def make_task_examples(
@@ -312,12 +337,14 @@ def check_answer(task: str, response: str, answer: str) -> bool:
     """Is `response` a correct reply for `task` with expected `answer`?
 
     Strict where the task *is* the format (``upper`` must match exactly, ``json`` must parse
-    to exactly the expected object, ``reverse`` must give exactly the letters reversed);
+    to exactly the expected object, ``reverse`` must give exactly the letters reversed, after
+    "Answer:" when the reply shows its working);
     lenient on wording where the task is the content (``add`` and ``vowels`` compare the
     last integer, ``recall`` accepts the word alone, case-insensitive, with a final period).
     """
     if task == "reverse":
-        return _squash(response) == answer
+        # The letters after "Answer:" when the reply shows its working, else the whole reply.
+        return _squash(response.rsplit("Answer:", 1)[-1]) == answer
     if task == "vowels" or task == "add":
         return _last_int(response) == answer
     if task == "upper":

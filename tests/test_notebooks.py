@@ -1,7 +1,8 @@
-"""The core notebooks: valid, short cells, no helpers defined inline, and they run in smoke mode.
+"""The notebooks: valid, short cells, no helpers defined inline, and they run in smoke mode.
 
 The execution tests run each notebook top to bottom in a fresh kernel with the ``smoke``
-preset (a tiny model, offline), in order 00 -> 04 because 04 evaluates the adapter 03 saves.
+preset (a tiny model, offline), in order 00 -> 08 because 04, 06 and 08 use the adapter 03
+saves (each trains a quick one itself when it is missing).
 The executed copy is written to a temporary folder; the committed notebooks are never
 rewritten. Artefacts go to ``runs/smoke/`` (figures to ``runs/smoke/figures/``).
 """
@@ -26,6 +27,10 @@ NOTEBOOKS = [
     "02_data_and_chat_templates",
     "03_lora_sft_with_trl",
     "04_evaluation_before_after",
+    "05_lora_trials",
+    "06_preference_tuning_dpo",
+    "07_alpaca_full_vs_lora",
+    "08_classification_and_distillation",
 ]
 MAX_CELL_LINES = 25
 SMOKE_BUDGET_S = 90  # per notebook on a small CPU box; reported, asserted loosely below
@@ -120,7 +125,7 @@ def smoke_env(monkeypatch):
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("name", NOTEBOOKS)  # in this order: 04 evaluates the adapter 03 saves
+@pytest.mark.parametrize("name", NOTEBOOKS)  # in this order: 04, 06 and 08 use the adapter 03 saves
 def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, record_property):
     from nbclient import NotebookClient
 
