@@ -1197,6 +1197,7 @@ import functools
 import json
 import time
 
+import datasets
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, Markdown, display
@@ -1206,7 +1207,7 @@ import sftkit.runs
 import sftkit.trials
 import sftkit.viz
 
-OUT = RUNS / "05_trials"  # trials.jsonl, the grid files, trials.md and one folder per trial
+datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation in every trial
 tcfg = copy.deepcopy(cfg)  # the trials' copy of the preset; the preset itself is not changed
 if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 200 rows each, short generations
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 200, 32, 25, 40
@@ -1225,6 +1226,7 @@ product gives the trials, named after the values they vary. On the real presets 
 three ranks with the three choices of layers; the `smoke` preset runs two trials.
 """),
         code('''
+OUT = RUNS / "05_trials"  # trials.jsonl, the grid files, trials.md and one folder per trial
 GRID = {"base": {"learning_rate": tcfg.train.learning_rate, "dropout": tcfg.lora.dropout},
         "grid": {"r": [4, 16, 64], "targets": ["attention", "mlp", "all-linear"]}}
 if PRESET == "smoke":  # two trials of a few steps
@@ -1304,8 +1306,8 @@ How to read the columns:
   narrow under grouped-query attention), so at the same rank the MLP trials train more
   parameters than the attention trials, and all-linear the most.
 - **tokens/s** counts real (non-pad) tokens per second of training. LoRA's extra work is small
-  next to the frozen model's forward and backward passes, so throughput changes less across
-  the grid than the parameter count does.
+  next to the frozen model's forward and backward passes, so throughput should change much less
+  across the grid than the parameter count does.
 - **peak MB** is the peak GPU allocation of each trial on a GPU. On a CPU it is the process's
   high-water mark, which can only grow from one trial to the next (the line under the table
   says which): there it bounds the memory, it does not compare trials.
@@ -1334,6 +1336,7 @@ for ax, column in zip(axes, ("eval NLL", "tokens/s")):
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(column)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.grid(alpha=0.3)
 axes[0].set_title("Held-out assistant NLL (lower is better)")
 axes[1].set_title("Training throughput (non-pad tokens / s)")
@@ -1423,6 +1426,7 @@ import copy
 import math
 import time
 
+import datasets
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
@@ -1444,6 +1448,7 @@ if not (ADAPTER / "adapter_config.json").is_file():
     sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
     del _model, _tokenizer'''),
         code('''
+datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation in every trial
 OUT = RUNS / "06_dpo"
 tokenizer = sftkit.chat.prepare_tokenizer(sftkit.models.load_tokenizer(cfg.model.name))
 sft = sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer)  # base + SFT adapter, in eval mode
@@ -1666,6 +1671,7 @@ OUT.mkdir(parents=True, exist_ok=True)'''),
         code('''
 acfg = copy.deepcopy(cfg)  # this chapter's copy of the run settings
 acfg.model.dtype = "float32"  # full fine-tuning needs fp32 master weights; on a T4 fp16 autocast still runs
+acfg.data.max_length = 256  # the Alpaca template is long: room for the prompt, the whole response and its EOS
 N_TRAIN, N_TEST, MAX_NEW = 2000, 200, 128  # the exercise: 2,000 + 200 rows, responses up to 128 new tokens
 if PRESET == "cpu-demo":  # full fine-tuning of 135M parameters on 2 CPU cores: a slice of the exercise
     N_TRAIN, N_TEST, MAX_NEW = 160, 32, 48
@@ -1789,8 +1795,9 @@ ZERO_SHOT = {"ROUGE-L": sum(sftkit.metrics.rouge_l(TEXTS["base model, zero-shot"
              "eval loss": sftkit.metrics.assistant_perplexity(base, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
 print(f"zero-shot on {len(PROMPTS)} test prompts: mean ROUGE-L {ZERO_SHOT['ROUGE-L']:.3f}, "
       f"held-out loss on the responses {ZERO_SHOT['eval loss']:.3f} nats per token")
-pd.DataFrame({"prompt": [p[-160:] for p in PROMPTS[:3]], "reference": REFERENCES[:3],
-              "base model, zero-shot": TEXTS["base model, zero-shot"][:3]})'''),
+SHOW = test.select(range(min(3, len(test))))  # the first test rows, not hand-picked
+pd.DataFrame({"instruction": list(SHOW["instruction"]), "input": list(SHOW["input"]), "reference": list(SHOW["output"]),
+              "base model, zero-shot": TEXTS["base model, zero-shot"][:len(SHOW)]})'''),
         md("""
 A base model given an Alpaca prompt as plain text tends to continue the *document*: it may
 answer, then write another "### Instruction:" block of its own, or never reach an end token.
@@ -1857,7 +1864,7 @@ for name, (model, lr) in VARIANTS.items():
                   "eval loss": sftkit.metrics.assistant_perplexity(model, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
     LOSSES[name] = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     del trainer
-pd.DataFrame(ROWS).T'''),
+pd.DataFrame.from_dict(ROWS, orient="index")'''),
         code('''
 fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
 for name, points in LOSSES.items():
@@ -1897,7 +1904,7 @@ ROUGE = {label: sum(sftkit.metrics.rouge_l(texts, REFERENCES)) / len(REFERENCES)
 if "task" in test.column_names:  # offline rows keep their task: exact match as well
     EXACT = {label: sum(sftkit.tasks.check_answer(row["task"], text, row["answer"]) for row, text in zip(test, texts))
              / len(texts) for label, texts in TEXTS.items()}
-pd.DataFrame({"reference": REFERENCES[:3], **{label: texts[:3] for label, texts in TEXTS.items()}})'''),
+pd.DataFrame({"reference": list(SHOW["output"]), **{label: texts[:len(SHOW)] for label, texts in TEXTS.items()}})'''),
         md("""
 ## What the comparison shows
 
@@ -1956,6 +1963,7 @@ teacher's generated replies), and how does that compare with plain SFT on the sa
 import copy
 import time
 
+import datasets
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
@@ -2005,7 +2013,7 @@ display(pd.DataFrame(train_rows[:4]))
 pd.DataFrame({split: pd.Series([row["label"] for row in rows_]).value_counts().sort_index()
               for split, rows_ in (("train", train_rows), ("test", test_rows))}).fillna(0).astype(int).T'''),
         md("""
-The class counts above are far from uniform (most names have two or three vowels), so
+The class counts above are far from uniform (names are short, so a few small counts dominate), so
 accuracy must be read against the **majority-class baseline**: always answering the commonest
 training class. Three classifiers, each on a fresh copy of the preset's model, with the same
 seed, rows and epochs:
@@ -2115,6 +2123,7 @@ model: the student has to learn from the teacher what chapter 03's training taug
 because their answers can be checked exactly.
 """),
         code('''
+datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation for every student
 ADAPTER = RUNS / "03_sft" / "adapter"
 if PRESET != "t4" and not (ADAPTER / "adapter_config.json").is_file():
     print(f"No SFT adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first (offline, it is the teacher).")
