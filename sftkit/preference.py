@@ -34,6 +34,7 @@ from .data import DataSourceError, load_hub_dataset
 from .generate import Generation, generate_batch
 from .lora import build_lora_config, trainable_parameters
 from .models import hardware_name
+from .runs import point_adapter_at
 from .tasks import check_answer
 from .train import NonFiniteLossError, peak_memory_mb, trainer_arguments
 
@@ -218,10 +219,16 @@ def train_dpo(
     for column in ("prompt", "chosen", "rejected"):
         if column not in dataset.column_names:
             raise ValueError(f"preference pairs need a {column!r} column; got {dataset.column_names}")
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    policy_base = None
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+        # The DPO adapter sits on the *merged* SFT model: save that model so the adapter's
+        # config can name it (naming the original base would silently drop the SFT weights).
+        policy_base = output_dir / "policy_base"
+        model.save_pretrained(policy_base)
+        tokenizer.save_pretrained(policy_base)
     lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     args = build_dpo_config(cfg, output_dir / "checkpoints", beta=beta, learning_rate=learning_rate,
                             max_steps=max_steps, **dpo_overrides)
@@ -244,6 +251,8 @@ def train_dpo(
     if trainer.accelerator.is_main_process:
         trainer.model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
+        if policy_base is not None:
+            point_adapter_at(adapter_dir, policy_base)
     trainer.accelerator.wait_for_everyone()
     trainer.model.eval()
 

@@ -34,7 +34,8 @@ def load_for(cfg: RunConfig, need_attention_weights: bool = False):
     return model, tokenizer
 
 
-def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
+def point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
+    """Make an adapter's `adapter_config.json` name `base_dir` (an absolute local path) as its base."""
     config_path = adapter_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = str(base_dir.resolve())
@@ -55,11 +56,11 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
         prepare_model(fresh, tokenizer)
         fresh.save_pretrained(base_dir)
         tokenizer.save_pretrained(base_dir)
-        _point_adapter_at(result.adapter_dir, base_dir)
+        point_adapter_at(result.adapter_dir, base_dir)
     elif cfg.model.name in OFFLINE_MODELS:
         from .models import resolve_source
 
-        _point_adapter_at(result.adapter_dir, Path(resolve_source(cfg.model.name)))
+        point_adapter_at(result.adapter_dir, Path(resolve_source(cfg.model.name)))
     base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
     prepare_model(base, tokenizer)
     probe = tokenizer.apply_chat_template(

@@ -138,3 +138,30 @@ def test_two_step_dpo_run_on_the_tiny_model(make_tiny_model, tokenizer, tmp_path
         before = base(input_ids=probe).logits
         after = PeftModel.from_pretrained(base, str(adapter)).eval()(input_ids=probe).logits
     assert (after - before).abs().max().item() > 0, "the DPO adapter did not change the model"
+
+
+def test_dpo_on_an_sft_adapter_names_the_merged_policy_as_its_base(make_tiny_model, tokenizer, tmp_path):
+    from peft import AutoPeftModelForCausalLM, get_peft_model
+
+    from sftkit.lora import build_lora_config
+
+    cfg = get_preset("smoke")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, per_device_train_batch_size=2))
+    sft = make_tiny_model()
+    sft = get_peft_model(sft, build_lora_config(sft, r=2, alpha=4, dropout=0.0))
+    with torch.no_grad():  # a non-trivial "SFT" adapter, so merging changes the weights
+        for name, parameter in sft.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    examples = make_task_examples(4, "train", seed=1, tasks=("add", "upper"))
+    pairs, _ = build_preference_pairs(examples, generate_on_policy(sft, tokenizer, examples, max_new_tokens=4))
+    probe = torch.tensor([tokenizer("What is 2 + 2?")["input_ids"]])
+    result = train_dpo(cfg, sft, tokenizer, pairs, tmp_path, beta=0.1, learning_rate=1e-2, max_steps=2,
+                       disable_tqdm=True)
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((tmp_path / "policy_base").resolve())
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(str(result.adapter_dir)).eval()
+    with torch.no_grad():
+        expected = result.model.eval()(input_ids=probe).logits
+        got = reloaded(input_ids=probe).logits
+    assert (got - expected).abs().max().item() < 1e-5, "the reloaded DPO model is not the trained one"
