@@ -1844,7 +1844,7 @@ gives the memory the training *state* needs by arithmetic (fp32 weights for ever
 plus a gradient and Adam's two moments for every trainable one), the estimate of chapter 01.
 """),
         code('''
-TRAIN_ARGS = {k: v for k, v in sftkit.train.trainer_arguments(acfg, OUT / "checkpoints").items() if k != "max_length"}
+TRAIN_ARGS = sftkit.train.trainer_arguments(acfg, OUT / "checkpoints")
 collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
 ROWS, LOSSES = {}, {}
 for name, (model, lr) in VARIANTS.items():

@@ -159,7 +159,7 @@ def build_dpo_config(cfg: RunConfig, output_dir: str | Path, beta: float = 0.1, 
     # Each pair is two sequences (chosen and rejected) in the forward pass; TRL defaults
     # bf16 and checkpointing to on, so the shared arguments set both explicitly.
     values = trainer_arguments(cfg, output_dir)
-    values.update(learning_rate=learning_rate, beta=beta)
+    values.update(learning_rate=learning_rate, beta=beta, max_length=cfg.data.max_length)
     values.update(overrides)
     return DPOConfig(**values)
 

@@ -174,7 +174,6 @@ def trainer_arguments(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
         logging_first_step=True,
         seed=t.seed,
         data_seed=t.seed,
-        max_length=cfg.data.max_length,
         activation_checkpointing=t.gradient_checkpointing,
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings under
         # LoRA do not provide; the non-reentrant variant works with LoRA as is.
@@ -206,6 +205,7 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
         # what assistant_only_loss=True would build; tests/test_chat_masking.py checks it), so
         # TRL must not rebuild them: it pads `labels` as given.
         assistant_only_loss=False,
+        max_length=cfg.data.max_length,
         eos_token="<|im_end|>",
         disable_tqdm=False,
         **batching[cfg.train.batching],
