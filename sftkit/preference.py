@@ -34,9 +34,8 @@ from .data import DataSourceError, load_hub_dataset
 from .generate import Generation, generate_batch
 from .lora import build_lora_config, trainable_parameters
 from .models import hardware_name
-from .runs import point_adapter_at
 from .tasks import check_answer
-from .train import NonFiniteLossError, peak_memory_mb, trainer_arguments
+from .train import NonFiniteLossError, peak_memory_mb, save_adapter, trainer_arguments
 
 # Why an example became a pair, or was skipped. Fixed strings so a report can count them.
 WRONG = "wrong answer"
@@ -246,14 +245,7 @@ def train_dpo(
     train_output = trainer.train()
     wall = time.perf_counter() - start
 
-    adapter_dir = output_dir / "adapter"
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(adapter_dir)
-        tokenizer.save_pretrained(adapter_dir)
-        if policy_base is not None:
-            point_adapter_at(adapter_dir, policy_base)
-    trainer.accelerator.wait_for_everyone()
+    adapter_dir = save_adapter(trainer, tokenizer, output_dir / "adapter", base_dir=policy_base)
     trainer.model.eval()
 
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]

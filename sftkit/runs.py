@@ -17,7 +17,7 @@ from typing import Any
 from .chat import prepare_model, prepare_tokenizer
 from .config import RunConfig, resolve_preset
 from .models import OFFLINE_MODELS, hardware_name, load_model, load_tokenizer
-from .train import TrainResult, train_lora, verify_adapter, write_run_card
+from .train import TrainResult, point_adapter_at, train_lora, verify_adapter, write_run_card
 
 
 def load_for(cfg: RunConfig, need_attention_weights: bool = False):
@@ -32,14 +32,6 @@ def load_for(cfg: RunConfig, need_attention_weights: bool = False):
     )
     prepare_model(model, tokenizer)
     return model, tokenizer
-
-
-def point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
-    """Make an adapter's `adapter_config.json` name `base_dir` (an absolute local path) as its base."""
-    config_path = adapter_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = str(base_dir.resolve())
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any, out: str | Path,

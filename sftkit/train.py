@@ -303,13 +303,7 @@ def train_lora(
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     wall = time.perf_counter() - start
 
-    adapter_dir = output_dir / "adapter"
-    # Under `accelerate launch` every process trains; only the main one writes files.
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(adapter_dir)
-        tokenizer.save_pretrained(adapter_dir)
-    trainer.accelerator.wait_for_everyone()
+    adapter_dir = save_adapter(trainer, tokenizer, output_dir / "adapter")
     peft_model = trainer.model
     peft_model.eval()
 
@@ -344,6 +338,27 @@ def train_lora(
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
     }
     return TrainResult(peft_model, adapter_dir, list(trainer.state.log_history), metrics, tokenize_report)
+
+
+def save_adapter(trainer: Any, tokenizer: Any, adapter_dir: Path, base_dir: Path | None = None) -> Path:
+    """Save a trainer's adapter and tokenizer (main process only); optionally name `base_dir` as its base."""
+    # Under `accelerate launch` every process trains; only the main one writes files.
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
+        if base_dir is not None:
+            point_adapter_at(adapter_dir, base_dir)
+    trainer.accelerator.wait_for_everyone()
+    return adapter_dir
+
+
+def point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
+    """Make an adapter's `adapter_config.json` name `base_dir` (an absolute local path) as its base."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str(Path(base_dir).resolve())
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- run cards
