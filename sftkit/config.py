@@ -86,6 +86,9 @@ class TrainSettings:
     # examples (needs FlashAttention to keep them apart); "pad" is plain padding.
     batching: str = "group"
     gradient_checkpointing: bool = False
+    # On a CPU with native bf16 instructions, train under bf16 autocast (about 1.5x faster
+    # here); ignored on GPUs, whose precision follows the compute capability.
+    cpu_bf16_autocast: bool = False
     seed: int = 0
 
 
@@ -178,8 +181,9 @@ def _cpu_demo() -> RunConfig:
             warmup_ratio=0.05,
             logging_steps=5,
             batching="group",
+            cpu_bf16_autocast=True,
         ),
-        eval=EvalSettings(max_new_tokens=80, open_max_new_tokens=96, batch_size=16, n_examples=96),
+        eval=EvalSettings(max_new_tokens=112, open_max_new_tokens=96, batch_size=16, n_examples=96),
         output_dir="runs/cpu-demo",
     )
 
