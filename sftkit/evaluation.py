@@ -168,6 +168,11 @@ class SuiteResult:
     instructions: dict[str, Any]
     refusal: dict[str, Any]
     open_generations: list[Generation]
+    # The open prompts' texts and their parts ("instruction", "harmful", "harmless"), in the
+    # order of `open_generations`; the reference part's prompts in `task_prompts`.
+    open_prompts: list[str] = field(default_factory=list)
+    open_parts: list[str] = field(default_factory=list)
+    task_prompts: list[str] = field(default_factory=list)
 
 
 def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResult:
@@ -177,7 +182,13 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     from .tasks import make_task_splits
 
     e = cfg.eval
-    _, test = make_task_splits(0, e.n_examples, seed=cfg.data.seed)
+    if cfg.data.source == "builtin-tasks":
+        _, test = make_task_splits(0, e.n_examples, seed=cfg.data.seed)
+    else:  # the held-out split of the training data (smol-smoltalk on Colab)
+        from .demo import load_demo_data
+
+        _, test = load_demo_data(cfg)
+        test = test.select(range(min(e.n_examples, len(test))))
     reference = evaluate_model(name, model, tokenizer, test, e.max_new_tokens, e.batch_size, cfg.data.max_length)
     refusal_items = refusal_eval_messages()
     open_prompts = [as_messages(p) for p in INSTRUCTION_PROMPTS] + [messages for _, messages in refusal_items]
@@ -194,7 +205,13 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     reference.per_example["refused_harmful"] = [float(f) for f in refusal["harmful_flags"]]
     reference.per_example["refused_harmless"] = [float(f) for f in refusal["harmless_flags"]]
     reference.per_example["open_stopped"] = [float(g.stopped) for g in open_generations]
-    return SuiteResult(name, reference, instructions, refusal, open_generations)
+    prompts, _ = _prompts_and_references(test)
+    return SuiteResult(
+        name, reference, instructions, refusal, open_generations,
+        open_prompts=[messages[-1]["content"] for messages in open_prompts],
+        open_parts=["instruction"] * n_instr + [kind for kind, _ in refusal_items],
+        task_prompts=[p[-1]["content"] for p in prompts],
+    )
 
 
 SUITE_HEADLINE = (
@@ -261,6 +278,21 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
     for kind in kinds:
         lines.append(f"| {kind} | " + " | ".join(
             f"{per_model[n]['instruction_following']['per_kind'][kind]:.2f}" for n in names) + " |")
+    # Side by side: the first prompt of each part, not hand-picked ones.
+    lines += ["", "## Side by side (the first prompt of each part)", ""]
+    base_suite = suites[baseline]
+    picks = [("task", 0)] + [(part, base_suite.open_parts.index(part)) for part in
+                                      ("instruction", "harmful", "harmless") if part in base_suite.open_parts]
+    for part, index in picks:
+        if part == "task":
+            prompt = base_suite.task_prompts[index]
+            answers = {name: suites[name].reference.generations[index].text for name in names}
+        else:
+            prompt = base_suite.open_prompts[index]
+            answers = {name: suites[name].open_generations[index].text for name in names}
+        lines += [f"**{part}:** {prompt}", ""]
+        lines += [f"- {name}: `{answer[:300]}`" for name, answer in answers.items()]
+        lines.append("")
     (out / "eval.md").write_text("\n".join(lines) + "\n")
 
     note = f"{cfg.preset} preset, {hardware}"

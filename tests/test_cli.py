@@ -62,5 +62,8 @@ def test_eval_command_compares_base_and_adapter(demo_dir, tmp_path):
     assert set(results["models"]) == {"base", str(demo_dir / "adapter")}
     differences = results["differences_vs_base"][str(demo_dir / "adapter")]
     assert {"exact_match", "instruction_strict", "refused_harmful"} <= set(differences)
-    assert "instruction following" in (out / "eval.md").read_text()
+    report = (out / "eval.md").read_text()
+    assert "instruction following" in report
+    for part in ("task", "instruction", "harmful", "harmless"):
+        assert f"**{part}:**" in report, f"no side-by-side example for the {part} part"
     assert (out / "eval_metrics.png").is_file()
