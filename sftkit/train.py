@@ -320,7 +320,9 @@ def train_lora(
     wall = time.perf_counter() - start
 
     adapter_dir = save_adapter(trainer, tokenizer, output_dir / "adapter")
-    peft_model = trainer.model
+    # With mixed precision, accelerate wraps the model's forward in autocast; unwrap it so
+    # evaluation after training runs in the same precision as before it.
+    peft_model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     peft_model.eval()
 
     # Each process counted its own batches; the run's throughput is their sum.
