@@ -25,7 +25,6 @@ _EXPORTS = {
     "split_dataset": "data",
     "make_task_splits": "tasks",
     "generate_batch": "generate",
-    "chat": "generate",
     "train_lora": "train",
     "evaluate_model": "evaluation",
     "get_preset": "config",
