@@ -498,6 +498,8 @@ def test_hub_offline_raises_data_source_error(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_hub_unreachable_raises_data_source_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past the quick TCP probe (this machine has no network): the fake load_dataset decides.
+    monkeypatch.setattr("sftkit.models.hub_reachable", lambda timeout=3.0: True)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
 
@@ -512,6 +514,8 @@ def test_hub_unreachable_raises_data_source_error(monkeypatch: pytest.MonkeyPatc
 
 
 def test_hub_dataset_is_sliced_converted_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past the quick TCP probe (this machine has no network): the fake load_dataset decides.
+    monkeypatch.setattr("sftkit.models.hub_reachable", lambda timeout=3.0: True)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     calls: list[tuple[str, str]] = []
@@ -560,3 +564,12 @@ def test_conversation_stats() -> None:
     assert stats["assistant_chars_mean"] == pytest.approx((1 + 6 + 2 + 4) / 4)
     empty = conversation_stats([])
     assert empty["conversations"] == 0 and empty["turns"]["mean"] is None
+
+
+def test_unreachable_hub_fails_fast_without_calling_load_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr("sftkit.models.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset must not be called"))
+    with pytest.raises(DataSourceError, match="could not reach the Hugging Face Hub"):
+        load_conversations("org/name")
