@@ -194,7 +194,7 @@ def _cpu_demo() -> RunConfig:
             batching="group",
             cpu_bf16_autocast=True,
         ),
-        eval=EvalSettings(max_new_tokens=112, open_max_new_tokens=96, batch_size=16, n_examples=96),
+        eval=EvalSettings(max_new_tokens=112, open_max_new_tokens=96, batch_size=32, n_examples=96),
         output_dir="runs/cpu-demo",
     )
 
