@@ -133,16 +133,16 @@ class LastTokenClassifier(nn.Module):
 def vowel_count_dataset(n: int, split: str = "train", seed: int = 0, spelled: bool = True) -> list[dict[str, Any]]:
     """`n` rows ``{"text", "label", "name"}``: a name and its number of vowels (a, e, i, o, u).
 
-    Names come from `sftkit.tasks`' train or test pool (disjoint by construction), drawn with
-    replacement, deterministic by `seed`. The label is clipped to ``0..N_VOWEL_CLASSES - 1``.
+    Names come from `sftkit.tasks`' train, dev or test pool (disjoint by construction), drawn
+    with replacement, deterministic by `seed`. The label is clipped to ``0..N_VOWEL_CLASSES - 1``.
     """
-    from .tasks import VOWELS, _pools, spell
+    from .tasks import SPLITS, VOWELS, _pools, spell
 
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    names = _pools(is_test=split == "test").names
+    names = _pools(split).names
     rng = random.Random(f"vowels-{seed}-{split}")
     rows = []
     for _ in range(n):

@@ -1,6 +1,6 @@
 """The `sftkit` command: the same functions the notebooks call, from a shell.
 
-    sftkit demo  [--preset cpu-demo|t4|smoke] [--out DIR]   before -> LoRA SFT -> after, measured
+    sftkit demo  [--preset cpu-demo|t4|smoke] [--out DIR] [--eval-split test|dev]   before -> LoRA SFT -> after
     sftkit train [--preset NAME] [--out DIR]                training only, with a run card
     sftkit eval  --models base,tuned [--preset NAME] [--out DIR]
     sftkit trials --grid FILE [--preset NAME] [--out DIR]   LoRA configuration trials (resumable)
@@ -23,7 +23,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sftkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    _common(commands.add_parser("demo", help="baseline, LoRA SFT and evaluation, with a report"))
+    demo = commands.add_parser("demo", help="baseline, LoRA SFT and evaluation, with a report")
+    _common(demo)
+    demo.add_argument("--eval-split", choices=("test", "dev"), default=None,
+                      help="held-out split of the built-in tasks (default: the preset's, test); "
+                           "use dev while choosing designs or settings")
     _common(commands.add_parser("train", help="LoRA SFT only, writing a run card and the adapter"))
     evaluate = commands.add_parser("eval", help="evaluate models on the offline evaluation set")
     _common(evaluate)
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.preset, args.out)
+        run_demo(args.preset, args.out, eval_split=args.eval_split)
     elif args.command == "train":
         from .runs import run_training
 

@@ -52,6 +52,9 @@ class DataConfig:
     # assistant token are dropped and counted).
     max_length: int = 1024
     seed: int = 0
+    # Which held-out split of the built-in tasks to evaluate on: "test" for reported results,
+    # "dev" while choosing task designs and settings, so the test split is looked at once.
+    eval_split: str = "test"
 
 
 @dataclass
@@ -182,7 +185,7 @@ def _cpu_demo() -> RunConfig:
     return RunConfig(
         preset="cpu-demo",
         model=ModelConfig(name="smollm2-135m-instruct", dtype="float32"),
-        data=DataConfig(source="builtin-tasks", train_size=1200, eval_size=96, max_length=192),
+        data=DataConfig(source="builtin-tasks", train_size=960, eval_size=96, max_length=160),
         lora=LoraSettings(r=16, alpha=32, dropout=0.0, targets="all-linear"),
         train=TrainSettings(
             learning_rate=1e-3,

@@ -32,7 +32,8 @@ def load_demo_data(cfg: RunConfig):
     if cfg.data.source == "builtin-tasks":
         from .tasks import make_task_splits
 
-        return make_task_splits(cfg.data.train_size, cfg.data.eval_size, seed=cfg.data.seed)
+        return make_task_splits(cfg.data.train_size, cfg.data.eval_size, seed=cfg.data.seed,
+                                eval_split=cfg.data.eval_split)
     from .data import load_conversations, split_dataset
 
     data, report = load_conversations(cfg.data.source, limit=cfg.data.train_size + cfg.data.eval_size)
@@ -105,10 +106,16 @@ def pick_side_by_side(eval_set: Any, n: int) -> list[int]:
     return chosen[:n]
 
 
-def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunConfig | None = None) -> dict[str, Any]:
-    """Run the demo end to end; returns what `metrics.json` holds."""
+def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunConfig | None = None,
+             eval_split: str | None = None) -> dict[str, Any]:
+    """Run the demo end to end; returns what `metrics.json` holds.
+
+    `eval_split` ("test" or "dev") overrides the preset's held-out split of the built-in tasks.
+    """
     start = time.perf_counter()
     cfg = cfg or resolve_preset(preset)
+    if eval_split is not None:
+        cfg.data.eval_split = eval_split
     out = Path(out or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.output_dir = str(out)

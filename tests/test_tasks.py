@@ -8,7 +8,16 @@ from collections import defaultdict
 
 import pytest
 
-from sftkit.tasks import TASKS, TRAIN_MIX, check_answer, make_task_examples, make_task_splits, spell
+from sftkit.tasks import (
+    SPLITS,
+    TASKS,
+    TRAIN_MIX,
+    addition_steps,
+    check_answer,
+    make_task_examples,
+    make_task_splits,
+    spell,
+)
 
 
 def _first_prompt(example):
@@ -38,7 +47,8 @@ def extract_items(example) -> dict[str, set]:
         # Upper case is held out by sentence (words are shared on purpose, see sftkit.tasks._upper).
         found["sentences"].add(prompt.split(": ", 1)[1])
     elif task == "json":
-        match = re.search(r"Text: (?:Last year )?([A-Z][a-z]+) (?:lives in|moved to|was born in) ([A-Z][a-z]+)\.$", prompt)
+        match = re.search(r"Text: (?:Last year )?([A-Z][a-z]+),? (?:aged \d+, )?(?:lives in|moved to|was born in) "
+                          r"([A-Z][a-z]+)(?: at the age of \d+| and is \d+ years old)?\.$", prompt)
         assert match, prompt
         found["names"].add(match.group(1).lower())
         found["cities"].add(match.group(2))
@@ -65,19 +75,49 @@ def splits():
     return make_task_examples(600, "train", seed=0), make_task_examples(200, "test", seed=0)
 
 
+@pytest.fixture(scope="module")
+def pools_by_split():
+    return {split: _pool(make_task_examples(600 if split == "train" else 300, split, seed=0)) for split in SPLITS}
+
+
 def test_deterministic_by_seed():
     assert make_task_examples(60, "train", seed=3) == make_task_examples(60, "train", seed=3)
     assert make_task_examples(60, "train", seed=3) != make_task_examples(60, "train", seed=4)
     assert make_task_examples(60, "test", seed=3) != make_task_examples(60, "train", seed=3)
 
 
-def test_train_and_test_pools_are_disjoint(splits):
-    train, test = splits
-    train_pool, test_pool = _pool(train), _pool(test)
+@pytest.mark.parametrize("first, second", [("train", "test"), ("train", "dev"), ("dev", "test")])
+def test_split_pools_are_disjoint(pools_by_split, first, second):
+    one, other = pools_by_split[first], pools_by_split[second]
     for kind in ("names", "words", "cities", "pairs", "sentences"):
-        assert train_pool[kind] and test_pool[kind], f"no {kind} found"
-        shared = train_pool[kind] & test_pool[kind]
-        assert not shared, f"{kind} shared by train and test: {sorted(shared)[:10]}"
+        assert one[kind] and other[kind], f"no {kind} found"
+        shared = one[kind] & other[kind]
+        assert not shared, f"{kind} shared by {first} and {second}: {sorted(shared)[:10]}"
+
+
+def test_make_task_splits_evaluates_on_dev_when_asked():
+    _, dev = make_task_splits(6, 12, seed=0, eval_split="dev")
+    assert dev["messages"] == [e["messages"] for e in make_task_examples(12, "dev", seed=0)]
+    with pytest.raises(ValueError, match="training split"):
+        make_task_splits(6, 6, eval_split="train")
+
+
+@pytest.mark.parametrize("a, b", [(89, 848), (999, 999), (12, 15), (505, 495), (10, 90)])
+def test_addition_steps_columns_add_up(a, b):
+    steps = addition_steps(a, b)
+    # Every digit named from the right, for both numbers.
+    for n in (a, b):
+        assert f"{n}: ones {n % 10}, tens {n // 10 % 10}, hundreds {n // 100}." in steps, steps
+    # Each column: x + y + carry-in = total, the written digit and carry-out follow from it.
+    columns = re.findall(r"(\d) \+ (\d) \+ (\d) = (\d\d), carry (\d)", steps)
+    assert len(columns) == 3, steps
+    carry = 0
+    for i, column in enumerate(columns):
+        x, y, c, total, out = (int(v) for v in column)
+        assert (x, y, c) == (a // 10 ** i % 10, b // 10 ** i % 10, carry), (i, column)
+        assert total == x + y + c and out == total // 10, column
+        carry = out
+    assert steps.endswith(f"Answer: {a + b}") and check_answer("add", steps, str(a + b))
 
 
 def test_no_test_conversation_appears_in_training(splits):
@@ -164,6 +204,7 @@ def test_spell():
         ("add", "1,433", "1433", True),
         ("add", "The answer is 434", "433", False),
         ("add", "433 + 1 = 434", "433", False),
+        ("add", "Answer: 027", "27", True),  # the same number
         # upper: exactly the upper-case phrase (a final period is tolerated)
         ("upper", "THE CAT LIKES THE APPLE", "THE CAT LIKES THE APPLE", True),
         ("upper", "THE CAT LIKES THE APPLE.", "THE CAT LIKES THE APPLE", True),
