@@ -1309,8 +1309,9 @@ How to read the columns:
   next to the frozen model's forward and backward passes, so throughput should change much less
   across the grid than the parameter count does.
 - **peak MB** is the peak GPU allocation of each trial on a GPU. On a CPU it is the process's
-  high-water mark, which can only grow from one trial to the next (the line under the table
-  says which): there it bounds the memory, it does not compare trials.
+  peak resident memory during the trial's training: `sftkit.train.reset_peak_memory` resets
+  the high-water mark when each training begins (Linux only; elsewhere the peak can only grow
+  from one trial to the next, and the line under the table says so).
 - **eval NLL / eval ppl**: held-out assistant NLL and its exponential, the quantity the rule
   ranks by. **exact match** (built-in tasks only) checks the generated answer with each task's
   own rule; it is coarser (right or wrong) and noisier than the NLL on a small held-out set.
@@ -1838,18 +1839,20 @@ Training uses `transformers.Trainer` with TRL's `DataCollatorForLanguageModeling
 the prebuilt labels with -100 and leaves them otherwise as they are. Every variant gets the
 same rows in the same order (same seed), the same schedule and the same number of steps; only
 the parameters that train, and the learning rate of (a), differ. Time per step is the
-training wall time over the optimizer steps. Peak memory is measured per variant on a GPU;
-on a CPU the process's peak RSS can only grow from one variant to the next, so the table also
-gives the memory the training *state* needs by arithmetic (fp32 weights for every parameter,
-plus a gradient and Adam's two moments for every trainable one), the estimate of chapter 01.
+training wall time over the optimizer steps. Peak memory is measured per variant: the GPU
+allocator's peak on a GPU, the process's peak resident memory (RSS) on a CPU, both reset by
+`sftkit.train.reset_peak_memory` before each variant trains (the RSS reset needs Linux;
+elsewhere it is the largest so far). The RSS includes everything the process holds, the
+other variants' models too, so the table also gives the memory the training *state* needs
+by arithmetic (fp32 weights for every parameter, plus a gradient and Adam's two moments for
+every trainable one), the estimate of chapter 01.
 """),
         code('''
 TRAIN_ARGS = sftkit.train.trainer_arguments(acfg, OUT / "checkpoints")
 collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
 ROWS, LOSSES = {}, {}
 for name, (model, lr) in VARIANTS.items():
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    RSS_RESET = sftkit.train.reset_peak_memory()  # a peak per variant, not the largest so far
     args = TrainingArguments(**{**TRAIN_ARGS, "learning_rate": lr, "disable_tqdm": True})
     trainer = Trainer(model=model, args=args, train_dataset=train_tok, data_collator=collator)
     start_time = time.perf_counter()
@@ -1859,7 +1862,8 @@ for name, (model, lr) in VARIANTS.items():
     ROWS[name] = {"trainable params": count["trainable"], "steps": trainer.state.global_step, "learning rate": lr,
                   "time per step (s)": wall / trainer.state.global_step,
                   "peak GPU memory (MB)": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-                  "peak process RSS so far (MB)": sftkit.train.peak_memory_mb()["peak_rss_mb"],
+                  ("peak process RSS (MB)" if RSS_RESET else "peak process RSS so far (MB)"):
+                      sftkit.train.peak_memory_mb()["peak_rss_mb"],
                   "training state, estimate (MB)": (4 * count["total"] + 12 * count["trainable"]) / 2**20,
                   "eval loss": sftkit.metrics.assistant_perplexity(model, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
     LOSSES[name] = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]

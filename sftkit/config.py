@@ -185,7 +185,7 @@ def _cpu_demo() -> RunConfig:
     return RunConfig(
         preset="cpu-demo",
         model=ModelConfig(name="smollm2-135m-instruct", dtype="float32"),
-        data=DataConfig(source="builtin-tasks", train_size=960, eval_size=96, max_length=160),
+        data=DataConfig(source="builtin-tasks", train_size=1020, eval_size=96, max_length=160),
         lora=LoraSettings(r=16, alpha=32, dropout=0.0, targets="all-linear"),
         train=TrainSettings(
             learning_rate=1e-3,

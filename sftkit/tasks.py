@@ -203,8 +203,10 @@ def addition_steps(a: int, b: int) -> str:
     Ones: 9 + 8 + 0 = 17, carry 1. Tens: 8 + 4 + 1 = 13, carry 1. Hundreds: 0 + 8 + 1 = 09,
     carry 0. Answer: 937'
 
-    Each choice is against a failure seen in earlier designs (probes here: 0.00-0.12 exact
-    match on held-out pairs):
+    A 135M model does not learn this at the cpu-demo budget (0.00-0.12 exact match on held-out
+    pairs in every format tried, this one included; see README). The format is kept because each choice below
+    answers a failure seen in an earlier one, and because it is the right shape to teach
+    with more data or a larger model:
     - digits are named from the *right* ("ones" is the digit just before the colon), because
       counting from the left made a 135M model read "89" as "8 hundreds, 9 tens, 8 ones";
     - every column has the same shape, "x + y + carry = two digits, carry c", with carry 0
@@ -321,9 +323,13 @@ GENERATORS: dict[str, Callable[[random.Random, TaskPools], tuple[list[dict], str
 }
 
 
-# The training mix gives the tasks that are slow to learn a larger share (recall, learnt from
-# a few dozen examples, gets one). The dev and test splits are always balanced.
-TRAIN_MIX = {"reverse": 3, "vowels": 3, "add": 2, "upper": 2, "json": 2}
+# Shares of the training cycle, chosen on the dev split: reversal (the longest to learn) four,
+# vowel counting and JSON three, upper case and addition two, recall (learnt from a few dozen
+# examples) one. Addition is not learnt at this budget (0.00-0.06 exact match on dev in the
+# two formats tried here), but with a single share (about 70 examples) the model had not even learnt
+# the format: it looped on the first number ("89: 89: 89: ...") and never stopped, which cost
+# the stop rate 15 points on one test run. The dev and test splits are always balanced.
+TRAIN_MIX = {"reverse": 4, "vowels": 3, "add": 2, "upper": 2, "json": 3}
 
 
 def make_task_examples(

@@ -74,8 +74,29 @@ def training_flops_per_token(frozen: int, trainable: int) -> float:
     return 4.0 * (frozen + trainable) + 2.0 * trainable
 
 
+def reset_peak_memory() -> bool:
+    """Start a new peak-memory measurement; True if the CPU peak (peak RSS) was reset too.
+
+    CUDA's allocator peak resets with torch. A process's peak RSS (``ru_maxrss``, VmHWM) is
+    normally a high-water mark for its whole life, so several trainings in one process (a
+    notebook, a grid of trials) would each report the largest so far. On Linux, writing "5"
+    to /proc/self/clear_refs resets it to the current RSS, so the next reading is the peak
+    of what ran since. Elsewhere the RSS peak stays cumulative and this returns False.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_memory_mb() -> dict[str, float]:
-    """Peak GPU memory allocated by torch (if CUDA) and the process's peak RSS, in MB."""
+    """Peak GPU memory allocated by torch (if CUDA) and the process's peak RSS, in MB.
+
+    Both are peaks since the last `reset_peak_memory` (the RSS one only where it could reset).
+    """
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if torch.cuda.is_available():
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -112,11 +133,12 @@ class ThroughputCallback(TrainerCallback):
         self.flops_per_token = flops_per_token
         self.peak = peak_tflops(device_name)
         self.start = None
+        self.peak_rss_is_per_run = False
         self.history: list[dict[str, float]] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        # The peaks a run card reports are those of this training (the loaded model included).
+        self.peak_rss_is_per_run = reset_peak_memory()
         self.start = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -354,6 +376,7 @@ def train_lora(
         "lora_targets": sorted(lora_config.target_modules),
         "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
+        "peak_rss_scope": "this training" if throughput.peak_rss_is_per_run else "process lifetime",
     }
     return TrainResult(peft_model, adapter_dir, list(trainer.state.log_history), metrics, tokenize_report)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
 import itertools
 import json
 import math
@@ -276,8 +277,10 @@ def _append_row(out_dir: Path, row: dict[str, Any]) -> None:
 def _peak_memory(metrics: dict[str, Any]) -> tuple[float | None, str]:
     if metrics.get("peak_gpu_mb") is not None:
         return metrics["peak_gpu_mb"], "gpu allocated (reset at each trial's start)"
-    # ru_maxrss is the process's high-water mark: on a CPU it can only grow from one trial to
-    # the next, so it bounds each trial's memory from above rather than measuring it.
+    # On Linux the RSS peak is reset when each trial's training begins (`reset_peak_memory`);
+    # elsewhere it is the process's high-water mark and can only grow from trial to trial.
+    if metrics.get("peak_rss_scope") == "this training":
+        return metrics.get("peak_rss_mb"), "process peak RSS during each trial's training (reset at its start)"
     return metrics.get("peak_rss_mb"), "process peak RSS (cumulative over the trials run in this process)"
 
 
@@ -354,6 +357,37 @@ def run_trial(
     return row
 
 
+def _messages(rows: Any) -> list:
+    return list(rows["messages"]) if hasattr(rows, "column_names") else [row["messages"] for row in rows]
+
+
+def run_context(cfg: RunConfig, train_set: Any, eval_set: Any) -> dict[str, Any]:
+    """What every trial of a grid shares besides its LoRA settings: model, data and budget.
+
+    Stored in each row, so that resuming a grid in a folder whose rows came from another model,
+    other data (compared by a digest of the conversations) or another step budget is refused
+    instead of mixing two experiments in one table.
+    """
+    def digest(rows: Any) -> str:
+        text = json.dumps(_messages(rows), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    t = cfg.train
+    return {
+        "model": cfg.model.name,
+        "max_length": cfg.data.max_length,
+        "max_steps": t.max_steps,
+        "num_train_epochs": t.num_train_epochs,
+        "batch": [t.per_device_train_batch_size, t.gradient_accumulation_steps],
+        "seed": t.seed,
+        "eval_max_new_tokens": cfg.eval.max_new_tokens,
+        "train_rows": len(train_set),
+        "train_digest": digest(train_set),
+        "eval_rows": len(eval_set),
+        "eval_digest": digest(eval_set),
+    }
+
+
 def run_trials(
     cfg: RunConfig,
     specs: Iterable[TrialSpec],
@@ -370,8 +404,9 @@ def run_trials(
     datasets; with a ``task`` column (the built-in tasks) exact match is scored too.
     `sft_overrides` go to `SFTConfig` (e.g. ``disable_tqdm=True``).
 
-    Resuming: a trial whose name already has a row is skipped, unless its settings differ
-    from the row's, which raises, because a table mixing two meanings of one name would lie.
+    Resuming: a trial whose name already has a row is skipped, unless its settings or the
+    run's context (`run_context`: model, data, budget) differ from the row's, which raises,
+    because a table mixing two meanings of one name, or two experiments, would lie.
     """
     specs = list(specs)
     names = [spec.name for spec in specs]
@@ -381,6 +416,7 @@ def run_trials(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = {row["name"]: row for row in read_trials(out_dir)}
+    context = run_context(cfg, train_set, eval_set)
     results = []
     for index, spec in enumerate(specs, start=1):
         settings = spec.resolve(cfg)
@@ -391,11 +427,20 @@ def run_trials(
                     f"trial {spec.name!r} is already in {out_dir / TRIALS_FILE} with settings {recorded}, "
                     f"but the grid now asks for {settings}; rename the trial or use another output folder"
                 )
+            recorded_context = done[spec.name].get("context") or {}
+            changed = sorted(key for key in context if recorded_context.get(key) != json.loads(json.dumps(context[key])))
+            if changed:
+                raise ValueError(
+                    f"trial {spec.name!r} is already in {out_dir / TRIALS_FILE}, but from a different run: "
+                    f"{', '.join(f'{key} was {recorded_context.get(key)!r}, now {context[key]!r}' for key in changed)}; "
+                    f"use another output folder for a changed model, data or budget"
+                )
             print(f"[sftkit] trial {index}/{len(specs)} {spec.name}: already done, skipped")
             results.append(done[spec.name])
             continue
         print(f"[sftkit] trial {index}/{len(specs)} {spec.name}: {settings}")
-        row = run_trial(cfg, spec, out_dir, train_set, eval_set, load_model_fn, **sft_overrides)
+        row = {**run_trial(cfg, spec, out_dir, train_set, eval_set, load_model_fn, **sft_overrides),
+               "context": context}
         _append_row(out_dir, row)
         done[spec.name] = row
         results.append(row)

@@ -25,8 +25,10 @@ from sftkit.train import (
     NonFiniteLossError,
     ThroughputCallback,
     build_sft_config,
+    peak_memory_mb,
     peak_tflops,
     precision_flags,
+    reset_peak_memory,
     train_lora,
     training_flops_per_token,
     verify_adapter,
@@ -213,6 +215,17 @@ def test_throughput_callback_adds_rates_to_logs():
     assert logs["tokens_per_s"] > 0 and logs["padding_efficiency"] == 0.8, logs
     assert "mfu" in logs and logs["mfu"] >= 0
     assert callback.history[-1]["step"] == 3 and callback.history[-1]["loss"] == 2.5
+
+
+def test_reset_peak_memory_measures_from_the_reset():
+    buffer = bytearray(300 * 2**20)
+    buffer[:: 4096] = b"x" * len(buffer[:: 4096])  # touch every page so it is resident
+    high = peak_memory_mb()["peak_rss_mb"]
+    del buffer
+    if not reset_peak_memory():
+        pytest.skip("this system cannot reset the peak RSS (no writable /proc/self/clear_refs)")
+    after = peak_memory_mb()["peak_rss_mb"]
+    assert after < high - 200, f"peak RSS {after:.0f} MB after the reset, {high:.0f} MB before"
 
 
 def test_peak_tflops():

@@ -12,7 +12,7 @@ import sftkit.trials as trials
 from sftkit.config import get_preset
 from sftkit.lora import find_lora_targets, lora_parameter_count
 from sftkit.tasks import make_task_splits
-from sftkit.trials import TrialSpec, best_trial, expand_grid, load_grid, read_trials, run_trials
+from sftkit.trials import TrialSpec, best_trial, expand_grid, load_grid, read_trials, run_context, run_trials
 
 
 def write_json(path, value):
@@ -138,12 +138,34 @@ def test_run_trials_writes_one_row_per_trial_and_resumes(tiny_cfg, tiny_data, ma
     assert rows[0]["trainable_params"] != rows[1]["trainable_params"]
 
 
-def test_resume_refuses_a_name_whose_settings_changed(tiny_cfg, tmp_path):
-    row = {"name": "r2_attention", "config": TrialSpec("r2_attention", r=2, targets="attention").resolve(tiny_cfg)}
+def test_resume_refuses_a_name_whose_settings_changed(tiny_cfg, tiny_data, tmp_path):
+    train, test = tiny_data
+    row = {"name": "r2_attention", "config": TrialSpec("r2_attention", r=2, targets="attention").resolve(tiny_cfg),
+           "context": run_context(tiny_cfg, train, test)}
     (tmp_path / "trials.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(ValueError, match="trial 'r2_attention' is already in .* with settings"):
-        run_trials(tiny_cfg, [TrialSpec("r2_attention", r=8, targets="attention")], tmp_path, None, None,
+        run_trials(tiny_cfg, [TrialSpec("r2_attention", r=8, targets="attention")], tmp_path, train, test,
                    lambda: pytest.fail("no model should load"))
+
+
+def test_resume_refuses_rows_from_other_data_or_budget(tiny_cfg, tiny_data, tmp_path):
+    train, test = tiny_data
+    spec = TrialSpec("r2_attention", r=2, targets="attention")
+    row = {"name": spec.name, "config": spec.resolve(tiny_cfg), "context": run_context(tiny_cfg, train, test)}
+    (tmp_path / "trials.jsonl").write_text(json.dumps(row) + "\n")
+    never = lambda: pytest.fail("no model should load")  # noqa: E731
+    # The same everything: skipped, the recorded row comes back.
+    assert run_trials(tiny_cfg, [spec], tmp_path, train, test, never) == [row]
+    other_train, _ = make_task_splits(8, 4, seed=1)
+    with pytest.raises(ValueError, match="from a different run: train_digest was"):
+        run_trials(tiny_cfg, [spec], tmp_path, other_train, test, never)
+    longer = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_steps=5))
+    with pytest.raises(ValueError, match="max_steps was 1, now 5"):
+        run_trials(longer, [spec], tmp_path, train, test, never)
+    # A row written before contexts were recorded cannot be checked, so it is not reused either.
+    (tmp_path / "trials.jsonl").write_text(json.dumps({k: v for k, v in row.items() if k != "context"}) + "\n")
+    with pytest.raises(ValueError, match="from a different run: batch was None"):
+        run_trials(tiny_cfg, [spec], tmp_path, train, test, never)
 
 
 def test_a_line_cut_off_mid_write_is_dropped_and_other_damage_is_reported(tmp_path):
