@@ -67,3 +67,28 @@ def test_eval_command_compares_base_and_adapter(demo_dir, tmp_path):
     for part in ("task", "instruction", "harmful", "harmless"):
         assert f"**{part}:**" in report, f"no side-by-side example for the {part} part"
     assert (out / "eval_metrics.png").is_file()
+
+
+def test_demo_eval_split_reaches_the_run_and_its_config(monkeypatch, tmp_path):
+    """`--eval-split dev` evaluates on the dev pools, and the saved config says so."""
+    import sftkit.demo as demo
+    from sftkit.tasks import make_task_examples
+
+    seen = {}
+
+    class StopHere(Exception):
+        """Raised once the data is chosen: only that choice is under test, not the model work."""
+
+    def stop_after_data(cfg):
+        _, held_out = real_load(cfg)
+        seen["prompts"] = [row["messages"] for row in held_out]
+        raise StopHere
+
+    real_load = demo.load_demo_data
+    monkeypatch.setattr(demo, "load_demo_data", stop_after_data)
+    monkeypatch.setattr(demo, "load_for", lambda cfg: (None, None))
+    with pytest.raises(StopHere):
+        main(["demo", "--preset", "smoke", "--out", str(tmp_path), "--eval-split", "dev"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["data"]["eval_split"] == "dev"
+    assert seen["prompts"] == [e["messages"] for e in make_task_examples(config["data"]["eval_size"], "dev", seed=0)]
