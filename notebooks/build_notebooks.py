@@ -1180,7 +1180,10 @@ table comes from the settings and not from the dice:
 - every trial starts from a **fresh copy of the same base model** (`load_model_fn` is called
   once per trial), with the **same seed** set before loading, so LoRA's random $A$ matrices and
   the order of the batches are identical across trials;
-- the **same training rows and the same held-out rows** for every trial;
+- the **same training rows and the same held-out rows** for every trial. With the built-in
+  tasks the held-out rows come from their **dev split** (names, words and numbers that are in
+  neither the training nor the test split): choosing a configuration is model selection, and
+  a test split used for it would no longer measure anything;
 - a trial changes only the settings it names; the rest come from the preset. One coupling is
   deliberate: when a trial sets the rank but not alpha, alpha follows the rank so that the
   update's scale $\\alpha / r$ stays the preset's (otherwise a higher rank would also silently
@@ -1213,10 +1216,10 @@ if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 200 rows eac
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 200, 32, 25, 40
 elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversations each
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps = 1000, 100, 60
+tcfg.data.eval_split = "dev"  # built-in tasks: select on dev, keep test for measuring (t4: a held-out Hub slice)
 train_set, eval_set = sftkit.demo.load_demo_data(tcfg)
-print(f"{len(train_set)} training / {len(eval_set)} held-out conversations (preset: {cfg.data.train_size} / "
-      f"{cfg.data.eval_size}); {tcfg.train.max_steps} optimizer steps per trial, batch "
-      f"{tcfg.train.per_device_train_batch_size} x {tcfg.train.gradient_accumulation_steps}; seed {tcfg.train.seed}")'''),
+print(f"{len(train_set)} training / {len(eval_set)} held-out conversations ({tcfg.data.eval_split} split for built-in tasks); "
+      f"{tcfg.train.max_steps} steps per trial, batch {tcfg.train.per_device_train_batch_size} x {tcfg.train.gradient_accumulation_steps}")'''),
         md("""
 ## Stage 1: rank x layers, at a fixed learning rate
 
