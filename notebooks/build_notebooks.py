@@ -1212,8 +1212,8 @@ import sftkit.viz
 
 datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation in every trial
 tcfg = copy.deepcopy(cfg)  # the trials' copy of the preset; the preset itself is not changed
-if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 200 rows each, short generations
-    tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 200, 32, 25, 40
+if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 160 rows each, short generations
+    tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 160, 32, 20, 40
 elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversations each
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps = 1000, 100, 60
 tcfg.data.eval_split = "dev"  # built-in tasks: select on dev, keep test for measuring (t4: a held-out Hub slice)
