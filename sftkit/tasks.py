@@ -122,11 +122,16 @@ def _pools(split: str) -> TaskPools:
     )
 
 
-def _pair_split(a: int, b: int) -> str:
-    # Number pairs are held out by a fixed rule on the pair itself: one pair in five is
-    # test, one in ten dev.
-    code = (a * 31 + b * 17) % 10
+def _split_of_code(code: int) -> str:
+    # For items held out by a stable hash (number pairs, sentences): of the ten values of
+    # code % 10, two are test (one in five), one is dev (one in ten), the rest train.
+    code %= 10
     return "test" if code % 5 == 0 else ("dev" if code == 1 else "train")
+
+
+def _pair_split(a: int, b: int) -> str:
+    # Number pairs are held out by a fixed rule on the pair itself.
+    return _split_of_code(a * 31 + b * 17)
 
 
 def spell(word: str) -> str:
@@ -265,9 +270,8 @@ def _upper(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
 
 
 def _sentence_split(sentence: str) -> str:
-    # A stable hash (Python's own is salted per process): one sentence in five is test, one in ten dev.
-    code = sum(ord(c) * (i + 1) for i, c in enumerate(sentence)) % 10
-    return "test" if code % 5 == 0 else ("dev" if code == 1 else "train")
+    # A stable hash (Python's own is salted per process).
+    return _split_of_code(sum(ord(c) * (i + 1) for i, c in enumerate(sentence)))
 
 
 JSON_QUESTIONS = {"name": "Who is the person", "city": "Which city is it", "age": "How old is the person"}
