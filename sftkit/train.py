@@ -12,12 +12,16 @@
 - saves the adapter with the tokenizer and an `adapter_config.json` whose base model loads
   offline, and writes `run.json` + `run.md`.
 
-Loss: TRL's "nll" loss is already computed in chunks, so a large vocabulary (Qwen2.5's
-152k) does not materialise full-precision logits for the whole batch at once.
+Loss: on CUDA, TRL's fused LM head computes the "nll" loss in chunks, so a large vocabulary
+(Qwen2.5's 152k) never materialises full-precision logits for the whole batch at once. Its
+fallback for devices without Triton is slow (every position, many fp32 passes over the
+vocabulary), so on a CPU the loss comes from the model's own forward instead; see
+`TrainSettings.fused_lm_head` and `sft_trainer_class`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -252,6 +256,40 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
     return SFTConfig(**values)
 
 
+def wants_fused_lm_head(setting: bool | None, device: str | torch.device | None = None) -> bool:
+    """Resolve `TrainSettings.fused_lm_head`: None means "where Triton runs it" (CUDA, XPU)."""
+    if setting is not None:
+        return setting
+    from trl.kernels.chunked_logprob import _use_triton
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return _use_triton(torch.device(device))
+
+
+@functools.cache
+def sft_trainer_class(fused_lm_head: bool):
+    """TRL's `SFTTrainer`, or a subclass whose loss is the model's own (`fused_lm_head=False`).
+
+    The subclass changes one thing: `compute_loss` is `transformers.Trainer`'s, i.e. the
+    model's forward with `labels`, the same token-mean cross-entropy over labelled positions
+    (tests/test_train.py checks loss and gradients against TRL's on one batch). TRL's entropy
+    and token-accuracy logs are not computed then.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if fused_lm_head:
+        return SFTTrainer
+
+    class ModelLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return ModelLossSFTTrainer
+
+
 def check_packing_is_safe(batching: str, model: Any) -> None:
     """Refuse packing unless the attention kernel keeps packed examples apart.
 
@@ -301,8 +339,6 @@ def train_lora(
     `train_dataset` is a `messages` dataset; it is tokenized here with assistant-only labels.
     The model returned is the trained `PeftModel` (in eval mode).
     """
-    from trl import SFTTrainer
-
     from .masking import tokenize_dataset
 
     check_packing_is_safe(cfg.train.batching, model)
@@ -319,7 +355,8 @@ def train_lora(
 
     lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
-    trainer = SFTTrainer(
+    fused_lm_head = wants_fused_lm_head(cfg.train.fused_lm_head)
+    trainer = sft_trainer_class(fused_lm_head)(
         model=model,
         args=args,
         train_dataset=tokenized,
@@ -375,6 +412,7 @@ def train_lora(
         "total_params": params["total"],
         "lora_targets": sorted(lora_config.target_modules),
         "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        "loss": "TRL fused LM head" if fused_lm_head else "model forward",
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
         "peak_rss_scope": "this training" if throughput.peak_rss_is_per_run else "process lifetime",
     }

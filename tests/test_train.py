@@ -17,7 +17,8 @@ import torch
 from transformers import TrainerState
 
 from sftkit.config import get_preset
-from sftkit.lora import find_lora_targets, lora_parameter_count
+from sftkit.lora import build_lora_config, find_lora_targets, lora_parameter_count
+from sftkit.masking import tokenize_dataset
 from sftkit.models import hardware_name
 from sftkit.tasks import make_task_splits
 from sftkit.train import (
@@ -29,9 +30,11 @@ from sftkit.train import (
     peak_tflops,
     precision_flags,
     reset_peak_memory,
+    sft_trainer_class,
     train_lora,
     training_flops_per_token,
     verify_adapter,
+    wants_fused_lm_head,
     write_run_card,
 )
 
@@ -81,6 +84,8 @@ def test_train_lora_runs_and_measures(smoke_run, make_tiny_model):
     assert isinstance(m["hardware"], str) and m["hardware"] == hardware_name(), m["hardware"]
     assert m["peak_rss_mb"] > 0, m
     assert m["precision"] == "fp32", "a CPU trains in fp32"
+    if not torch.cuda.is_available():
+        assert m["loss"] == "model forward", "a CPU takes the loss from the model, not TRL's fused head"
     assert m["mfu"] is None, "no MFU without a known peak"
     assert math.isfinite(m["final_loss"]) and math.isfinite(m["train_loss"]), m
     targets = find_lora_targets(make_tiny_model(), "all-linear")
@@ -278,6 +283,55 @@ def test_precision_flags(monkeypatch, no_cuda):
     assert precision_flags("cuda") == {"fp16": True, "bf16": False}
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert precision_flags("cuda") == {"fp16": False, "bf16": True}
+
+
+def test_wants_fused_lm_head(no_cuda):
+    assert wants_fused_lm_head(None) is False, "TRL's fused head has no Triton kernel on a CPU"
+    assert wants_fused_lm_head(True) is True and wants_fused_lm_head(False) is False
+    assert wants_fused_lm_head(None, "cpu") is False
+
+
+def _loss_and_grads(fused: bool, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch):
+    """One batch's loss and LoRA gradients through the trainer class `sft_trainer_class(fused)` picks."""
+    cfg = get_preset("smoke")
+    model = make_tiny_model()
+    trainer = sft_trainer_class(fused)(
+        model=model,
+        args=build_sft_config(cfg, tmp_path / f"fused-{fused}", disable_tqdm=True),
+        train_dataset=rows,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(model, r=4, alpha=8, dropout=0.0, targets="all-linear"),
+    )
+    # LoRA's B starts at zero; give every adapter weight the same non-zero values in both runs
+    # so the gradients of A and B both depend on the loss path.
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in sorted(trainer.model.named_parameters()):
+            if param.requires_grad:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    batch = trainer.data_collator([rows[i] for i in range(len(rows))])
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=num_items_in_batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 40])
+def test_model_loss_trainer_matches_trls_fused_head(make_tiny_model, tokenizer, data, tmp_path, num_items_in_batch):
+    # The CPU path takes its loss from the model's forward instead of TRL's fused LM head: the
+    # loss and every LoRA gradient must be the same, with and without a token count from the loop.
+    rows, _ = tokenize_dataset(data[0].select(range(6)), tokenizer, get_preset("smoke").data.max_length)
+    rows = rows.remove_columns("messages")
+    assert sft_trainer_class(False) is not sft_trainer_class(True)
+    fused_loss, fused_grads = _loss_and_grads(True, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch)
+    model_loss, model_grads = _loss_and_grads(False, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch)
+    assert torch.isfinite(fused_loss) and fused_loss > 0
+    torch.testing.assert_close(model_loss, fused_loss, rtol=1e-5, atol=1e-6)
+    assert fused_grads.keys() == model_grads.keys() and fused_grads
+    for name in fused_grads:
+        assert fused_grads[name].abs().sum() > 0, f"{name} got no gradient"
+        torch.testing.assert_close(model_grads[name], fused_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_build_sft_config_on_cpu(tmp_path, no_cuda):
