@@ -1,10 +1,17 @@
-"""Training throughput for three batching strategies on the same data.
+"""Training throughput: batching strategies, the loss path and how many blocks carry LoRA.
 
-For plain padding, length grouping and packing (TRL's best-fit-decreasing packing with
-padding-free batches) this trains the same LoRA for the same number of steps and prints
-tokens/s (non-pad tokens), padding efficiency, and MFU where a GPU is present. Packing is
-refused (and reported as such) unless the model runs FlashAttention: with SDPA or eager
-attention packed examples attend to each other (tests/test_packing.py).
+Each variant trains the same LoRA on the same data for the same number of steps and prints
+tokens/s (non-pad tokens), padding efficiency, and MFU where a GPU is present:
+
+- plain padding, length grouping (the presets' choice) and packing (TRL's best-fit-decreasing
+  packing with padding-free batches). Packing is refused (and reported as such) unless the
+  model runs FlashAttention: with SDPA or eager attention packed examples attend to each
+  other (tests/test_packing.py);
+- length grouping with the loss from TRL's fused LM head instead of the model's forward
+  (the default on a CPU, where the fused head has no Triton kernel; see
+  `TrainSettings.fused_lm_head`), when the preset does not already use it;
+- length grouping with LoRA in every block, when the preset adapts only the top blocks
+  (`LoraSettings.layers`).
 
     python benchmarks/train_throughput.py [--preset cpu-demo] [--steps 12]
 """
@@ -14,12 +21,25 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+from typing import Callable
 
-from sftkit.config import get_preset
+from sftkit.config import RunConfig, get_preset
 from sftkit.demo import load_demo_data
 from sftkit.models import hardware_name
 from sftkit.runs import load_for
-from sftkit.train import train_lora
+from sftkit.train import train_lora, wants_fused_lm_head
+
+
+def variants(base: RunConfig) -> dict[str, Callable[[RunConfig], None]]:
+    """Name -> change to a copy of the preset; only the variants that differ from it."""
+    chosen: dict[str, Callable[[RunConfig], None]] = {
+        f"{batching}": (lambda cfg, b=batching: setattr(cfg.train, "batching", b)) for batching in ("pad", "group", "pack")
+    }
+    if not wants_fused_lm_head(base.train.fused_lm_head):
+        chosen["group, TRL fused LM head"] = lambda cfg: setattr(cfg.train, "fused_lm_head", True)
+    if base.lora.layers is not None:
+        chosen["group, LoRA in every block"] = lambda cfg: setattr(cfg.lora, "layers", None)
+    return chosen
 
 
 def main() -> None:
@@ -30,9 +50,10 @@ def main() -> None:
 
     base_cfg = get_preset(args.preset)
     rows = []
-    for batching in ("pad", "group", "pack"):
+    for name, change in variants(base_cfg).items():
         cfg = copy.deepcopy(base_cfg)
-        cfg.train.batching = batching
+        cfg.train.batching = "group"
+        change(cfg)
         cfg.train.max_steps = args.steps
         cfg.train.logging_steps = args.steps
         model, tokenizer = load_for(cfg)
@@ -41,16 +62,16 @@ def main() -> None:
             try:
                 result = train_lora(cfg, model, tokenizer, train_set, out, disable_tqdm=True)
             except ValueError as refusal:
-                print(f"{batching}: refused: {refusal}")
+                print(f"{name}: refused: {refusal}")
                 continue
         m = result.metrics
-        rows.append((batching, m["tokens_per_s"], m["padding_efficiency"], m["mfu"], m["wall_s"]))
+        rows.append((name, m["tokens_per_s"], m["padding_efficiency"], m["mfu"], m["wall_s"]))
         del model
 
     print(f"hardware: {hardware_name()}; preset {args.preset}; {args.steps} steps each")
-    print(f"{'batching':<10}{'tokens/s':>10}{'pad eff.':>10}{'MFU':>8}{'wall s':>9}")
-    for batching, tps, eff, mfu, wall in rows:
-        print(f"{batching:<10}{tps:>10.1f}{eff:>10.3f}{(f'{mfu:.3f}' if mfu is not None else 'n/a'):>8}{wall:>9.1f}")
+    print(f"{'variant':<30}{'tokens/s':>10}{'pad eff.':>10}{'MFU':>8}{'wall s':>9}")
+    for name, tps, eff, mfu, wall in rows:
+        print(f"{name:<30}{tps:>10.1f}{eff:>10.3f}{(f'{mfu:.3f}' if mfu is not None else 'n/a'):>8}{wall:>9.1f}")
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ class LastTokenClassifier(nn.Module):
             raise ValueError(f"the base already carries a LoRA adapter; build a fresh classifier for mode {mode!r}")
         if mode == "lora" and not wrapped:
             s = lora or LoraSettings()
-            config = build_lora_config(self.base, s.r, s.alpha, s.dropout, s.targets)
+            config = build_lora_config(self.base, s.r, s.alpha, s.dropout, s.targets, layers=s.layers)
             self.base = get_peft_model(self.base, config)  # freezes the base, LoRA matrices trainable
         elif mode == "head":
             for parameter in self.base.parameters():

@@ -67,6 +67,9 @@ class LoraSettings:
     dropout: float = 0.05
     # "all-linear", "attention", "mlp", or an explicit list of module names.
     targets: str | list[str] = "all-linear"
+    # Adapt only the top this many transformer blocks (None: all). The backward pass then
+    # stops at the lowest adapted block, which saves time where compute is scarce (a CPU).
+    layers: int | None = None
 
 
 @dataclass
@@ -192,8 +195,12 @@ def _cpu_demo() -> RunConfig:
     return RunConfig(
         preset="cpu-demo",
         model=ModelConfig(name="smollm2-135m-instruct", dtype="float32"),
-        data=DataConfig(source="builtin-tasks", train_size=1020, eval_size=96, max_length=160),
-        lora=LoraSettings(r=16, alpha=32, dropout=0.0, targets="all-linear"),
+        data=DataConfig(source="builtin-tasks", train_size=1950, eval_size=96, max_length=160),
+        # LoRA in the top 15 of 30 blocks: the backward pass stops there, so the same six
+        # minutes train 1,950 conversations instead of about 1,450. On dev: all blocks on 1,500
+        # rows 0.74 exact match, top half on 1,500 rows 0.73, top half on 1,950 rows with the
+        # larger name and city pools 0.80 (results/cpu-demo/design_runs).
+        lora=LoraSettings(r=16, alpha=32, dropout=0.0, targets="all-linear", layers=15),
         train=TrainSettings(
             learning_rate=1e-3,
             num_train_epochs=1.0,

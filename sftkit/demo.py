@@ -63,7 +63,8 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
         f"# sftkit demo: {cfg.preset}",
         "",
         f"Model `{cfg.model.name}`, data `{cfg.data.source}` ({cfg.data.train_size} train / {len(eval_set)} held-out), "
-        f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {', '.join(results['train']['lora_targets'])}.",
+        f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {', '.join(results['train']['lora_targets'])} "
+        f"in {results['train']['lora_blocks']} blocks.",
         f"Hardware: {results['train']['hardware']}. Training {results['train']['wall_s']} s, "
         f"{results['train']['tokens_per_s']} tokens/s (non-pad), padding efficiency {results['train']['padding_efficiency']}; "
         f"whole run {results['wall_s']} s.",

@@ -103,6 +103,9 @@ def evaluate_model(
         "distinct_1": metrics.distinct_n(texts, 1),
         "distinct_2": metrics.distinct_n(texts, 2),
         "assistant_ppl": ppl["ppl"],
+        # Token-weighted (as training loss is); `assistant_nll` above is the mean of row means.
+        "assistant_token_nll": ppl["nll"],
+        "assistant_tokens": ppl["tokens"],
         "n": len(prompts),
     }
     return ModelEval(name, generations, per_example, summary, per_task)

@@ -228,7 +228,8 @@ def train_dpo(
         policy_base = output_dir / "policy_base"
         model.save_pretrained(policy_base)
         tokenizer.save_pretrained(policy_base)
-    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
+                                    layers=cfg.lora.layers)
     args = build_dpo_config(cfg, output_dir / "checkpoints", beta=beta, learning_rate=learning_rate,
                             max_steps=max_steps, **dpo_overrides)
     trainer = DPOTrainer(

@@ -44,7 +44,14 @@ NAMES = (
     "maya mia mila milo mina miro mona nadia nala nate nell nico nina noah nora olga olive omar "
     "oscar otto owen paula pedro pia quinn rafael rami ray rena rex rhea rita rosa ross ruby rudy "
     "ruth ryan sade sam sara sean seth silas sofia stella sven tara ted tess theo tia tim tina "
-    "tomas una uma vera vic viola wade walt wanda will xena yara yuki yusuf zack zara zoe"
+    "tomas una uma vera vic viola wade walt wanda will xena yara yuki yusuf zack zara zoe "
+    "abel ada aida alba alma anya aria arun asa axel bao bela bilal bo cai cyra cody dara demi "
+    "dev dion duke ebba edie elif elsa enzo esra ethan ewan faye finn flora gia gus hadi hale "
+    "hiro hope ilse inez iona isla ivo jai jalen joni kade kamal kaya kenji kofi lars leon levi "
+    "lian lior lorna lou luka mae malik mara mateo max maxim meera mira moe nadir neil nia nika "
+    "nils noor odin oona orla pablo perla pip raj reza rina roman rumi saba sami sana selma shay "
+    "sina soren suki tao teo thea tobias toni uri vada vlad wren xavi yael yan yves zain zeno "
+    "ziva zola"
 ).split()
 
 # Everyday words for the vowel and upper-case tasks.
@@ -61,6 +68,10 @@ WORDS = (
     "meadow pebble saddle tablet whistle violet walnut harbor lantern"
 ).split()
 
+# Hundreds of cities (and names) so that the JSON task teaches re-spelling: ' Dubai' is one
+# token in a sentence but '"Dub' + 'ai' after a quote, and with a few dozen training cities
+# a 135M model memorised their quoted spellings and invented the rest ("Dubai" -> "Dubrode").
+# New items are appended: an item's split is fixed by its index in the list.
 CITIES = (
     "Paris Lyon Berlin Madrid Rome Lisbon Vienna Prague Oslo Dublin Athens Warsaw Cairo Lima "
     "Tokyo Seoul Delhi Nairobi Boston Denver Austin Chicago Toronto Sydney Perth Milan Naples "
@@ -71,7 +82,30 @@ CITIES = (
     "Dallas Houston Miami Atlanta Detroit Memphis Nashville Orlando Tampa Santiago Caracas Recife "
     "Salvador Cordoba Rosario Leeds Bristol Glasgow Cardiff Belfast Cork Galway Antwerp Ghent "
     "Utrecht Leiden Bremen Hamburg Dresden Leipzig Cologne Bonn Graz Salzburg Brno Gdansk Vilnius "
-    "Riga Tallinn Helsinki Turku Uppsala Malmo Aarhus Odense Split Zagreb Sofia Varna Bucharest"
+    "Riga Tallinn Helsinki Turku Uppsala Malmo Aarhus Odense Split Zagreb Sofia Varna Bucharest "
+    "Abuja Kampala Kigali Lusaka Harare Maputo Luanda Windhoek Gaborone Durban Mombasa Khartoum "
+    "Tripoli Benghazi Oran Fez Marrakesh Tangier Casablanca Alexandria Luxor Aswan Jeddah Riyadh "
+    "Medina Kuwait Manama Basra Mosul Erbil Aleppo Damascus Haifa Ankara Izmir Antalya Bursa "
+    "Tbilisi Yerevan Baku Tashkent Almaty Bishkek Dushanbe Karachi Multan Quetta Mumbai Pune "
+    "Chennai Kolkata Jaipur Agra Lucknow Kochi Colombo Kandy Kathmandu Thimphu Yangon Mandalay "
+    "Vientiane Saigon Hue Cebu Davao Surabaya Bandung Medan Penang Ipoh Singapore Macau Wuhan "
+    "Xian Chengdu Nanjing Tianjin Harbin Dalian Qingdao Incheon Daegu Nagoya Kobe Sendai Fukuoka "
+    "Hiroshima Nara Canberra Cairns Geelong Wellington Dunedin Suva Honolulu Anchorage Boise "
+    "Tucson Omaha Wichita Tulsa Denton Reno Fresno Oakland Sacramento Spokane Eugene Madison "
+    "Milwaukee Toledo Dayton Akron Buffalo Albany Hartford Newark Trenton Richmond Norfolk "
+    "Raleigh Durham Savannah Jackson Louisville Lexington Regina Winnipeg Edmonton Victoria "
+    "Hamilton Windsor Moncton Monterrey Puebla Oaxaca Merida Cancun Tijuana Managua Panama "
+    "Medellin Cali Cusco Arequipa Sucre Asuncion Montevideo Mendoza Valparaiso Manaus Belem "
+    "Fortaleza Curitiba Natal Lille Nantes Bordeaux Toulouse Marseille Grenoble Dijon Rennes "
+    "Reims Brest Nancy Bilbao Valencia Malaga Granada Zaragoza Murcia Braga Faro Coimbra Turin "
+    "Genoa Bologna Florence Verona Padua Pisa Bari Palermo Catania Trieste Basel Bern Lausanne "
+    "Lucerne Lugano Linz Innsbruck Munster Kiel Mainz Essen Dortmund Hanover Stuttgart Nuremberg "
+    "Augsburg Freiburg Rostock Poznan Lodz Lublin Wroclaw Szeged Debrecen Budapest Kosice Ostrava "
+    "Plzen Ljubljana Sarajevo Belgrade Skopje Tirana Podgorica Patras Larissa Thessaloniki "
+    "Nicosia Valletta Reykjavik Tromso Trondheim Stavanger Gothenburg Lund Espoo Tampere Oulu "
+    "Tartu Kaunas Minsk Kyiv Lviv Odesa Kharkiv Chisinau Iasi Cluj Plovdiv Burgas Aberdeen Dundee "
+    "Inverness York Oxford Cambridge Norwich Exeter Plymouth Swansea Derry Limerick Sligo Bruges "
+    "Namur Liege Eindhoven Groningen Delft Haarlem Nijmegen Arnhem Maastricht Luxembourg"
 ).split()
 
 # Upper case needs the capitalised form of every word; a 135M model knows it for common

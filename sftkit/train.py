@@ -138,7 +138,6 @@ class ThroughputCallback(TrainerCallback):
         self.peak = peak_tflops(device_name)
         self.start = None
         self.peak_rss_is_per_run = False
-        self.history: list[dict[str, float]] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         # The peaks a run card reports are those of this training (the loaded model included).
@@ -165,11 +164,6 @@ class ThroughputCallback(TrainerCallback):
         # Trainer appended a copy of `logs` to the history before calling us: complete that entry.
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update({k: logs[k] for k in ("tokens_per_s", "padding_efficiency", "mfu") if k in logs})
-        self.history.append({"step": state.global_step, **{k: float(v) for k, v in logs.items() if _is_number(v)}})
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -353,7 +347,8 @@ def train_lora(
         eval_tokenized, _ = tokenize_dataset(eval_dataset, tokenizer, cfg.data.max_length)
         eval_tokenized = eval_tokenized.remove_columns("messages")
 
-    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
+                                    layers=cfg.lora.layers)
     args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
     fused_lm_head = wants_fused_lm_head(cfg.train.fused_lm_head)
     trainer = sft_trainer_class(fused_lm_head)(
@@ -411,6 +406,7 @@ def train_lora(
         "trainable_params": params["trainable"],
         "total_params": params["total"],
         "lora_targets": sorted(lora_config.target_modules),
+        "lora_blocks": describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers),
         "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
         "loss": "TRL fused LM head" if fused_lm_head else "model forward",
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
@@ -455,6 +451,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def describe_blocks(layers: list[int] | None, total: int) -> str:
+    """'all 30' or 'top 15 of 30 (15-29)': which transformer blocks carry LoRA."""
+    if layers is None:
+        return f"all {total}"
+    return f"top {len(layers)} of {total} ({min(layers)}-{max(layers)})"
+
+
 def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) -> tuple[Path, Path]:
     """`run.json` (machine-readable) and `run.md` (for people) next to the run's outputs."""
     output_dir = Path(output_dir)
@@ -480,6 +483,8 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
         ("final logged loss", m["final_loss"]),
         ("trainable / total parameters", f"{m['trainable_params']:,} / {m['total_params']:,}"),
         ("LoRA targets", ", ".join(m["lora_targets"])),
+        ("LoRA blocks", m["lora_blocks"]),
+        ("loss computed by", m["loss"]),
         ("adapter", str(result.adapter_dir)),
     ]
     lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]

@@ -313,14 +313,18 @@ def run_trial(
     rows = reference_rows(eval_set, tokenizer, trial_cfg.data.max_length)
     if not rows:
         raise ValueError(f"trial {spec.name!r}: no eval row has a scorable reply after tokenization")
-    ppl = assistant_perplexity(tuned, rows, tokenizer.pad_token_id, batch_size=trial_cfg.eval.batch_size)
     columns = eval_set.column_names if hasattr(eval_set, "column_names") else list(eval_set[0].keys())
     exact_match = stop_rate = None
     if "task" in columns:
+        # Generation and scoring; its summary carries the same token-weighted NLL over `rows`.
         scored = evaluate_model(spec.name, tuned, tokenizer, eval_set, trial_cfg.eval.max_new_tokens,
                                 trial_cfg.eval.batch_size, trial_cfg.data.max_length)
         exact_match = scored.summary["exact_match"]
         stop_rate = scored.summary["stop_rate"]
+        ppl = {"nll": scored.summary["assistant_token_nll"], "ppl": scored.summary["assistant_ppl"],
+               "tokens": scored.summary["assistant_tokens"]}
+    else:
+        ppl = assistant_perplexity(tuned, rows, tokenizer.pad_token_id, batch_size=trial_cfg.eval.batch_size)
     m = result.metrics
     peak, peak_kind = _peak_memory(m)
     row = {

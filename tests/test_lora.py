@@ -180,3 +180,23 @@ def test_build_lora_config_names_targets_explicitly(tiny_model):
     config = build_lora_config(tiny_model, r=4, alpha=8, dropout=0.0, targets="mlp")
     assert sorted(config.target_modules) == MLP
     assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (4, 8, 0.0, "none")
+
+
+def test_top_layers_only_adapts_the_upper_blocks(tiny_model, make_tiny_model):
+    total = tiny_model.config.num_hidden_layers
+    assert total >= 2, "the tiny model needs two blocks for this test"
+    targets = find_lora_targets(tiny_model, "all-linear")
+    config = build_lora_config(make_tiny_model(), r=4, alpha=8, dropout=0.0, targets=targets, layers=1)
+    peft_model = get_peft_model(make_tiny_model(), config)
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in peft_model.named_parameters() if "lora_" in name}
+    assert adapted == {str(total - 1)}, f"only the top block is adapted, got blocks {adapted}"
+    trainable = peft_model.get_nb_trainable_parameters()[0]
+    assert lora_parameter_count(tiny_model, targets, r=4, layers=1) == trainable
+    assert trainable * total == lora_parameter_count(tiny_model, targets, r=4), "every block has the same shapes"
+    assert build_lora_config(tiny_model, targets=targets).layers_to_transform is None, "default: every block"
+
+
+@pytest.mark.parametrize("layers", [0, -1, 10_000])
+def test_top_layers_out_of_range_raises(tiny_model, layers):
+    with pytest.raises(ValueError, match="layers must be between 1 and"):
+        build_lora_config(tiny_model, layers=layers)

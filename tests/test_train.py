@@ -26,6 +26,7 @@ from sftkit.train import (
     NonFiniteLossError,
     ThroughputCallback,
     build_sft_config,
+    describe_blocks,
     peak_memory_mb,
     peak_tflops,
     precision_flags,
@@ -90,6 +91,7 @@ def test_train_lora_runs_and_measures(smoke_run, make_tiny_model):
     assert math.isfinite(m["final_loss"]) and math.isfinite(m["train_loss"]), m
     targets = find_lora_targets(make_tiny_model(), "all-linear")
     assert m["lora_targets"] == targets
+    assert m["lora_blocks"] == f"all {make_tiny_model().config.num_hidden_layers}", m["lora_blocks"]
     assert m["trainable_params"] == lora_parameter_count(make_tiny_model(), targets, smoke_run.cfg.lora.r), m
     assert m["trainable_params"] < m["total_params"]
     report = smoke_run.result.tokenize_report
@@ -216,10 +218,13 @@ def test_throughput_callback_adds_rates_to_logs():
     callback = ThroughputCallback(counter, 6.0e6, "Tesla T4")
     callback.on_train_begin(None, None, None)
     logs = {"loss": 2.5}
-    callback.on_log(None, TrainerState(global_step=3), None, logs=logs)
+    # Trainer appends a copy of the logs to the history before the callbacks run.
+    state = TrainerState(global_step=3, log_history=[{"loss": 2.5, "step": 3}])
+    callback.on_log(None, state, None, logs=logs)
     assert logs["tokens_per_s"] > 0 and logs["padding_efficiency"] == 0.8, logs
     assert "mfu" in logs and logs["mfu"] >= 0
-    assert callback.history[-1]["step"] == 3 and callback.history[-1]["loss"] == 2.5
+    assert state.log_history == [{"loss": 2.5, "step": 3, "tokens_per_s": logs["tokens_per_s"],
+                                  "padding_efficiency": 0.8, "mfu": logs["mfu"]}], "the history entry is completed"
 
 
 def test_reset_peak_memory_measures_from_the_reset():
@@ -283,6 +288,11 @@ def test_precision_flags(monkeypatch, no_cuda):
     assert precision_flags("cuda") == {"fp16": True, "bf16": False}
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert precision_flags("cuda") == {"fp16": False, "bf16": True}
+
+
+def test_describe_blocks():
+    assert describe_blocks(None, 30) == "all 30"
+    assert describe_blocks(list(range(15, 30)), 30) == "top 15 of 30 (15-29)"
 
 
 def test_wants_fused_lm_head(no_cuda):
