@@ -254,10 +254,14 @@ def wants_fused_lm_head(setting: bool | None, device: str | torch.device | None 
     """Resolve `TrainSettings.fused_lm_head`: None means "where Triton runs it" (CUDA, XPU)."""
     if setting is not None:
         return setting
-    from trl.kernels.chunked_logprob import _use_triton
-
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        from trl.kernels.chunked_logprob import _use_triton  # TRL's own rule, where it has one
+    except ImportError:
+        import importlib.util
+
+        return importlib.util.find_spec("triton") is not None and torch.device(device).type in ("cuda", "xpu")
     return _use_triton(torch.device(device))
 
 
