@@ -541,8 +541,8 @@ from IPython.display import Image, display
 
 import sftkit.chat
 import sftkit.data
+import sftkit.demo
 import sftkit.masking
-import sftkit.tasks
 import sftkit.viz
 from sftkit.models import load_tokenizer
 
@@ -550,7 +550,7 @@ DATA_DIR = RUNS / "02_data"
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 if cfg.data.source == "builtin-tasks":
     print("Offline preset: the Hub is unreachable, so smol-smoltalk is not available; using sftkit's built-in tasks.")
-    train, _ = sftkit.tasks.make_task_splits(cfg.data.train_size, cfg.data.eval_size, seed=cfg.data.seed)
+    train, _ = sftkit.demo.load_demo_data(cfg)  # the preset's training rows, curriculum stages first
     SOURCE = str(DATA_DIR / "builtin_tasks_train.jsonl")
     _ = train.to_json(SOURCE)  # JSON lines
 else:
@@ -791,7 +791,8 @@ one is what it is.
 | --- | --- |
 | `lora.r`, `lora.alpha` | Rank of the update and its scale $\\alpha/r$. A moderate rank is enough to learn a conversational format; $\\alpha = 2r$ is the common choice and keeps the effective step size stable if the rank changes. |
 | `lora.targets` | `all-linear` adapts attention *and* MLP projections: LoRA on attention alone underperforms for SFT, because most of a transformer's weights, and of what SFT needs to change, sit in the MLP. |
-| `lora.layers` | Which blocks carry LoRA: `None` adapts every block (the `t4` preset). The `cpu-demo` preset adapts only the top 15 of 30: gradients then stop at block 15, so the backward pass costs half as much and six minutes on two CPU cores train 1,950 conversations instead of about 1,450. On the dev split it cost little at equal data (exact match 0.73 against 0.74 with every block). |
+| `lora.layers` | Which blocks carry LoRA: `None` adapts every block (the `t4` preset). The `cpu-demo` preset adapts only the top 15 of 30: gradients then stop at block 15, so the backward pass costs half as much and six minutes on two CPU cores train about 1.4x the conversations. On the dev split it cost little at equal data (exact match 0.73 against 0.74 with every block). |
+| `data.curriculum` | Rows of single tasks trained *before* the shuffled mix. The `cpu-demo` preset trains 240 sums first, then 1,300 mixed conversations: mixed in from the start, addition was not learnt at all in six minutes (0.00 on dev, and the model looped on its working), while sums first reached 0.44 on addition and 0.84 overall on dev. The trainer then reads the rows in order, stage by stage, still grouped by length inside each stage (`sftkit.train.staged_order`). |
 | `train.fused_lm_head` | Where the loss comes from. TRL scores tokens with a fused LM head that never builds the full logits; on a GPU its Triton kernel is fast, but its CPU fallback made a step 1.5x slower here, so on a CPU the loss comes from the model's own forward (the same loss and gradients; `tests/test_train.py` checks it). |
 | `lora.dropout` | Light regularisation on the adapter input for the real run on thousands of varied conversations; zero on the tiny demo tasks, where it only slows learning. |
 | `train.learning_rate` | LoRA needs a learning rate about an order of magnitude above full fine-tuning (its update starts at zero and is scaled by $\\alpha/r$); the value follows the published LoRA recipes. |
@@ -870,10 +871,12 @@ print(f"first logged loss {losses[0]:.3f}, last logged loss {losses[-1]:.3f} (na
 **The loss curve.** The loss is the mean cross-entropy over assistant tokens only, so it is
 the SFT loss of chapter 00. A real run drops fast in the first steps, as the model learns the
 template and where turns end (cheap, highly predictable tokens), then decreases slowly as it
-fits the content of the replies. A curve that stays flat means the adapter is not learning
-(learning rate, masks); one that goes to zero on a large set means memorisation. With the
-`smoke` preset the model is random and trains for a handful of steps, so its curve only shows
-that the loop runs.
+fits the content of the replies. With a curriculum (`data.curriculum`; the `cpu-demo`
+preset trains 240 sums first) the curve has a seam where the first stage ends: the sums'
+long, regular working is cheap once learnt, and the loss steps up when the mixed tasks begin,
+then falls again. A curve that stays flat means the adapter is not learning (learning rate,
+masks); one that goes to zero on a large set means memorisation. With the `smoke` preset the
+model is random and trains for a handful of steps, so its curve only shows that the loop runs.
 
 ## Is the saved adapter the trained one?
 
@@ -1220,7 +1223,7 @@ if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 160 rows eac
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 160, 32, 20, 40
 elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversations each
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps = 1000, 100, 60
-tcfg.data.eval_split = "dev"  # built-in tasks: select on dev, keep test for measuring (t4: a held-out Hub slice)
+tcfg.data.eval_split, tcfg.data.curriculum = "dev", {}  # select on dev (t4: a Hub slice); the mix only
 train_set, eval_set = sftkit.demo.load_demo_data(tcfg)
 print(f"{len(train_set)} training / {len(eval_set)} held-out conversations ({tcfg.data.eval_split} split for built-in tasks); "
       f"{tcfg.train.max_steps} steps per trial, batch {tcfg.train.per_device_train_batch_size} x {tcfg.train.gradient_accumulation_steps}")'''),

@@ -33,7 +33,10 @@ def load_demo_data(cfg: RunConfig):
         from .tasks import make_task_splits
 
         return make_task_splits(cfg.data.train_size, cfg.data.eval_size, seed=cfg.data.seed,
-                                eval_split=cfg.data.eval_split)
+                                eval_split=cfg.data.eval_split, curriculum=cfg.data.curriculum)
+    if cfg.data.curriculum:
+        raise ValueError(f"data.curriculum names built-in tasks; source {cfg.data.source!r} has none "
+                         "(set curriculum to {} or order your own data)")
     from .data import load_conversations, split_dataset
 
     data, report = load_conversations(cfg.data.source, limit=cfg.data.train_size + cfg.data.eval_size)
@@ -59,10 +62,14 @@ def _summary_table(before: ModelEval, after: ModelEval, diffs: dict[str, dict]) 
 def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: ModelEval, after: ModelEval,
                  eval_set: Any) -> Path:
     """`report.md`: the table with intervals, per-task results and side-by-side answers."""
+    stages = cfg.data.curriculum
+    train = (f"{cfg.data.train_size} train" if not stages else
+             f"{sum(stages.values()) + cfg.data.train_size} train: "
+             + ", ".join(f"{rows} {task}" for task, rows in stages.items()) + f" first, then {cfg.data.train_size} mixed")
     lines = [
         f"# sftkit demo: {cfg.preset}",
         "",
-        f"Model `{cfg.model.name}`, data `{cfg.data.source}` ({cfg.data.train_size} train / {len(eval_set)} held-out), "
+        f"Model `{cfg.model.name}`, data `{cfg.data.source}` ({train} / {len(eval_set)} held-out), "
         f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {', '.join(results['train']['lora_targets'])} "
         f"in {results['train']['lora_blocks']} blocks.",
         f"Hardware: {results['train']['hardware']}. Training {results['train']['wall_s']} s, "

@@ -239,23 +239,24 @@ def addition_steps(a: int, b: int) -> str:
     """Column addition, each digit named by its place, read from the right.
 
     '89 + 848' -> '89: ones 9, tens 8, hundreds 0. 848: ones 8, tens 4, hundreds 8.
-    Ones: 9 + 8 + 0 = 17, carry 1. Tens: 8 + 4 + 1 = 13, carry 1. Hundreds: 0 + 8 + 1 = 09,
-    carry 0. Answer: 937'
+    Ones: 9 + 8 = 17, write 7, carry 1. Tens: 8 + 4 = 12, 12 + 1 = 13, write 3, carry 1.
+    Hundreds: 0 + 8 = 8, 8 + 1 = 9, write 9, carry 0. Answer: 937'
 
-    A 135M model does not learn this at the cpu-demo budget (0.00-0.12 exact match on held-out
-    pairs in every format tried, this one included; see README). The format is kept because each choice below
-    answers a failure seen in an earlier one, and because it is the right shape to teach
-    with more data or a larger model:
+    Every choice answers a failure measured on held-out sums (SmolLM2-135M-Instruct, LoRA in
+    the top 15 blocks, 320 training sums, 48 dev sums; `results/cpu-demo/design_runs`):
     - digits are named from the *right* ("ones" is the digit just before the colon), because
-      counting from the left made a 135M model read "89" as "8 hundreds, 9 tens, 8 ones";
-    - every column has the same shape, "x + y + carry = two digits, carry c", with carry 0
-      written out: with the carry only sometimes present, the model wrote "carry 1" after
-      every column and forgot to add it in the next;
-    - each column's sum is written with two digits ("09"), so the carry is a copy of its first
-      digit and the answer's digit a copy of its second: deciding "is the sum at least ten?"
-      was the step the model kept getting wrong;
-    - the digits come in the order the columns are added, so each step is a look-up by
-      place name plus a one-digit sum.
+      counting from the left made the model read "89" as "8 hundreds, 9 tens, 8 ones";
+    - each column first adds two digits the way the pretrained model has seen sums written,
+      "8 + 4 = 12". Asked 4-shot, before any training, it completes "x + y = " correctly for
+      73% of the 100 digit pairs, but only 21% when the sum is written with two digits
+      ("= 07") and 13% for three terms ("x + y + c = ", c 0 or 1). An earlier format used those
+      two forms ("8 + 4 + 1 = 13", "0 + 8 + 1 = 09"): after training, 26-37% of its column
+      sums were still wrong and 0.17 of the sums came out right; this format: 2% and 0.63;
+    - the carry is then added as a step of its own in every column after the first, also when
+      it is 0 ("12 + 0 = 12"): when the step appeared only after a carry, the model left it
+      out and lost the carry;
+    - "write d, carry c" splits the column total, and the answer reads the written digits
+      back from the hundreds down: each is a look-up by place name.
     """
     def named(n: int) -> str:
         return f"{n}: " + ", ".join(f"{place} {(n // 10 ** i) % 10}" for i, place in enumerate(PLACES))
@@ -263,8 +264,10 @@ def addition_steps(a: int, b: int) -> str:
     clauses, carry = [], 0
     for i, place in enumerate(PLACES):
         x, y = (a // 10 ** i) % 10, (b // 10 ** i) % 10
-        total = x + y + carry
-        clauses.append(f"{place.capitalize()}: {x} + {y} + {carry} = {total:02d}, carry {total // 10}")
+        digits = x + y
+        total = digits + carry
+        step = f"{x} + {y} = {digits}" + (f", {digits} + {carry} = {total}" if i else "")
+        clauses.append(f"{place.capitalize()}: {step}, write {total % 10}, carry {total // 10}")
         carry = total // 10
     return f"{named(a)}. {named(b)}. " + ". ".join(clauses) + f". Answer: {a + b}"
 
@@ -363,16 +366,16 @@ GENERATORS: dict[str, Callable[[random.Random, TaskPools], tuple[list[dict], str
 
 # Shares of the training cycle, chosen on the dev split: reversal (the longest to learn) four,
 # vowel counting and JSON three, upper case and addition two, recall (learnt from a few dozen
-# examples) one. Addition is not learnt at this budget (0.00-0.06 exact match on dev in the
-# two formats tried here), but with a single share (about 70 examples) the model had not even learnt
-# the format: it looped on the first number ("89: 89: 89: ...") and never stopped, which cost
-# the stop rate 15 points on one test run. The dev and test splits are always balanced.
+# examples) one. Mixed in from the start, addition is not learnt at the cpu-demo budget (0.00
+# on dev in every format tried); the cpu-demo preset therefore trains sums alone first (a
+# curriculum stage, `make_task_splits(curriculum=...)`), and the mix's two shares keep the
+# skill from being forgotten. The dev and test splits are always balanced.
 TRAIN_MIX = {"reverse": 4, "vowels": 3, "add": 2, "upper": 2, "json": 3}
 
 
 def make_task_examples(
     n: int, split: str = "train", seed: int = 0, tasks: tuple[str, ...] = TASKS,
-    mix: dict[str, int] | None = None,
+    mix: dict[str, int] | None = None, stream: str = "",
 ) -> list[dict]:
     """`n` conversations cycling through `tasks`, from one split's pools, deterministic by seed.
 
@@ -380,6 +383,8 @@ def make_task_examples(
     or ``test`` (held out from both). Each example is ``{"messages": [...], "task": str,
     "answer": str}``; the last assistant message is the reference reply. `mix` gives tasks
     integer weights in the cycle (default: `TRAIN_MIX` for the train split, uniform otherwise).
+    `stream` names an independent random stream of the same split (a curriculum stage's rows
+    are not the mix's first rows again).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -387,7 +392,7 @@ def make_task_examples(
     if unknown:
         raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
     # Different seeds for the two splits so a shared seed never produces mirrored streams.
-    rng = random.Random(f"{seed}-{split}")
+    rng = random.Random(f"{seed}-{split}-{stream}" if stream else f"{seed}-{split}")
     pools = _pools(split)
     examples = []
     weights = (TRAIN_MIX if split == "train" else {}) if mix is None else mix
@@ -400,13 +405,25 @@ def make_task_examples(
 
 
 def make_task_splits(train_size: int, test_size: int, seed: int = 0, tasks: tuple[str, ...] = TASKS,
-                     eval_split: str = "test"):
-    """Train and held-out (`eval_split`: test or dev) `datasets.Dataset`s, disjoint by construction."""
+                     eval_split: str = "test", curriculum: dict[str, int] | None = None):
+    """Train and held-out (`eval_split`: test or dev) `datasets.Dataset`s, disjoint by construction.
+
+    `curriculum` ({task: rows}, in order) puts single-task stages before the `train_size`
+    mixed rows: the training set then has a ``stage`` column (0, 1, ... for the stages, then
+    the mix), and `sftkit.train.train_lora` trains stage by stage instead of shuffling.
+    """
     from datasets import Dataset
 
     if eval_split == "train":
         raise ValueError("eval_split must be 'test' or 'dev', not the training split")
-    train = Dataset.from_list(make_task_examples(train_size, "train", seed, tasks))
+    rows = make_task_examples(train_size, "train", seed, tasks)
+    if curriculum:
+        unknown = set(curriculum) - set(GENERATORS)
+        if unknown:
+            raise ValueError(f"unknown curriculum tasks {sorted(unknown)}; choose from {TASKS}")
+        stages = [make_task_examples(n, "train", seed, (task,), stream=f"stage-{task}") for task, n in curriculum.items()]
+        rows = [{**row, "stage": stage} for stage, stage_rows in enumerate(stages + [rows]) for row in stage_rows]
+    train = Dataset.from_list(rows)
     test = Dataset.from_list(make_task_examples(test_size, eval_split, seed, tasks))
     return train, test
 

@@ -322,6 +322,29 @@ class TrainResult:
     tokenize_report: dict[str, Any] = field(default_factory=dict)
 
 
+def staged_order(stages: list[int], lengths: list[int], batch_size: int, seed: int,
+                 group_by_length: bool = True) -> list[int]:
+    """Row order for a curriculum: every row of stage 0, then of stage 1, and so on.
+
+    Inside a stage the rows are shuffled by `seed` and, with `group_by_length`, grouped into
+    batches of similar length by the same function transformers' ``group_by_length`` sampler
+    uses, so a staged run pads as little as a shuffled one.
+    """
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    assert len(stages) == len(lengths), f"{len(stages)} stages for {len(lengths)} rows"
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    for stage in sorted(set(stages)):
+        rows = [i for i, s in enumerate(stages) if s == stage]
+        if group_by_length:
+            local = get_length_grouped_indices([lengths[i] for i in rows], batch_size, generator=generator)
+        else:
+            local = torch.randperm(len(rows), generator=generator).tolist()
+        order.extend(rows[i] for i in local)
+    return order
+
+
 def train_lora(
     cfg: RunConfig,
     model: Any,
@@ -346,6 +369,19 @@ def train_lora(
     if len(tokenized) == 0:
         raise ValueError(f"no trainable rows after tokenization: {tokenize_report}")
     tokenized = tokenized.map(lambda row: {"length": len(row["input_ids"])}).remove_columns("messages")
+    stages = None
+    if "stage" in train_dataset.column_names:
+        # A curriculum (`sftkit.tasks.make_task_splits`): the rows go in stage by stage, so the
+        # trainer must read them in the order given instead of shuffling them.
+        if cfg.train.batching == "pack":
+            raise ValueError("a staged (curriculum) dataset cannot be packed: packing reorders rows across stages")
+        dropped = {i for rows in tokenize_report["dropped_rows"].values() for i in rows}
+        kept_stages = [s for i, s in enumerate(train_dataset["stage"]) if i not in dropped]
+        tokenized = tokenized.select(staged_order(kept_stages, tokenized["length"],
+                                                  cfg.train.per_device_train_batch_size, cfg.train.seed,
+                                                  group_by_length=cfg.train.batching == "group"))
+        stages = {str(s): kept_stages.count(s) for s in sorted(set(kept_stages))}
+        sft_overrides = {"train_sampling_strategy": "sequential", **sft_overrides}
     eval_tokenized = None
     if eval_dataset is not None:
         eval_tokenized, _ = tokenize_dataset(eval_dataset, tokenizer, cfg.data.max_length)
@@ -413,6 +449,8 @@ def train_lora(
         "lora_blocks": describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers),
         "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
         "loss": "TRL fused LM head" if fused_lm_head else "model forward",
+        # Rows per curriculum stage, trained in this order (None: one shuffled set).
+        "stages": stages,
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
         "peak_rss_scope": "this training" if throughput.peak_rss_is_per_run else "process lifetime",
     }
@@ -489,6 +527,8 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
         ("LoRA targets", ", ".join(m["lora_targets"])),
         ("LoRA blocks", m["lora_blocks"]),
         ("loss computed by", m["loss"]),
+        ("rows per stage, in training order", ", ".join(f"stage {k}: {v:,}" for k, v in m["stages"].items())
+         if m.get("stages") else "one shuffled set"),
         ("adapter", str(result.adapter_dir)),
     ]
     lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]

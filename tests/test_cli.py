@@ -92,3 +92,13 @@ def test_demo_eval_split_reaches_the_run_and_its_config(monkeypatch, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["data"]["eval_split"] == "dev"
     assert seen["prompts"] == [e["messages"] for e in make_task_examples(config["data"]["eval_size"], "dev", seed=0)]
+
+
+def test_a_curriculum_needs_the_built_in_tasks(tmp_path):
+    from sftkit.config import get_preset
+    from sftkit.demo import load_demo_data
+
+    cfg = get_preset("smoke")  # its curriculum trains sums first
+    cfg.data.source = str(tmp_path / "my_conversations.jsonl")
+    with pytest.raises(ValueError, match="curriculum names built-in tasks"):
+        load_demo_data(cfg)

@@ -108,15 +108,24 @@ def test_addition_steps_columns_add_up(a, b):
     # Every digit named from the right, for both numbers.
     for n in (a, b):
         assert f"{n}: ones {n % 10}, tens {n // 10 % 10}, hundreds {n // 100}." in steps, steps
-    # Each column: x + y + carry-in = total, the written digit and carry-out follow from it.
-    columns = re.findall(r"(\d) \+ (\d) \+ (\d) = (\d\d), carry (\d)", steps)
-    assert len(columns) == 3, steps
-    carry = 0
-    for i, column in enumerate(columns):
-        x, y, c, total, out = (int(v) for v in column)
-        assert (x, y, c) == (a // 10 ** i % 10, b // 10 ** i % 10, carry), (i, column)
-        assert total == x + y + c and out == total // 10, column
-        carry = out
+    # Each column: x + y = digits, then digits + carry-in = total (not in the ones column),
+    # then the written digit and the carry-out, which the next column adds.
+    columns = re.findall(r"(Ones|Tens|Hundreds): (\d) \+ (\d) = (\d+)(?:, (\d+) \+ (\d) = (\d+))?, write (\d), carry (\d)", steps)
+    assert [c[0] for c in columns] == ["Ones", "Tens", "Hundreds"], steps
+    carry, written = 0, []
+    for i, (_, x, y, digits, again, c, total, write, out) in enumerate(columns):
+        x, y, digits = int(x), int(y), int(digits)
+        assert (x, y) == (a // 10 ** i % 10, b // 10 ** i % 10) and digits == x + y, (i, columns[i])
+        if i == 0:
+            assert again == c == total == "", columns[i]  # nothing to carry into the ones column
+            total = digits
+        else:
+            assert (int(again), int(c)) == (digits, carry) and int(total) == digits + carry, columns[i]
+            total = int(total)
+        assert (int(write), int(out)) == (total % 10, total // 10), columns[i]
+        carry = int(out)
+        written.append(write)
+    assert int(f"{carry}{''.join(reversed(written))}") == a + b, steps
     assert steps.endswith(f"Answer: {a + b}") and check_answer("add", steps, str(a + b))
 
 
@@ -227,3 +236,35 @@ def test_spell():
 )
 def test_check_answer(task, response, answer, expected):
     assert check_answer(task, response, answer) is expected, f"{task}: {response!r} vs {answer!r}"
+
+
+def test_cpu_demo_budgets_fit_every_reference_reply(tokenizer):
+    # A reply cut off by max_new_tokens scores as wrong and as "never stopped", and a
+    # conversation cut by max_length trains without its answer: both would measure the budget,
+    # not the model. The longest scratchpad (a three-column sum) sets both.
+    from sftkit.config import get_preset
+    from sftkit.masking import tokenize_conversation
+
+    cfg = get_preset("cpu-demo")
+    examples = [e for split in SPLITS for e in make_task_examples(cfg.data.train_size if split == "train" else 480, split)]
+    longest_reply = max(len(tokenizer(e["messages"][-1]["content"], add_special_tokens=False)["input_ids"]) for e in examples)
+    longest_row = max(len(tokenize_conversation(e["messages"], tokenizer)["input_ids"]) for e in examples)
+    assert longest_reply + 1 <= cfg.eval.max_new_tokens, (longest_reply, cfg.eval.max_new_tokens)  # + <|im_end|>
+    assert longest_row <= cfg.data.max_length, (longest_row, cfg.data.max_length)
+
+
+def test_curriculum_stages_come_first_and_stay_disjoint_from_test():
+    train, test = make_task_splits(30, 12, seed=0, curriculum={"add": 5, "upper": 3})
+    stages, tasks = train["stage"], train["task"]
+    assert stages == [0] * 5 + [1] * 3 + [2] * 30, stages
+    assert tasks[:5] == ["add"] * 5 and tasks[5:8] == ["upper"] * 3
+    # The mix is the one a run without a curriculum trains on, row for row.
+    plain, _ = make_task_splits(30, 12, seed=0)
+    assert train["messages"][8:] == plain["messages"] and "stage" not in plain.column_names
+    # A stage draws its own stream: not the first sums the mix would give.
+    mix_sums = [m for m, t in zip(plain["messages"], plain["task"]) if t == "add"]
+    assert train["messages"][:5] != mix_sums[:5]
+    seen = {json.dumps(m, sort_keys=True) for m in train["messages"]}
+    assert not any(json.dumps(m, sort_keys=True) in seen for m in test["messages"])
+    with pytest.raises(ValueError, match="unknown curriculum tasks"):
+        make_task_splits(4, 4, curriculum={"divide": 3})

@@ -32,6 +32,7 @@ from sftkit.train import (
     precision_flags,
     reset_peak_memory,
     sft_trainer_class,
+    staged_order,
     train_lora,
     training_flops_per_token,
     verify_adapter,
@@ -387,3 +388,60 @@ def test_bf16_autocast_on_cpu_leaves_a_plain_fp32_model(tmp_path):
     result = train_and_record(cfg, model, tokenizer, train_set, tmp_path, disable_tqdm=True)
     assert result.metrics["precision"] == "bf16"
     assert result.metrics["adapter_check"]["reload"] == 0.0, result.metrics["adapter_check"]
+
+
+# --------------------------------------------------------------------------- curriculum
+
+
+def test_staged_order_keeps_stages_in_order_and_groups_lengths():
+    stages = [1, 0, 1, 0, 1, 1, 0, 1, 0, 1] * 8
+    lengths = [(7 * i) % 50 + 5 for i in range(len(stages))]
+    order = staged_order(stages, lengths, batch_size=4, seed=0)
+    assert sorted(order) == list(range(len(stages))), "every row exactly once"
+    assert [stages[i] for i in order] == sorted(stages), "all of stage 0 before any of stage 1"
+    # Grouped by length inside a stage (transformers sorts each "megabatch" of a shuffle, here
+    # a quarter of a stage): less padding than a plain shuffle of the same stages.
+    def padded(o):
+        batches = [o[i:i + 4] for i in range(0, len(o), 4)]
+        return sum(4 * max(lengths[j] for j in b) for b in batches)
+    shuffled = staged_order(stages, lengths, batch_size=4, seed=0, group_by_length=False)
+    assert [stages[i] for i in shuffled] == sorted(stages)
+    assert padded(order) < padded(shuffled), (padded(order), padded(shuffled))
+    assert order == staged_order(stages, lengths, batch_size=4, seed=0), "deterministic by seed"
+    assert order != staged_order(stages, lengths, batch_size=4, seed=1)
+
+
+def test_train_lora_trains_a_curriculum_stage_first(make_tiny_model, tokenizer, tmp_path, monkeypatch):
+    cfg = smoke_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=3))  # one pass over 24 rows
+    # The stage holds the *shortest* rows (upper case) and the mix the longest (sums, reversals):
+    # a length-grouped shuffle would start with the longest, so only the staged order starts short.
+    train, _ = make_task_splits(16, 4, seed=0, tasks=("add", "reverse"), curriculum={"upper": 8})
+    seen = []
+    count = CountingCollator.__call__
+
+    def record(self, examples):  # the rows of every batch, in the order the trainer asks for them
+        seen.append([tokenizer.decode(e["input_ids"]) for e in examples])
+        return count(self, examples)
+
+    monkeypatch.setattr(CountingCollator, "__call__", record)
+    result = train_lora(cfg, make_tiny_model(), tokenizer, train, tmp_path, disable_tqdm=True)
+    assert result.metrics["stages"] == {"0": 8, "1": 16}, result.metrics["stages"]
+    assert result.metrics["steps"] == 3 and len(seen) == 3, len(seen)
+    def worked(text):  # a sum's or a reversal's working: a row of the mix
+        return "Ones:" in text or "Backwards:" in text
+
+    # Batch size 8: the first batch is the upper-case stage, whole; then only the mix.
+    assert not any(worked(text) for text in seen[0]), seen[0]
+    assert all(worked(text) for batch in seen[1:] for text in batch)
+    card = json.loads(write_run_card(cfg, result, tmp_path)[0].read_text())
+    assert card["train"]["stages"] == {"0": 8, "1": 16}
+    assert "stage 0: 8, stage 1: 16" in (tmp_path / "run.md").read_text()
+
+
+def test_a_curriculum_cannot_be_packed(make_tiny_model, tokenizer, tmp_path):
+    cfg = smoke_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batching="pack"))
+    train, _ = make_task_splits(8, 4, seed=0, curriculum={"add": 4})
+    with pytest.raises(ValueError, match="packing|pack"):
+        train_lora(cfg, make_tiny_model(), tokenizer, train, tmp_path, disable_tqdm=True)
