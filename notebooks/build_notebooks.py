@@ -555,13 +555,16 @@ if cfg.data.source == "builtin-tasks":
     _ = train.to_json(SOURCE)  # JSON lines
 else:
     SOURCE = cfg.data.source
-data, report = sftkit.data.load_conversations(SOURCE, limit=cfg.data.train_size)
+N_TRAIN = cfg.data.train_size + sum(cfg.data.curriculum.values())  # curriculum stages first, then the mix
+data, report = sftkit.data.load_conversations(SOURCE, limit=N_TRAIN)
 print(sftkit.data.format_report(report))'''),
         md("""
 The loader validates every row (roles it knows, string contents, a system prompt only at the
 start, at least one non-empty assistant reply) and counts every row it drops by reason,
 instead of losing it silently; the report above says how many rows were read, kept and
-dropped. Statistics of what was kept:
+dropped. With the `cpu-demo` preset the first rows are sums: its curriculum
+(`data.curriculum`) trains 240 of them before the mixed tasks (chapter 03 says why).
+Statistics of what was kept:
 """),
         code('''
 stats = sftkit.data.conversation_stats(data)
