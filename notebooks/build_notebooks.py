@@ -555,8 +555,7 @@ if cfg.data.source == "builtin-tasks":
     _ = train.to_json(SOURCE)  # JSON lines
 else:
     SOURCE = cfg.data.source
-N_TRAIN = cfg.data.train_size + sum(cfg.data.curriculum.values())  # curriculum stages first, then the mix
-data, report = sftkit.data.load_conversations(SOURCE, limit=N_TRAIN)
+data, report = sftkit.data.load_conversations(SOURCE, limit=cfg.data.train_size + sum(cfg.data.curriculum.values()))
 print(sftkit.data.format_report(report))'''),
         md("""
 The loader validates every row (roles it knows, string contents, a system prompt only at the
