@@ -555,7 +555,7 @@ if cfg.data.source == "builtin-tasks":
     _ = train.to_json(SOURCE)  # JSON lines
 else:
     SOURCE = cfg.data.source
-data, report = sftkit.data.load_conversations(SOURCE, limit=cfg.data.train_size + sum(cfg.data.curriculum.values()))
+data, report = sftkit.data.load_conversations(SOURCE, limit=cfg.data.train_rows)  # curriculum stages, then the mix
 print(sftkit.data.format_report(report))'''),
         md("""
 The loader validates every row (roles it knows, string contents, a system prompt only at the

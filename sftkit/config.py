@@ -59,6 +59,11 @@ class DataConfig:
     # before the `train_size` mixed rows. Empty: one shuffled mix.
     curriculum: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def train_rows(self) -> int:
+        """Conversations a run trains on: the curriculum stages' rows, then the mix's."""
+        return self.train_size + sum(self.curriculum.values())
+
 
 @dataclass
 class LoraSettings:

@@ -64,7 +64,7 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
     """`report.md`: the table with intervals, per-task results and side-by-side answers."""
     stages = cfg.data.curriculum
     train = (f"{cfg.data.train_size} train" if not stages else
-             f"{sum(stages.values()) + cfg.data.train_size} train: "
+             f"{cfg.data.train_rows} train: "
              + ", ".join(f"{rows} {task}" for task, rows in stages.items()) + f" first, then {cfg.data.train_size} mixed")
     lines = [
         f"# sftkit demo: {cfg.preset}",
