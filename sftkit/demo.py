@@ -155,7 +155,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
         "wall_s": None,
     }
     write_generations(out / "generations.jsonl", eval_set, before, after)
-    write_figures(out, result.log_history, before, after, cfg, results["hardware"])
+    write_figures(out, result.log_history, before, after, cfg, results["hardware"], result.metrics.get("stage_end_steps"))
     results["wall_s"] = round(time.perf_counter() - start, 1)
     results["peak_memory"] = peak_memory_mb()
     (out / "metrics.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -181,7 +181,7 @@ def write_generations(path: Path, eval_set: Any, before: ModelEval, after: Model
 
 
 def write_figures(out: Path, log_history: list[dict], before: ModelEval, after: ModelEval, cfg: RunConfig,
-                  hardware: str) -> list[Path]:
+                  hardware: str, stage_end_steps: dict[str, int] | None = None) -> list[Path]:
     """Loss curve, before/after bars per task (or per metric) and generation-behaviour bars."""
     import matplotlib.pyplot as plt
 
@@ -189,7 +189,7 @@ def write_figures(out: Path, log_history: list[dict], before: ModelEval, after: 
 
     note = f"{cfg.preset} preset, {hardware}"
     paths = [out / "loss.png", out / "before_after.png", out / "behaviour.png"]
-    figures = [viz.plot_loss_curves(log_history, paths[0], note=note)]
+    figures = [viz.plot_loss_curves(log_history, paths[0], note=note, stage_end_steps=stage_end_steps)]
     if before.per_task:
         figures.append(viz.plot_task_bars({"before": before.per_task, "after": after.per_task}, paths[1], note=note))
     else:

@@ -22,6 +22,7 @@ vocabulary), so on a CPU the loss comes from the model's own forward instead; se
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import platform
@@ -345,6 +346,17 @@ def staged_order(stages: list[int], lengths: list[int], batch_size: int, seed: i
     return order
 
 
+def stage_end_steps(rows_per_stage: dict[str, int], rows_per_step: int) -> dict[str, int]:
+    """{stage: the optimizer step that takes its last row} for every stage but the last.
+
+    For marking the seams of a curriculum on the loss curve. A stage whose rows do not fill
+    its last batch shares that step with the next stage's first rows.
+    """
+    assert rows_per_step > 0, f"rows per optimizer step must be positive, got {rows_per_step}"
+    rows_so_far = itertools.accumulate(rows_per_stage.values())
+    return {stage: math.ceil(rows / rows_per_step) for stage, rows in zip(list(rows_per_stage)[:-1], rows_so_far)}
+
+
 def train_lora(
     cfg: RunConfig,
     model: Any,
@@ -409,6 +421,11 @@ def train_lora(
     # First in line, so the printing and progress callbacks see the numbers it adds.
     trainer.callback_handler.callbacks.insert(0, throughput)
 
+    stage_ends = None
+    if stages:
+        rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
+        stage_ends = stage_end_steps(stages, rows_per_step)
+
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     wall = time.perf_counter() - start
@@ -451,6 +468,8 @@ def train_lora(
         "loss": "TRL fused LM head" if fused_lm_head else "model forward",
         # Rows per curriculum stage, trained in this order (None: one shuffled set).
         "stages": stages,
+        # {stage: the last optimizer step with rows of that stage} for every stage but the last.
+        "stage_end_steps": stage_ends,
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
         "peak_rss_scope": "this training" if throughput.peak_rss_is_per_run else "process lifetime",
     }

@@ -161,12 +161,16 @@ def plot_loss_curves(
     path: str | Path | None = None,
     title: str = "Training loss",
     note: str | None = None,
+    stage_end_steps: dict[str, int] | None = None,
 ) -> Figure:
     """Training loss (and eval loss when logged) against optimizer step.
 
     ``log_history`` is ``Trainer.state.log_history``: training entries carry ``"loss"``,
     evaluation entries ``"eval_loss"``; the final summary entry (``"train_loss"``) is
     ignored because it is an average over the whole run, not a point on the curve.
+    ``stage_end_steps`` (a curriculum run's ``metrics["stage_end_steps"]``) draws a dashed line
+    where each stage ends: the loss jumps there because the rows change, not because training
+    went wrong.
     """
     # Entries without "step" should not occur in a Trainer log; fall back to the entry's
     # position so hand-written histories still plot in order.
@@ -188,6 +192,10 @@ def plot_loss_curves(
     if evals:
         e_steps, e_losses = zip(*evals)
         ax.plot(e_steps, e_losses, marker="s", ms=4, color=_color(1), label="eval loss")
+    for i, (stage, step) in enumerate(sorted((stage_end_steps or {}).items(), key=lambda item: item[1])):
+        ax.axvline(step, ls="--", lw=1, color="0.5", label="end of a curriculum stage" if i == 0 else None)
+        ax.annotate(f"stage {stage} ends", (step, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="0.35")
     ax.set_title(title)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy loss (nats / trained token)")

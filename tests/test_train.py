@@ -32,6 +32,7 @@ from sftkit.train import (
     precision_flags,
     reset_peak_memory,
     sft_trainer_class,
+    stage_end_steps,
     staged_order,
     train_lora,
     training_flops_per_token,
@@ -411,6 +412,13 @@ def test_staged_order_keeps_stages_in_order_and_groups_lengths():
     assert order != staged_order(stages, lengths, batch_size=4, seed=1)
 
 
+def test_stage_end_steps_mark_the_step_with_each_stages_last_row():
+    assert stage_end_steps({"0": 240, "1": 1300}, 8) == {"0": 30}
+    # 12 rows at 8 per step: the stage's last rows share step 2 with the next stage's first.
+    assert stage_end_steps({"0": 12, "1": 5, "2": 30}, 8) == {"0": 2, "1": 3}
+    assert stage_end_steps({"0": 100}, 8) == {}, "one stage has no seam"
+
+
 def test_train_lora_trains_a_curriculum_stage_first(make_tiny_model, tokenizer, tmp_path, monkeypatch):
     cfg = smoke_config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=3))  # one pass over 24 rows
@@ -427,6 +435,7 @@ def test_train_lora_trains_a_curriculum_stage_first(make_tiny_model, tokenizer, 
     monkeypatch.setattr(CountingCollator, "__call__", record)
     result = train_lora(cfg, make_tiny_model(), tokenizer, train, tmp_path, disable_tqdm=True)
     assert result.metrics["stages"] == {"0": 8, "1": 16}, result.metrics["stages"]
+    assert result.metrics["stage_end_steps"] == {"0": 1}, result.metrics["stage_end_steps"]
     assert result.metrics["steps"] == 3 and len(seen) == 3, len(seen)
     def worked(text):  # a sum's or a reversal's working: a row of the mix
         return "Ones:" in text or "Backwards:" in text

@@ -89,6 +89,16 @@ def test_loss_curves_plot_train_and_eval_points(tmp_path):
     assert_png(tmp_path / "loss.png")
 
 
+def test_loss_curves_mark_where_curriculum_stages_end():
+    ax = viz.plot_loss_curves(LOG_HISTORY, stage_end_steps={"0": 10, "1": 15}).axes[0]
+    seams = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in seams] == [10, 15]
+    assert [t.get_text() for t in ax.texts] == ["stage 0 ends", "stage 1 ends"]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels.count("end of a curriculum stage") == 1, labels
+    assert not any(line.get_linestyle() == "--" for line in viz.plot_loss_curves(LOG_HISTORY).axes[0].lines)
+
+
 def test_loss_curves_without_eval_has_one_line():
     fig = viz.plot_loss_curves([e for e in LOG_HISTORY if "eval_loss" not in e])
     assert len(fig.axes[0].lines) == 1
