@@ -226,8 +226,9 @@ def _cpu_demo() -> RunConfig:
             cpu_bf16_autocast=True,
             # Chosen on dev among training seeds 0-3 (LoRA's initial A matrices and the row order):
             # exact match 0.844 / 0.896 / 0.865 / 0.823, addition 0.44 / 0.69 / 0.38 / 0.38. Most of
-            # the spread is the carry: on 48 more dev sums seeds 2 and 3 wrote "carry 1" after a
-            # one-digit total in 19% and 10% of columns, seed 1 in 1% (results/cpu-demo/design_runs).
+            # the spread is the carry: on 48 more dev sums seeds 2 and 3 wrote a wrong carry in 19%
+            # and 10% of columns (nearly always "carry 1" after a one-digit total), seed 1 in 1%
+            # (results/cpu-demo/design_runs).
             # A lucky seed is not a property of the recipe: other hardware may not reproduce it.
             seed=1,
         ),
