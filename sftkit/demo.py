@@ -21,6 +21,7 @@ from typing import Any
 from .config import RunConfig, resolve_preset
 from .evaluation import ModelEval, compare, evaluate_model, intervals, side_by_side
 from .models import hardware_name
+from .run_data import load_run_data
 from .runs import load_for, train_and_record
 from .train import peak_memory_mb
 
@@ -28,26 +29,14 @@ HEADLINE = ("exact_match", "rouge_l", "stopped", "assistant_nll", "repeated_4gra
 
 
 def load_demo_data(cfg: RunConfig):
-    """Train and eval `messages` datasets for a run config (built-in tasks or a conversation source)."""
-    if cfg.data.source == "builtin-tasks":
-        from .tasks import make_task_splits
-
-        return make_task_splits(cfg.data.train_size, cfg.data.eval_size, seed=cfg.data.seed,
-                                eval_split=cfg.data.eval_split, curriculum=cfg.data.curriculum)
-    if cfg.data.curriculum:
-        raise ValueError(f"data.curriculum names built-in tasks; source {cfg.data.source!r} has none "
-                         "(set curriculum to {} or order your own data)")
-    from .data import load_conversations, split_dataset
-
-    data, report = load_conversations(cfg.data.source, limit=cfg.data.train_size + cfg.data.eval_size)
-    print(f"loaded {report['kept']} of {report['rows_read']} conversations from {cfg.data.source}")
-    train, test = split_dataset(data, cfg.data.eval_size, seed=cfg.data.seed)
-    return train, test
+    """Train and eval `messages` datasets for a run config (`sftkit.run_data.load_run_data`)."""
+    return load_run_data(cfg)
 
 
 def _summary_table(before: ModelEval, after: ModelEval, diffs: dict[str, dict]) -> list[str]:
     lines = ["| metric | before | after | after - before (95% CI) |", "| --- | --- | --- | --- |"]
-    for key in ("exact_match", "stopped", "rouge_l", "bleu", "assistant_nll", "length", "repeated_4gram_rate"):
+    for key in ("exact_match", "stopped", "invented_turn", "rouge_l", "bleu", "assistant_nll", "length",
+                "repeated_4gram_rate"):
         if key not in diffs:
             continue
         d = diffs[key]
@@ -94,6 +83,7 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
             f"- reference: `{row['reference']}`",
             f"- before: `{row['before']}`",
             f"- after: `{row['after']}`",
+            *([f"- {cfg.model.reference_name}: `{row['instruct']}`"] if "instruct" in row else []),
             "",
         ]
     path = out / "report.md"
@@ -142,6 +132,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     print("[sftkit] evaluation after training")
     after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
 
+    reference = evaluate_reference(cfg, eval_set)
     diffs = compare(before, after, e.bootstrap_resamples)
     results = {
         "preset": cfg.preset,
@@ -150,8 +141,16 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
         "before": {**before.summary, "per_task": before.per_task, "intervals": intervals(before, e.bootstrap_resamples)},
         "after": {**after.summary, "per_task": after.per_task, "intervals": intervals(after, e.bootstrap_resamples)},
         "paired_differences": diffs,
+        # The published instruct model on the same prompts, through its own tokenizer (so its
+        # NLL counts other tokens and is not comparable; the generation metrics are).
+        "reference": None if reference is None else {
+            "model": cfg.model.reference_name, **reference.summary, "per_task": reference.per_task,
+            "intervals": intervals(reference, e.bootstrap_resamples),
+            "paired_vs_after": compare(reference, after, e.bootstrap_resamples),
+        },
         "train": {**result.metrics, "tokenization": result.tokenize_report},
-        "side_by_side": side_by_side(eval_set, [before, after], pick_side_by_side(eval_set, e.n_side_by_side)),
+        "side_by_side": side_by_side(eval_set, [before, after] + ([reference] if reference else []),
+                                     pick_side_by_side(eval_set, e.n_side_by_side)),
         "wall_s": None,
     }
     write_generations(out / "generations.jsonl", eval_set, before, after)
@@ -162,6 +161,23 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     write_report(out, cfg, results, before, after, eval_set)
     print_summary(results)
     return results
+
+
+def evaluate_reference(cfg: RunConfig, eval_set: Any) -> ModelEval | None:
+    """The preset's published instruct model (`ModelConfig.reference_name`) on the same prompts, or None."""
+    if not cfg.model.reference_name:
+        return None
+    from .chat import prepare_tokenizer
+    from .models import load_model, load_tokenizer
+
+    name = cfg.model.reference_name
+    print(f"[sftkit] reference model {name} on the same prompts")
+    tokenizer = prepare_tokenizer(load_tokenizer(name))
+    model = load_model(name, dtype=cfg.model.dtype)
+    e = cfg.eval
+    result = evaluate_model("instruct", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
+    del model
+    return result
 
 
 def write_generations(path: Path, eval_set: Any, before: ModelEval, after: ModelEval) -> Path:
@@ -210,7 +226,7 @@ def print_summary(results: dict[str, Any]) -> None:
     b, a, t = results["before"], results["after"], results["train"]
     print()
     print(f"{'metric':<24}{'before':>10}{'after':>10}")
-    for key in ("exact_match", "stop_rate", "rouge_l", "assistant_ppl"):
+    for key in ("exact_match", "stop_rate", "invented_turn_rate", "rouge_l", "bleu", "assistant_ppl"):
         if key in b and key in a:
             print(f"{key:<24}{b[key]:>10.3f}{a[key]:>10.3f}")
     for task in b.get("per_task", {}):

@@ -79,16 +79,19 @@ def evaluate_model(
     texts = [g.text for g in generations]
     per_example: dict[str, list[float]] = {
         "stopped": [float(g.stopped) for g in generations],
+        "invented_turn": [float(g.invented_turn) for g in generations],
         "length": [float(g.new_tokens) for g in generations],
         "repeated_4gram_rate": [metrics.repeated_ngram_rate(t, 4) for t in texts],
     }
     per_task: dict[str, float] = {}
     columns = eval_set.column_names if hasattr(eval_set, "column_names") else list(eval_set[0].keys())
     if "task" in columns:
-        correct = [float(check_answer(row["task"], text, row["answer"])) for row, text in zip(eval_set, texts)]
+        # Rows without a task (open-ended conversations) have no exact answer to match.
+        checked = [(row, text) for row, text in zip(eval_set, texts) if row["task"]]
+        correct = [float(check_answer(row["task"], text, row["answer"])) for row, text in checked]
         per_example["exact_match"] = correct
         by_task: dict[str, list[float]] = {}
-        for row, value in zip(eval_set, correct):
+        for (row, _), value in zip(checked, correct):
             by_task.setdefault(row["task"], []).append(value)
         per_task = {task: sum(v) / len(v) for task, v in sorted(by_task.items())}
     per_example["rouge_l"] = metrics.rouge_l(texts, references)
@@ -99,6 +102,9 @@ def evaluate_model(
     summary = {
         **{key: sum(values) / len(values) for key, values in per_example.items() if values},
         "stop_rate": metrics.stop_rate([g.stopped for g in generations]),
+        "invented_turn_rate": sum(g.invented_turn for g in generations) / len(generations),
+        # Reply length against the reference's, both in whitespace words (tokenizer-independent).
+        "length_ratio": sum(metrics.response_lengths(texts)) / max(sum(metrics.response_lengths(references)), 1),
         "corpus_bleu": metrics.bleu(texts, references),
         "distinct_1": metrics.distinct_n(texts, 1),
         "distinct_2": metrics.distinct_n(texts, 2),
@@ -113,7 +119,7 @@ def evaluate_model(
 
 # Metrics where lower is better; their paired differences are reported as "after - before"
 # all the same, and the reader is told the direction.
-LOWER_IS_BETTER = {"assistant_nll", "repeated_4gram_rate"}
+LOWER_IS_BETTER = {"assistant_nll", "repeated_4gram_rate", "invented_turn"}
 
 
 def compare(before: ModelEval, after: ModelEval, resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
@@ -187,10 +193,10 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     e = cfg.eval
     if cfg.data.source == "builtin-tasks":
         _, test = make_task_splits(0, e.n_examples, seed=cfg.data.seed)
-    else:  # the held-out split of the training data (smol-smoltalk on Colab)
-        from .demo import load_demo_data
+    else:  # the held-out split of the run's data (offline conversations, smol-smoltalk on Colab)
+        from .run_data import load_run_data
 
-        _, test = load_demo_data(cfg)
+        _, test = load_run_data(cfg)
         test = test.select(range(min(e.n_examples, len(test))))
     reference = evaluate_model(name, model, tokenizer, test, e.max_new_tokens, e.batch_size, cfg.data.max_length)
     refusal_items = refusal_eval_messages()

@@ -3,7 +3,7 @@
 Evaluations in this field are often slow because prompts are generated one at a time, and
 misleading because a model that never stops is scored on whatever it rambled. Here prompts
 are left-padded into batches (a decoder-only model continues from the *last* position, so
-padding must sit on the left), decoding stops at ``<|im_end|>``, and every result says
+padding must sit on the left), decoding stops at the end-of-turn token, and every result says
 whether the model stopped by itself or ran into `max_new_tokens`.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .chat import IM_START, end_of_turn_id
+from .chat import end_of_turn_id, turn_format_of
+from .metrics import invents_turn
 
 
 @dataclass
@@ -26,11 +27,8 @@ class Generation:
     stopped: bool
     # The reply with special tokens kept: shows invented turns ("<|im_start|>user ...").
     raw_text: str = ""
-
-    @property
-    def invented_turn(self) -> bool:
-        """Did the model write the start of another turn itself (a base-model habit)?"""
-        return IM_START in self.raw_text
+    # Did the model write another turn itself (a base-model habit; `sftkit.metrics.invents_turn`)?
+    invented_turn: bool = False
 
 
 def _prompt_ids(messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
@@ -58,6 +56,7 @@ def generate_ids(
     `stop_id` defaults to the end-of-turn token.
     """
     eos_id = end_of_turn_id(tokenizer) if stop_id is None else stop_id
+    start_token = turn_format_of(tokenizer).start
     pad_id = tokenizer.pad_token_id
     assert pad_id is not None and pad_id != eos_id, "prepare the tokenizer first: pad must differ from EOS"
     device = next(model.parameters()).device
@@ -97,7 +96,8 @@ def generate_ids(
                         new.pop()
                 text = tokenizer.decode(new, skip_special_tokens=True)
                 raw = tokenizer.decode(new, skip_special_tokens=False)
-                results[index] = Generation(text=text.strip(), new_tokens=len(new), stopped=stopped, raw_text=raw)
+                results[index] = Generation(text=text.strip(), new_tokens=len(new), stopped=stopped, raw_text=raw,
+                                            invented_turn=invents_turn(raw, start_token))
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]

@@ -22,7 +22,7 @@ import html
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .chat import IM_END, IM_START
+from .chat import turn_format_of
 
 IGNORE_INDEX = -100
 # Private-use characters bracket control strings found in message content while the
@@ -197,9 +197,10 @@ def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int | None = None
 
 
 def assistant_turn_ends(input_ids: list[int], tokenizer: Any) -> list[int]:
-    """Positions of the ``<|im_end|>`` closing each assistant turn in a tokenized conversation."""
-    start_id = tokenizer.convert_tokens_to_ids(IM_START)
-    end_id = tokenizer.convert_tokens_to_ids(IM_END)
+    """Positions of the end-of-turn token closing each assistant turn in a tokenized conversation."""
+    fmt = turn_format_of(tokenizer)
+    start_id = tokenizer.convert_tokens_to_ids(fmt.start)
+    end_id = tokenizer.convert_tokens_to_ids(fmt.end)
     role_ids = tokenizer("assistant", add_special_tokens=False)["input_ids"]
     ends, in_assistant = [], False
     for position, token in enumerate(input_ids):

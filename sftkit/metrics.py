@@ -142,6 +142,25 @@ def repeated_ngram_rate(text: str, n: int = 4) -> float:
     return (len(grams) - len(set(grams))) / len(grams)
 
 
+# A role line a base model writes when it continues a chat transcript as a document:
+# "User:", "### Assistant:", "Human:", "<|user|>" or a bare role name alone on a line, at the
+# start of a line. The start-of-turn token itself is checked separately (`invents_turn`).
+_ROLE_LINE = re.compile(
+    r"(?im)^[ \t#>*]*(?:<\|?)?(?:user|assistant|human|system|model|bot)(?:\|?>)?"
+    r"[ \t]*(?::|\n|$)"
+)
+
+
+def invents_turn(raw_text: str, start_token: str) -> bool:
+    """Did a reply write a new turn itself: the start-of-turn token, or a role line?
+
+    `raw_text` is the reply decoded with special tokens kept. A base model continues a
+    conversation as a transcript: it closes nothing and writes the user's next message
+    ("User: Thanks! ...") or opens a turn with the template's own token.
+    """
+    return start_token in raw_text or _ROLE_LINE.search(raw_text) is not None
+
+
 def stop_rate(stopped: list[bool]) -> float:
     """Fraction of generations that ended on their own (EOS) rather than at the token cap."""
     if len(stopped) == 0:

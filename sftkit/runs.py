@@ -22,7 +22,8 @@ from .train import TrainResult, point_adapter_at, train_lora, verify_adapter, wr
 
 def load_for(cfg: RunConfig, need_attention_weights: bool = False):
     """The run's model and prepared tokenizer."""
-    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code))
+    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code),
+                                  turn_format=cfg.model.turn_format)
     model = load_model(
         cfg.model.name,
         dtype=cfg.model.dtype,
@@ -64,11 +65,11 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
     return result
 
 
-def run_training(preset: str | None = None, out: str | Path | None = None) -> TrainResult:
+def run_training(preset: str | None = None, out: str | Path | None = None, cfg: RunConfig | None = None) -> TrainResult:
     """`sftkit train`: load, train, record; prints where the run card is."""
-    from .demo import load_demo_data
+    from .run_data import load_run_data as load_demo_data
 
-    cfg = resolve_preset(preset)
+    cfg = cfg or resolve_preset(preset)
     out = Path(out or cfg.output_dir)
     cfg.output_dir = str(out)
     cfg.save(out)
@@ -102,15 +103,16 @@ def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any):
     return model.eval()
 
 
-def run_evaluation(preset: str | None, out: str | Path | None, model_specs: list[str]) -> dict[str, Any]:
+def run_evaluation(preset: str | None, out: str | Path | None, model_specs: list[str],
+                   cfg: RunConfig | None = None) -> dict[str, Any]:
     """`sftkit eval`: every model on the same offline eval set; eval.json, eval.md, figures."""
     from .evaluation import evaluate_suite, write_eval_outputs
 
-    cfg = resolve_preset(preset)
+    cfg = cfg or resolve_preset(preset)
     out = Path(out or Path(cfg.output_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name))
+    tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name), turn_format=cfg.model.turn_format)
     suites = {}
     for spec in model_specs:
         model = load_named_model(spec, cfg, tokenizer)

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .chat import turn_token_ids
 from .config import RunConfig
 from .lora import build_lora_config, trainable_parameters
 from .models import hardware_name, pick_dtype
@@ -243,7 +244,6 @@ def build_sft_config(cfg: RunConfig, output_dir: str | Path, **overrides: Any):
         # TRL must not rebuild them: it pads `labels` as given.
         assistant_only_loss=False,
         max_length=cfg.data.max_length,
-        eos_token="<|im_end|>",
         disable_tqdm=False,
         **batching[cfg.train.batching],
     )
@@ -266,14 +266,45 @@ def wants_fused_lm_head(setting: bool | None, device: str | torch.device | None 
     return _use_triton(torch.device(device))
 
 
+def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    """The causal-LM loss with LM-head logits computed only where a label is set.
+
+    Assistant-only SFT masks most positions (system and user turns, padding), yet a plain
+    forward multiplies every position's hidden state by the whole head: with Gemma's
+    262,144-row vocabulary that is more work than all 18 blocks. Here the decoder runs as
+    usual, the hidden states at positions whose *next* token has a label are gathered, and
+    only they go through the head (with the model's final soft-capping, if any). The loss is
+    the model's own: summed over labelled tokens and divided by `num_items_in_batch` when
+    the training loop counts them (gradient accumulation), else their mean; equal loss and
+    gradients to the full computation (tests/test_train.py).
+    """
+    labels = inputs["labels"]
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.get_decoder()(
+        input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False
+    ).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    total = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    if isinstance(count, torch.Tensor):
+        count = count.to(total.device)
+    return total / count
+
+
 @functools.cache
-def sft_trainer_class(fused_lm_head: bool):
+def sft_trainer_class(fused_lm_head: bool, labelled_head: bool = False):
     """TRL's `SFTTrainer`, or a subclass whose loss is the model's own (`fused_lm_head=False`).
 
     The subclass changes one thing: `compute_loss` is `transformers.Trainer`'s, i.e. the
     model's forward with `labels`, the same token-mean cross-entropy over labelled positions
-    (tests/test_train.py checks loss and gradients against TRL's on one batch). TRL's entropy
-    and token-accuracy logs are not computed then.
+    (tests/test_train.py checks loss and gradients against TRL's on one batch), or, with
+    `labelled_head`, the same loss with head logits only where labels are (`labelled_head_loss`).
+    TRL's entropy and token-accuracy logs are not computed then.
     """
     from transformers import Trainer
     from trl import SFTTrainer
@@ -284,6 +315,13 @@ def sft_trainer_class(fused_lm_head: bool):
     class ModelLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
+            # Under DDP the forward must go through the wrapper (it syncs gradients), so the
+            # labelled-head shortcut is for a single process; several fall back to the model loss.
+            if labelled_head and not return_outputs and not hasattr(model, "module"):
+                loss = labelled_head_loss(model, inputs, num_items_in_batch)
+                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                    loss = loss * self.accelerator.num_processes
+                return loss
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return ModelLossSFTTrainer
@@ -399,11 +437,14 @@ def train_lora(
         eval_tokenized, _ = tokenize_dataset(eval_dataset, tokenizer, cfg.data.max_length)
         eval_tokenized = eval_tokenized.remove_columns("messages")
 
+
     lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
-                                    layers=cfg.lora.layers)
+                                    layers=cfg.lora.layers,
+                                    trainable_tokens=turn_token_ids(tokenizer) if cfg.lora.train_turn_tokens else None)
     args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
     fused_lm_head = wants_fused_lm_head(cfg.train.fused_lm_head)
-    trainer = sft_trainer_class(fused_lm_head)(
+    labelled_head = not fused_lm_head and cfg.train.labelled_head
+    trainer = sft_trainer_class(fused_lm_head, labelled_head)(
         model=model,
         args=args,
         train_dataset=tokenized,
@@ -464,8 +505,9 @@ def train_lora(
         "total_params": params["total"],
         "lora_targets": sorted(lora_config.target_modules),
         "lora_blocks": describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers),
+        "trainable_token_ids": lora_config.trainable_token_indices,
         "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
-        "loss": "TRL fused LM head" if fused_lm_head else "model forward",
+        "loss": "TRL fused LM head" if fused_lm_head else "head on labelled positions" if labelled_head else "model forward",
         # Rows per curriculum stage, trained in this order (None: one shuffled set).
         "stages": stages,
         # {stage: the last optimizer step with rows of that stage} for every stage but the last.

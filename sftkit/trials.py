@@ -543,7 +543,7 @@ def run_trials_cli(grid_path: str | Path, preset: str | None = None, out: str | 
     its rule) and the resolved ``config.json`` into `out` (default ``<preset output>/trials``).
     """
     from .config import resolve_preset
-    from .demo import load_demo_data
+    from .run_data import load_run_data as load_demo_data
     from .models import hardware_name
     from .runs import load_for
 

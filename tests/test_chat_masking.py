@@ -18,6 +18,7 @@ from sftkit.chat import (
     check_tokenizer_ready,
     end_of_turn_id,
     has_generation_markers,
+    TokenizerNotReadyError,
     prepare_tokenizer,
     render,
 )
@@ -127,7 +128,7 @@ def test_prepare_model_aligns_ids(tiny_model, tokenizer):
 def test_check_tokenizer_ready_raises_when_pad_is_eos(tokenizer):
     broken = copy.deepcopy(tokenizer)
     broken.pad_token = broken.eos_token
-    with pytest.raises(AssertionError, match="pad token"):
+    with pytest.raises(TokenizerNotReadyError, match="pad token"):
         check_tokenizer_ready(broken)
     check_tokenizer_ready(tokenizer)  # the shared one is untouched and ready
 
@@ -135,7 +136,7 @@ def test_check_tokenizer_ready_raises_when_pad_is_eos(tokenizer):
 def test_check_tokenizer_ready_raises_without_generation_markers(tokenizer):
     broken = copy.deepcopy(tokenizer)
     broken.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    with pytest.raises(AssertionError, match="generation"):
+    with pytest.raises(TokenizerNotReadyError, match="generation"):
         check_tokenizer_ready(broken)
 
 
@@ -146,7 +147,7 @@ def test_check_tokenizer_ready_raises_when_end_of_turn_is_outside_the_loss(token
         "{{ message['content'] }}{%- endgeneration -%}{{ '<|im_end|>' }}",
     )
     assert broken.chat_template != CHATML_TRAINING_TEMPLATE
-    with pytest.raises(AssertionError, match="end-of-turn"):
+    with pytest.raises(TokenizerNotReadyError, match="end-of-turn"):
         check_tokenizer_ready(broken)
 
 
@@ -403,3 +404,23 @@ def test_sorting_by_length_improves_padding_efficiency():
     assert batches_by_order(lengths, 2, order) == [[1, 2], [4, 5]]
     assert padding_efficiency(batches_by_order(lengths, 2)) == pytest.approx(12 / 18)
     assert padding_efficiency(batches_by_order(lengths, 2, order)) == pytest.approx(12 / 14)
+
+
+def test_turn_formats_render_the_same_layout_with_their_own_tokens(tokenizer):
+    import copy
+
+    from sftkit.chat import CHATML, GEMMA, pick_turn_format, training_template, turn_format_of, turn_token_ids
+
+    assert pick_turn_format(tokenizer, "auto") is CHATML, "SmolLM2 has no Gemma turn tokens"
+    assert turn_format_of(tokenizer) is CHATML
+    gemma = copy.deepcopy(tokenizer)
+    gemma.chat_template = None
+    prepare_tokenizer(gemma, turn_format="gemma")
+    assert gemma.eos_token == GEMMA.end and gemma.pad_token_id != gemma.eos_token_id
+    messages = [U("Hi"), A("Hello!")]
+    assert render(messages, gemma) == render(messages, tokenizer).replace(CHATML.start, GEMMA.start).replace(
+        CHATML.end, GEMMA.end)
+    assert turn_token_ids(gemma) == gemma.convert_tokens_to_ids([GEMMA.start, GEMMA.end])
+    assert training_template(GEMMA, bos=True).startswith("{{- bos_token -}}")
+    with pytest.raises(ValueError, match="unknown turn format"):
+        pick_turn_format(tokenizer, "llama")

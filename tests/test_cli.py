@@ -102,3 +102,50 @@ def test_a_curriculum_needs_the_built_in_tasks(tmp_path):
     cfg.data.source = str(tmp_path / "my_conversations.jsonl")
     with pytest.raises(ValueError, match="curriculum names built-in tasks"):
         load_demo_data(cfg)
+
+
+def test_demo_metrics_name_the_model_and_count_invented_turns(demo_dir):
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    assert metrics["model"] == "tiny-smollm2"
+    for side in ("before", "after"):
+        assert 0 <= metrics[side]["stop_rate"] <= 1 and 0 <= metrics[side]["invented_turn_rate"] <= 1, metrics[side]
+    assert "invented_turn" in metrics["paired_differences"]
+
+
+def test_adapter_folder_loads_in_a_fresh_process_with_its_own_tokenizer(demo_dir):
+    # What a user does with the demo's output: AutoPeftModelForCausalLM and AutoTokenizer on
+    # the adapter folder alone, in a new interpreter; the saved template is the training one.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from peft import AutoPeftModelForCausalLM; from transformers import AutoTokenizer\n"
+        "folder = sys.argv[1]\n"
+        "tok = AutoTokenizer.from_pretrained(folder); model = AutoPeftModelForCausalLM.from_pretrained(folder)\n"
+        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True, return_dict=True,"
+        " return_tensors='pt')['input_ids']\n"
+        "out = model.generate(ids, max_new_tokens=3, do_sample=False)\n"
+        "print(json.dumps({'eos': tok.eos_token, 'pad': tok.pad_token, 'template': tok.chat_template, 'new': out.shape[1] - ids.shape[1]}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(demo_dir / "adapter")], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    from sftkit.chat import training_template
+
+    assert seen["eos"] == "<|im_end|>" and seen["pad"] != seen["eos"]
+    assert seen["template"] == training_template(), "the adapter's template is not the one training used"
+    assert 1 <= seen["new"] <= 3
+
+
+def test_set_overrides_reach_the_run_and_unknown_keys_fail_in_one_line(tmp_path, capsys):
+    out = tmp_path / "train"
+    assert main(["train", "--preset", "smoke", "--out", str(out), "--set", "train.max_steps=2",
+                 "--set", "lora.r=2"]) == 0
+    card = json.loads((out / "run.json").read_text())
+    assert card["train"]["steps"] == 2 and card["config"]["lora"]["r"] == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--preset", "smoke", "--set", "train.no_such_key=1"])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "train.no_such_key" in message and "unknown key" in message

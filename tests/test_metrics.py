@@ -361,3 +361,21 @@ def test_paired_bootstrap_no_change_and_worse():
 def test_paired_bootstrap_length_mismatch():
     with pytest.raises(ValueError, match="before has 3, after has 2"):
         metrics.paired_bootstrap_diff([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("raw", "invented"),
+    [
+        ("The capital of France is Paris.", False),
+        ("Paris.\nUser: and of Spain?", True),
+        ("Paris.\n\n### Assistant: Madrid", True),
+        ("Sure<start_of_turn>user\nthanks", True),
+        ("Paris.\nuser\nthanks", True),
+        ("Answer: Paris", False),
+        ("The user asked about Paris.", False),
+    ],
+)
+def test_invents_turn_sees_role_lines_and_the_start_token(raw, invented):
+    from sftkit.metrics import invents_turn
+
+    assert invents_turn(raw, "<start_of_turn>") is invented

@@ -20,6 +20,7 @@ from sftkit.config import get_preset
 from sftkit.lora import build_lora_config, find_lora_targets, lora_parameter_count
 from sftkit.masking import tokenize_dataset
 from sftkit.models import hardware_name
+from sftkit.chat import turn_token_ids
 from sftkit.tasks import make_task_splits
 from sftkit.train import (
     CountingCollator,
@@ -77,7 +78,7 @@ def _losses_by_step(log_history):
 # --------------------------------------------------------------------------- the run
 
 
-def test_train_lora_runs_and_measures(smoke_run, make_tiny_model):
+def test_train_lora_runs_and_measures(smoke_run, make_tiny_model, tokenizer):
     m = smoke_run.result.metrics
     assert m["steps"] == smoke_run.cfg.train.max_steps == 4, m
     assert m["tokens_per_s"] > 0, m
@@ -88,13 +89,16 @@ def test_train_lora_runs_and_measures(smoke_run, make_tiny_model):
     assert m["peak_rss_mb"] > 0, m
     assert m["precision"] == "fp32", "a CPU trains in fp32"
     if not torch.cuda.is_available():
-        assert m["loss"] == "model forward", "a CPU takes the loss from the model, not TRL's fused head"
+        assert m["loss"] == "head on labelled positions", "a CPU takes the loss from the model, not TRL's fused head"
     assert m["mfu"] is None, "no MFU without a known peak"
     assert math.isfinite(m["final_loss"]) and math.isfinite(m["train_loss"]), m
     targets = find_lora_targets(make_tiny_model(), "all-linear")
     assert m["lora_targets"] == targets
     assert m["lora_blocks"] == f"all {make_tiny_model().config.num_hidden_layers}", m["lora_blocks"]
-    assert m["trainable_params"] == lora_parameter_count(make_tiny_model(), targets, smoke_run.cfg.lora.r), m
+    # LoRA's matrices plus the two turn-token rows of the tied embedding (peft's trainable tokens).
+    hidden = make_tiny_model().config.hidden_size
+    assert m["trainable_token_ids"] == sorted(turn_token_ids(tokenizer)), m["trainable_token_ids"]
+    assert m["trainable_params"] == lora_parameter_count(make_tiny_model(), targets, smoke_run.cfg.lora.r) + 2 * hidden, m
     assert m["trainable_params"] < m["total_params"]
     report = smoke_run.result.tokenize_report
     assert report["rows"] == smoke_run.cfg.data.train_size and report["kept"] > 0, report
@@ -303,16 +307,17 @@ def test_wants_fused_lm_head(no_cuda):
     assert wants_fused_lm_head(None, "cpu") is False
 
 
-def _loss_and_grads(fused: bool, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch):
-    """One batch's loss and LoRA gradients through the trainer class `sft_trainer_class(fused)` picks."""
+def _loss_and_grads(fused: bool, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch, labelled=False):
+    """One batch's loss and LoRA gradients through the trainer class `sft_trainer_class(fused, labelled)` picks."""
     cfg = get_preset("smoke")
     model = make_tiny_model()
-    trainer = sft_trainer_class(fused)(
+    trainer = sft_trainer_class(fused, labelled)(
         model=model,
-        args=build_sft_config(cfg, tmp_path / f"fused-{fused}", disable_tqdm=True),
+        args=build_sft_config(cfg, tmp_path / f"fused-{fused}-{labelled}", disable_tqdm=True),
         train_dataset=rows,
         processing_class=tokenizer,
-        peft_config=build_lora_config(model, r=4, alpha=8, dropout=0.0, targets="all-linear"),
+        peft_config=build_lora_config(model, r=4, alpha=8, dropout=0.0, targets="all-linear",
+                                      trainable_tokens=turn_token_ids(tokenizer)),
     )
     # LoRA's B starts at zero; give every adapter weight the same non-zero values in both runs
     # so the gradients of A and B both depend on the loss path.
@@ -454,3 +459,21 @@ def test_a_curriculum_cannot_be_packed(make_tiny_model, tokenizer, tmp_path):
     train, _ = make_task_splits(8, 4, seed=0, curriculum={"add": 4})
     with pytest.raises(ValueError, match="packing|pack"):
         train_lora(cfg, make_tiny_model(), tokenizer, train, tmp_path, disable_tqdm=True)
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 40])
+def test_labelled_head_loss_equals_the_full_head(make_tiny_model, tokenizer, data, tmp_path, num_items_in_batch):
+    # Logits only where labels are set: the same loss and the same gradients (LoRA weights and
+    # the trainable turn-token rows) as the model's own loss over every position.
+    rows, _ = tokenize_dataset(data[0].select(range(6)), tokenizer, get_preset("smoke").data.max_length)
+    rows = rows.remove_columns("messages")
+    full_loss, full_grads = _loss_and_grads(False, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch)
+    part_loss, part_grads = _loss_and_grads(False, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch,
+                                            labelled=True)
+    assert torch.isfinite(full_loss) and full_loss > 0
+    torch.testing.assert_close(part_loss, full_loss, rtol=1e-5, atol=1e-6)
+    assert full_grads.keys() == part_grads.keys()
+    assert any("trainable_tokens" in name for name in full_grads), sorted(full_grads)
+    for name in full_grads:
+        assert full_grads[name].abs().sum() > 0, f"{name} got no gradient"
+        torch.testing.assert_close(part_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -1,0 +1,106 @@
+"""Train the cpu-demo preset with several seeds and report the spread, on the dev split.
+
+The demo runs one training seed; this script says how much that one run can be trusted.
+The base model's baseline does not depend on the seed, so it is evaluated once; each seed
+then trains the preset from scratch (LoRA's initial A matrices, the row sample and order)
+and is evaluated on the same dev prompts. Extra variants (``--variant NAME:KEY=VALUE,...``)
+train with `--set`-style overrides, e.g. the frozen turn-token rows:
+
+    python scripts/seed_spread.py --seeds 0 1 2 --variant frozen-turn-rows:lora.train_turn_tokens=false
+
+Writes ``seeds.json`` and ``seeds.md`` (mean, standard deviation and range per metric) to
+``--out``. The library never imports this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METRICS = ("stop_rate", "invented_turn_rate", "rouge_l", "bleu", "exact_match", "assistant_nll", "repeated_4gram_rate",
+           "length_ratio")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu-demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split", default="dev", choices=("dev", "test"))
+    parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value (seed 0)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every run")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "seeds")
+    args = parser.parse_args(argv)
+
+    from sftkit.config import apply_overrides, get_preset
+    from sftkit.evaluation import evaluate_model
+    from sftkit.models import hardware_name
+    from sftkit.run_data import load_run_data
+    from sftkit.runs import load_for, train_and_record
+
+    def config(extra: list[str]):
+        cfg = apply_overrides(get_preset(args.preset), [f"data.eval_split={args.split}", *args.overrides, *extra])
+        return cfg
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    base_cfg = config([])
+    e = base_cfg.eval
+    _, eval_set = load_run_data(base_cfg)
+    eval_set = eval_set.select(range(min(e.n_examples, len(eval_set))))
+    model, tokenizer = load_for(base_cfg)
+    start = time.perf_counter()
+    before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, base_cfg.data.max_length)
+    results = {"hardware": hardware_name(), "split": args.split, "n": len(eval_set),
+               "before": {k: before.summary.get(k) for k in METRICS}, "before_s": round(time.perf_counter() - start, 1),
+               "runs": {}}
+    del model
+    runs = [(f"seed {seed}", [f"train.seed={seed}"]) for seed in args.seeds]
+    runs += [(name, [f"train.seed={args.seeds[0]}", *pairs.split(",")]) for name, pairs in
+             (v.split(":", 1) for v in args.variant)]
+    for name, extra in runs:
+        cfg = config(extra)
+        train_set, _ = load_run_data(cfg)
+        model, tokenizer = load_for(cfg)
+        out = args.out / name.replace(" ", "-")
+        result = train_and_record(cfg, model, tokenizer, train_set, out)
+        after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
+                               cfg.data.max_length)
+        results["runs"][name] = {"overrides": extra, "train_s": result.metrics["wall_s"],
+                                 "tokens_per_s": result.metrics["tokens_per_s"],
+                                 **{k: after.summary.get(k) for k in METRICS}}
+        print(f"[seeds] {name}: " + ", ".join(f"{k} {after.summary.get(k)}" for k in METRICS[:4]), flush=True)
+        (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")  # after each run: resumable reading
+        del model, result
+    seeds = [results["runs"][f"seed {s}"] for s in args.seeds]
+    lines = [f"# {args.preset}: {len(args.seeds)} training seeds on the {args.split} split ({len(eval_set)} prompts)", "",
+             f"Hardware: {results['hardware']}. Before = the base model (seed-independent).", "",
+             "| metric | before | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | sd | "
+             + " | ".join(name for name, _ in runs[len(args.seeds):]) + " |",
+             "|---" * (4 + len(args.seeds) + len(runs) - len(args.seeds)) + "|"]
+    for key in METRICS:
+        values = [r[key] for r in seeds if r[key] is not None]
+        if not values:
+            continue
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        extra = [f"{results['runs'][name][key]:.3f}" for name, _ in runs[len(args.seeds):]]
+        before_value = results["before"][key]
+        lines.append(f"| {key} | {before_value:.3f} | " + " | ".join(f"{v:.3f}" for v in values)
+                     + f" | {statistics.mean(values):.3f} | {sd:.3f} | " + " | ".join(extra) + " |")
+    lines += ["", "Training seconds: " + ", ".join(f"{name} {r['train_s']}" for name, r in results["runs"].items())]
+    results["summary"] = {key: {"mean": statistics.mean([r[key] for r in seeds]),
+                                "sd": statistics.stdev([r[key] for r in seeds]) if len(seeds) > 1 else 0.0}
+                          for key in METRICS if all(r[key] is not None for r in seeds)}
+    (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

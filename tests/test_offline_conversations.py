@@ -1,0 +1,138 @@
+"""The shipped offline conversational set: splits, disjointness, shape, provenance, sizes (no model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sftkit import offline_conversations as oc
+from sftkit.data import validate_conversation
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_conversations.py"
+SOURCES = {"distilled/smollm2-135m-instruct", "builtin-tasks/upper", "builtin-tasks/json", "builtin-tasks/recall"}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {split: oc.load_offline_conversations(split) for split in oc.SPLITS}
+
+
+@pytest.fixture(scope="module")
+def raw_rows():
+    return [json.loads(line) for line in oc.RESOURCE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _first_user(messages) -> str:
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+def test_splits_load_with_the_documented_columns(splits):
+    for split, data in splits.items():
+        assert len(data) > 0, split
+        assert set(data.column_names) == {"messages", "source", "task", "answer"}
+    assert len(splits["train"]) > len(splits["dev"]) and len(splits["train"]) > len(splits["test"])
+
+
+def test_no_first_user_message_is_shared_across_splits(splits):
+    firsts = {split: {_first_user(row["messages"]) for row in data} for split, data in splits.items()}
+    assert not firsts["train"] & firsts["dev"]
+    assert not firsts["train"] & firsts["test"]
+    assert not firsts["dev"] & firsts["test"]
+
+
+def test_no_prompt_topic_is_shared_across_splits(raw_rows):
+    topics = {split: set() for split in oc.SPLITS}
+    for row in raw_rows:
+        if row["source"].startswith("distilled/"):
+            assert row["topic"], "every distilled row names its prompt topic"
+            topics[row["split"]].add(row["topic"])
+    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+        assert not topics[a] & topics[b], (a, b, sorted(topics[a] & topics[b])[:5])
+
+
+def test_the_script_splits_every_topic_list_before_generating():
+    spec = importlib.util.spec_from_file_location("make_conversations", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # only stdlib at import time: no model is loaded
+    for category, by_split in script.topics_by_split().items():
+        keys = {split: {script.topic_key(t) for t in topics} for split, topics in by_split.items()}
+        assert all(keys[s] for s in oc.SPLITS), category
+        assert not keys["train"] & keys["dev"] and not keys["train"] & keys["test"] and not keys["dev"] & keys["test"]
+
+
+def test_each_split_has_system_prompts_multi_turn_and_single_turn_rows(splits):
+    for split, data in splits.items():
+        n = len(data)
+        system = sum(row["messages"][0]["role"] == "system" for row in data)
+        users = [sum(m["role"] == "user" for m in row["messages"]) for row in data]
+        multi = sum(u >= 2 for u in users)
+        assert 0.2 * n <= system <= 0.5 * n, (split, system, n)
+        assert 0.15 * n <= multi <= 0.4 * n, (split, multi, n)
+        assert users.count(1) >= 0.5 * n, split
+        # Multi-turn rows alternate user/assistant after the optional system prompt.
+        for row in data:
+            roles = [m["role"] for m in row["messages"] if m["role"] != "system"]
+            assert roles == ["user", "assistant"] * (len(roles) // 2), roles
+
+
+def test_every_row_validates_and_names_its_source(splits, raw_rows):
+    assert all(validate_conversation(row) is None for row in raw_rows)
+    assert {row["split"] for row in raw_rows} == set(oc.SPLITS)
+    for split, data in splits.items():
+        sources = Counter(data["source"])
+        assert set(sources) <= SOURCES, set(sources) - SOURCES
+        assert sources["distilled/smollm2-135m-instruct"] > 0.6 * len(data)
+        for row in data:
+            if row["source"].startswith("builtin-tasks/"):
+                assert row["task"] == row["source"].split("/", 1)[1] and row["answer"]
+                assert row["messages"][-1]["content"].strip()
+            else:
+                assert row["task"] == "" and row["answer"] == ""
+                assert all("<|im_start|>" not in m["content"] for m in row["messages"])
+
+
+def test_a_bad_split_raises_naming_the_valid_ones():
+    with pytest.raises(ValueError, match="train.*dev.*test"):
+        oc.load_offline_conversations("validation")
+    with pytest.raises(ValueError, match="test.*dev"):
+        oc.offline_conversation_splits(4, 4, eval_split="train")
+
+
+def test_sizes_are_honoured_and_eval_rows_come_in_file_order(splits):
+    train, held_out = oc.offline_conversation_splits(50, 20, eval_split="test", seed=0)
+    assert len(train) == 50 and len(held_out) == 20
+    assert held_out["messages"] == splits["test"].select(range(20))["messages"]
+    other, held_dev = oc.offline_conversation_splits(50, 8, eval_split="dev", seed=1)
+    assert held_dev["messages"] == splits["dev"].select(range(8))["messages"]
+    assert train["messages"] != other["messages"], "the seed shuffles the training rows"
+    again, _ = oc.offline_conversation_splits(50, 20, seed=0)
+    assert again["messages"] == train["messages"]
+    full_train, full_test = oc.offline_conversation_splits(None, None)
+    assert len(full_train) == len(splits["train"]) and len(full_test) == len(splits["test"])
+    with pytest.raises(ValueError, match="only"):
+        oc.offline_conversation_splits(len(splits["train"]) + 1, 4)
+
+
+def test_a_missing_file_and_a_bad_row_raise_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(oc, "RESOURCE", tmp_path / "conversations.jsonl")
+    with pytest.raises(FileNotFoundError, match="make_conversations"):
+        oc.load_offline_conversations("train")
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "source": "distilled/x", "split": "train", "task": "", "answer": ""}
+    bad = {**good, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}
+    (tmp_path / "conversations.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="line 2: empty assistant reply"):
+        oc.load_offline_conversations("dev")
+    (tmp_path / "conversations.jsonl").write_text(json.dumps({**good, "source": ""}) + "\n")
+    with pytest.raises(ValueError, match="line 1: no source"):
+        oc.load_offline_conversations("train")
+
+
+def test_provenance_ships_next_to_the_data():
+    text = (oc.RESOURCE.parent / "conversations.md").read_text(encoding="utf-8")
+    for needed in ("SmolLM2-135M-Instruct", "Apache-2.0", "temperature", "seed", "sampled from the teacher"):
+        assert needed in text, needed
