@@ -443,6 +443,13 @@ def train_lora(
                                     trainable_tokens=turn_token_ids(tokenizer) if cfg.lora.train_turn_tokens else None)
     args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
     fused_lm_head = wants_fused_lm_head(cfg.train.fused_lm_head)
+    if fused_lm_head and cfg.lora.train_turn_tokens:
+        # TRL's fused head reads `lm_head.weight`/`.bias` directly, which peft's trainable-token
+        # wrapper of a tied head does not expose; the labelled-head loss goes through the wrapper.
+        if cfg.train.fused_lm_head:
+            raise ValueError("train.fused_lm_head=true cannot train the turn-token rows (peft wraps the LM head); "
+                             "set lora.train_turn_tokens=false or leave train.fused_lm_head unset")
+        fused_lm_head = False
     labelled_head = not fused_lm_head and cfg.train.labelled_head
     trainer = sft_trainer_class(fused_lm_head, labelled_head)(
         model=model,

@@ -307,7 +307,8 @@ def test_wants_fused_lm_head(no_cuda):
     assert wants_fused_lm_head(None, "cpu") is False
 
 
-def _loss_and_grads(fused: bool, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch, labelled=False):
+def _loss_and_grads(fused: bool, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch, labelled=False,
+                    tokens=False):
     """One batch's loss and LoRA gradients through the trainer class `sft_trainer_class(fused, labelled)` picks."""
     cfg = get_preset("smoke")
     model = make_tiny_model()
@@ -317,7 +318,7 @@ def _loss_and_grads(fused: bool, make_tiny_model, tokenizer, rows, tmp_path, num
         train_dataset=rows,
         processing_class=tokenizer,
         peft_config=build_lora_config(model, r=4, alpha=8, dropout=0.0, targets="all-linear",
-                                      trainable_tokens=turn_token_ids(tokenizer)),
+                                      trainable_tokens=turn_token_ids(tokenizer) if tokens else None),
     )
     # LoRA's B starts at zero; give every adapter weight the same non-zero values in both runs
     # so the gradients of A and B both depend on the loss path.
@@ -467,9 +468,10 @@ def test_labelled_head_loss_equals_the_full_head(make_tiny_model, tokenizer, dat
     # the trainable turn-token rows) as the model's own loss over every position.
     rows, _ = tokenize_dataset(data[0].select(range(6)), tokenizer, get_preset("smoke").data.max_length)
     rows = rows.remove_columns("messages")
-    full_loss, full_grads = _loss_and_grads(False, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch)
+    full_loss, full_grads = _loss_and_grads(False, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch,
+                                            tokens=True)
     part_loss, part_grads = _loss_and_grads(False, make_tiny_model, tokenizer, rows, tmp_path, num_items_in_batch,
-                                            labelled=True)
+                                            labelled=True, tokens=True)
     assert torch.isfinite(full_loss) and full_loss > 0
     torch.testing.assert_close(part_loss, full_loss, rtol=1e-5, atol=1e-6)
     assert full_grads.keys() == part_grads.keys()

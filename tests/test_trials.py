@@ -127,7 +127,9 @@ def test_run_trials_writes_one_row_per_trial_and_resumes(tiny_cfg, tiny_data, ma
     for row, spec in zip(rows, specs):
         targets = find_lora_targets(model, spec.targets)
         assert row["lora_targets"] == targets
-        assert row["trainable_params"] == lora_parameter_count(model, targets, spec.r), row
+        # Plus the two turn-token rows of the tied embedding when the preset trains them.
+        token_rows = 2 * model.config.hidden_size if tiny_cfg.lora.train_turn_tokens else 0
+        assert row["trainable_params"] == lora_parameter_count(model, targets, spec.r) + token_rows, row
         assert row["config"] == spec.resolve(tiny_cfg)
         assert row["steps"] == 1 and row["tokens_per_s"] > 0 and row["peak_memory_mb"] > 0, row
         for key in ("final_loss", "eval_nll", "eval_ppl", "wall_s"):
