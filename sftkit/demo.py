@@ -184,14 +184,17 @@ def write_generations(path: Path, eval_set: Any, before: ModelEval, after: Model
     """Every held-out prompt with the reference and both answers, one JSON object per line."""
     every = side_by_side(eval_set, [before, after], list(range(len(eval_set))))
     columns = eval_set.column_names
+    tasks = list(eval_set["task"]) if "task" in columns else []
+    checked = {row: position for position, row in enumerate(i for i, task in enumerate(tasks) if task)}
     with path.open("w") as handle:
         for index, row in enumerate(every):
             if "task" in columns:
                 row["task"] = eval_set[index]["task"]
             for model_eval in (before, after):
                 row[f"{model_eval.name}_stopped"] = model_eval.generations[index].stopped
-                if "exact_match" in model_eval.per_example:
-                    row[f"{model_eval.name}_correct"] = bool(model_eval.per_example["exact_match"][index])
+                row[f"{model_eval.name}_invented_turn"] = model_eval.generations[index].invented_turn
+                if index in checked:  # exact match is scored on the rows with a task only
+                    row[f"{model_eval.name}_correct"] = bool(model_eval.per_example["exact_match"][checked[index]])
             handle.write(json.dumps(row) + "\n")
     return path
 
