@@ -29,3 +29,28 @@ def test_evaluate_model_scores_every_prompt(tiny_model, tokenizer):
     assert scored.summary["assistant_tokens"] == direct["tokens"] > 0
     assert scored.summary["assistant_ppl"] == pytest.approx(math.exp(direct["nll"]), rel=1e-5)
     assert scored.summary["exact_match"] == pytest.approx(sum(scored.per_example["exact_match"]) / 12)
+
+
+def test_write_generations_scores_exact_match_on_the_task_rows_only(tmp_path):
+    # Open-ended rows (task "") have no exact answer: exact_match lists only the task rows,
+    # and each generations.jsonl row gets the verdict of its own task row.
+    import json
+
+    from datasets import Dataset
+
+    from sftkit.demo import write_generations
+    from sftkit.evaluation import ModelEval
+    from sftkit.generate import Generation
+
+    rows = [
+        {"messages": [{"role": "user", "content": "Tell me about rain."}, {"role": "assistant", "content": "Rain."}],
+         "task": "", "answer": ""},
+        {"messages": [{"role": "user", "content": "Upper: hi"}, {"role": "assistant", "content": "HI"}],
+         "task": "upper", "answer": "HI"},
+    ]
+    eval_set = Dataset.from_list(rows)
+    evals = [ModelEval(name, [Generation(t, 1, True) for t in texts], {"exact_match": [score]}, {})
+             for name, texts, score in (("before", ["x", "hi"], 0.0), ("after", ["Rain.", "HI"], 1.0))]
+    lines = [json.loads(line) for line in write_generations(tmp_path / "g.jsonl", eval_set, *evals).read_text().splitlines()]
+    assert "before_correct" not in lines[0] and "after_correct" not in lines[0]
+    assert lines[1]["before_correct"] is False and lines[1]["after_correct"] is True
