@@ -80,6 +80,7 @@ def evaluate_model(
     per_example: dict[str, list[float]] = {
         "stopped": [float(g.stopped) for g in generations],
         "invented_turn": [float(g.invented_turn) for g in generations],
+        "echoed_prompt": [float(metrics.echoes_prompt(g.text, p[-1]["content"])) for g, p in zip(generations, prompts)],
         "length": [float(g.new_tokens) for g in generations],
         "repeated_4gram_rate": [metrics.repeated_ngram_rate(t, 4) for t in texts],
     }
@@ -119,7 +120,7 @@ def evaluate_model(
 
 # Metrics where lower is better; their paired differences are reported as "after - before"
 # all the same, and the reader is told the direction.
-LOWER_IS_BETTER = {"assistant_nll", "repeated_4gram_rate", "invented_turn"}
+LOWER_IS_BETTER = {"assistant_nll", "repeated_4gram_rate", "invented_turn", "echoed_prompt"}
 
 
 def compare(before: ModelEval, after: ModelEval, resamples: int = 1000, seed: int = 0) -> dict[str, dict]:

@@ -161,6 +161,17 @@ def invents_turn(raw_text: str, start_token: str) -> bool:
     return start_token in raw_text or _ROLE_LINE.search(raw_text) is not None
 
 
+def echoes_prompt(reply: str, prompt: str, min_chars: int = 20) -> bool:
+    """Does the reply repeat the user's message verbatim (a base model re-writing the user turn)?
+
+    Without role markers, a base model that continues a chat as a document often writes the
+    user's message again and again; `invents_turn` cannot see that, this can. Messages
+    shorter than `min_chars` are too generic to count.
+    """
+    prompt = prompt.strip()
+    return len(prompt) >= min_chars and prompt in reply
+
+
 def stop_rate(stopped: list[bool]) -> float:
     """Fraction of generations that ended on their own (EOS) rather than at the token cap."""
     if len(stopped) == 0:

@@ -379,3 +379,12 @@ def test_invents_turn_sees_role_lines_and_the_start_token(raw, invented):
     from sftkit.metrics import invents_turn
 
     assert invents_turn(raw, "<start_of_turn>") is invented
+
+
+def test_echoes_prompt_needs_the_whole_user_message():
+    from sftkit.metrics import echoes_prompt
+
+    prompt = "Explain the lungs in two or three sentences."
+    assert echoes_prompt(f"{prompt} anaknya\n{prompt}", prompt)
+    assert not echoes_prompt("The lungs help us breathe.", prompt)
+    assert not echoes_prompt("Hi there", "Hi"), "a short message is too generic to count"
