@@ -469,7 +469,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], seed: int, batch
     results: list[dict | None] = [None] * len(prompts)
     torch.manual_seed(seed)
     with torch.no_grad():
-        for batch in batches:
+        for number, batch in enumerate(batches, start=1):
+            tick = time.perf_counter()
             width = max(len(prompts[i]) for i in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -490,6 +491,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], seed: int, batch
                     "stopped": stopped,
                     "tokens": len(new),
                 }
+            print(f"    batch {number}/{len(batches)} [{groups[batch[0]]}] {len(batch)} rows, {out.shape[1] - width} steps, "
+                  f"{time.perf_counter() - tick:.1f} s", flush=True)
     return results  # type: ignore[return-value]
 
 
@@ -538,6 +541,9 @@ def fact_question(plan: dict) -> str | None:
 
 # --------------------------------------------------------------------------- build
 
+category_plans: Counter = Counter()  # (split, category) -> conversations planned
+category_drops: Counter = Counter()  # (split, category) -> conversations dropped by the filter
+
 
 def distil_split(model, tokenizer, split: str, n_keep: int, overshoot: float, seed: int, batch_size: int,
                  drops: dict, log) -> tuple[list[dict], dict]:
@@ -545,6 +551,8 @@ def distil_split(model, tokenizer, split: str, n_keep: int, overshoot: float, se
     plans = make_prompts(split, math.ceil(n_keep * overshoot), seed)
     groups = [p["category"] for p in plans]
     stats = {"plans": len(plans), "generations": 0, "seconds": 0.0}
+    for plan in plans:
+        category_plans[(split, plan["category"])] += 1
     start = time.perf_counter()
     first = generate(model, tokenizer, [teacher_messages(p, []) for p in plans], seed * 1000 + SPLITS.index(split) * 10 + 1,
                      batch_size, groups)
@@ -554,6 +562,7 @@ def distil_split(model, tokenizer, split: str, n_keep: int, overshoot: float, se
         reason = drop_reason(reply, fact_question(plan))
         if reason:
             drops[split][f"{reason} (turn 1)"] += 1
+            category_drops[(split, plan["category"])] += 1
         else:
             alive.append(index)
     log(f"  {split}: turn 1, {len(plans)} replies in {time.perf_counter() - start:.0f} s, {len(alive)} kept")
@@ -572,6 +581,7 @@ def distil_split(model, tokenizer, split: str, n_keep: int, overshoot: float, se
             reason = drop_reason(reply)
             if reason:
                 drops[split][f"{reason} (turn 2)"] += 1
+                category_drops[(split, plan["category"])] += 1
                 continue
             messages += [{"role": "user", "content": plan["follow_up"]}, {"role": "assistant", "content": reply["text"]}]
         rows.append({"messages": messages, "source": SOURCE_DISTILLED, "split": split, "task": "", "answer": "",
@@ -682,12 +692,16 @@ def provenance(rows, drops, stats, args, wall, started, load) -> str:
         "",
         "## Distilled rows per prompt category",
         "",
+        "Kept rows, and in brackets conversations planned / dropped by the quality filter.",
+        "",
         "| category | " + " | ".join(SPLITS) + " |",
         "| --- |" + " ---: |" * len(SPLITS),
     ]
     per_category = Counter((r["split"], r["topic"].split(":", 1)[0]) for r in rows if r["topic"])
     for name in CATEGORIES:
-        lines.append(f"| {name} | " + " | ".join(str(per_category[(split, name)]) for split in SPLITS) + " |")
+        lines.append(f"| {name} | " + " | ".join(
+            f"{per_category[(split, name)]} ({category_plans[(split, name)]} / {category_drops[(split, name)]})"
+            for split in SPLITS) + " |")
     lines.append("")
     return "\n".join(lines)
 
@@ -708,12 +722,13 @@ def hardware() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=900, help="train rows after filtering (all sources)")
+    parser.add_argument("--train", type=int, default=650, help="train rows after filtering (all sources)")
     parser.add_argument("--dev", type=int, default=96)
     parser.add_argument("--test", type=int, default=96)
     parser.add_argument("--task-share", type=float, default=0.2, help="share of train rows from built-in tasks")
     parser.add_argument("--eval-task-share", type=float, default=0.25, help="share of dev/test rows from built-in tasks")
-    parser.add_argument("--overshoot", type=float, default=1.25, help="plans per distilled row kept (drops)")
+    parser.add_argument("--overshoot", type=float, default=1.15, help="train: plans per distilled row kept (drops)")
+    parser.add_argument("--eval-overshoot", type=float, default=1.3, help="dev/test: plans per distilled row kept")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "sftkit" / "resources")
@@ -758,7 +773,8 @@ def main(argv: list[str] | None = None) -> int:
     # Held-out splits first: they must be complete whatever the train size.
     for split in ("test", "dev", "train"):
         n_tasks = round(targets[split] * (args.task_share if split == "train" else args.eval_task_share))
-        distilled, stats[split] = distil_split(model, tokenizer, split, targets[split] - n_tasks, args.overshoot,
+        overshoot = args.overshoot if split == "train" else args.eval_overshoot
+        distilled, stats[split] = distil_split(model, tokenizer, split, targets[split] - n_tasks, overshoot,
                                                args.seed, args.batch_size, drops, lambda m: print(m, flush=True))
         split_rows = distilled + task_rows(split, n_tasks, args.seed)
         random.Random(f"order-{args.seed}-{split}").shuffle(split_rows)
