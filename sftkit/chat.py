@@ -174,7 +174,7 @@ def prepare_model(model: Any, tokenizer: Any) -> Any:
     embeddings = model.get_input_embeddings()
     if len(tokenizer) > embeddings.weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    eos_id = tokenizer.convert_tokens_to_ids(IM_END)
+    eos_id = end_of_turn_id(tokenizer)  # the prepared format's end-of-turn (Gemma's, or ChatML's)
     for config in (model.config, getattr(model, "generation_config", None)):
         if config is not None:
             config.eos_token_id = eos_id

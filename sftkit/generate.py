@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .chat import end_of_turn_id, turn_format_of
+from .chat import TokenizerNotReadyError, end_of_turn_id, turn_format_of
 from .metrics import invents_turn
 
 
@@ -58,7 +58,9 @@ def generate_ids(
     eos_id = end_of_turn_id(tokenizer) if stop_id is None else stop_id
     start_token = turn_format_of(tokenizer).start
     pad_id = tokenizer.pad_token_id
-    assert pad_id is not None and pad_id != eos_id, "prepare the tokenizer first: pad must differ from EOS"
+    if pad_id is None or pad_id == eos_id:
+        raise TokenizerNotReadyError("prepare the tokenizer first (sftkit.chat.prepare_tokenizer): "
+                                     "generation needs a pad token that differs from the end-of-turn token")
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)

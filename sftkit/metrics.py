@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from rouge_score import rouge_scorer
 
+from .lm_head import labelled_logits
+from .masking import IGNORE_INDEX
+
 # The label value that Hugging Face losses (and our data collator) treat as "no loss here".
-IGNORE_INDEX = -100
 
 
 def _check_same_length(predictions: list[str], references: list[str]) -> None:
@@ -245,22 +247,13 @@ def assistant_perplexity(
                 labels = labels.to(device)
                 attention_mask = attention_mask.to(device)
 
-                # No `labels=` to the model: its built-in loss is a batch mean, and we need
-                # per-token sums to weight rows correctly.
-                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+                # Logits only at the scored positions (`sftkit.lm_head`): the same numbers as
+                # the full forward, without a (batch x length x vocabulary) tensor.
+                logits, targets, row = labelled_logits(model, input_ids, attention_mask, labels)
                 # Upcast: fp16/bf16 log-softmax over a large vocabulary loses precision.
-                shift_logits = logits[:, :-1, :].float()
-                shift_labels = labels[:, 1:]
-                token_nll = F.cross_entropy(
-                    shift_logits.reshape(-1, shift_logits.size(-1)),
-                    shift_labels.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="none",
-                ).view(shift_labels.shape)
-                # ignore_index already zeroes masked positions; padding has label -100 too.
-                mask = shift_labels != IGNORE_INDEX
-                sums = (token_nll * mask).sum(dim=1).double().cpu()
-                counts = mask.sum(dim=1).cpu()
+                token_nll = F.cross_entropy(logits.float(), targets, reduction="none")
+                sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, row.cpu(), token_nll.double().cpu())
+                counts = torch.bincount(row.cpu(), minlength=len(batch))
                 for s, c in zip(sums.tolist(), counts.tolist()):
                     row_nll.append(s / c)
                     total_nll += s

@@ -37,6 +37,7 @@ from transformers import TrainerCallback
 
 from .chat import turn_token_ids
 from .config import RunConfig
+from .lm_head import labelled_logits
 from .lora import build_lora_config, trainable_parameters
 from .models import hardware_name, pick_dtype
 
@@ -273,24 +274,15 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
     forward multiplies every position's hidden state by the whole head: with Gemma's
     262,144-row vocabulary that is more work than all 18 blocks. Here the decoder runs as
     usual, the hidden states at positions whose *next* token has a label are gathered, and
-    only they go through the head (with the model's final soft-capping, if any). The loss is
+    only they go through the head (`sftkit.lm_head.labelled_logits`, which also computes
+    peft's trainable token rows without copying the embedding). The loss is
     the model's own: summed over labelled tokens and divided by `num_items_in_batch` when
     the training loop counts them (gradient accumulation), else their mean; equal loss and
     gradients to the full computation (tests/test_train.py).
     """
-    labels = inputs["labels"]
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal_lm.get_decoder()(
-        input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False
-    ).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != -100
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
-    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    total = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    logits, targets, _ = labelled_logits(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
+    total = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)
     return total / count

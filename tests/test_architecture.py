@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sftkit"
 LAYERS = [
     {"config"},
     {"data", "tasks", "offline_conversations", "run_data", "models"},
-    {"chat", "masking", "lora"},
+    {"chat", "masking", "lora", "lm_head"},
     {"metrics", "generate", "train"},
     {"instructions", "refusal", "evaluation", "viz"},
     {"runs"},

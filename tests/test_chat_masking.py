@@ -424,3 +424,22 @@ def test_turn_formats_render_the_same_layout_with_their_own_tokens(tokenizer):
     assert training_template(GEMMA, bos=True).startswith("{{- bos_token -}}")
     with pytest.raises(ValueError, match="unknown turn format"):
         pick_turn_format(tokenizer, "llama")
+
+
+def test_prepare_model_takes_eos_from_the_prepared_turn_format(tokenizer):
+    # Regression: prepare_model once looked up <|im_end|> whatever the format, so a model
+    # prepared for Gemma's turns got the unknown-token id as EOS and generate() never stopped.
+    import copy
+
+    from sftkit.chat import GEMMA, prepare_model
+    from sftkit.models import load_model
+
+    gemma = copy.deepcopy(tokenizer)
+    gemma.chat_template = None
+    model = load_model("tiny-smollm2", dtype="float32", device="cpu")
+    prepare_tokenizer(gemma, model, turn_format="gemma")
+    eos = gemma.convert_tokens_to_ids(GEMMA.end)
+    assert eos != gemma.unk_token_id and model.get_input_embeddings().weight.shape[0] >= len(gemma)
+    for config in (model.config, model.generation_config):
+        assert config.eos_token_id == eos, config
+    assert prepare_model(model, gemma).config.pad_token_id == gemma.pad_token_id

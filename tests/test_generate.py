@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sftkit.chat import IM_END
+from sftkit.chat import IM_END, TokenizerNotReadyError
 from sftkit.generate import Generation, chat, generate_batch
 
 PROMPTS = [
@@ -132,7 +132,7 @@ def test_chat_returns_a_string(tiny_model, tokenizer):
 def test_pad_equal_to_eos_raises(tiny_model, tokenizer):
     broken = copy.deepcopy(tokenizer)
     broken.pad_token = broken.eos_token
-    with pytest.raises(AssertionError, match="pad must differ from EOS"):
+    with pytest.raises(TokenizerNotReadyError, match="pad token that differs"):
         generate_batch(tiny_model, broken, CONVERSATIONS[:1], max_new_tokens=2)
 
 

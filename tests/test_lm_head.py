@@ -1,0 +1,100 @@
+"""`sftkit.lm_head`: labelled-position logits and peft's trainable rows, equal to the plain forward."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from peft import get_peft_model
+
+from sftkit.chat import turn_token_ids
+from sftkit.lm_head import embed, labelled_logits, project
+from sftkit.lora import build_lora_config
+
+
+def _peft_with_token_rows(make_tiny_model, tokenizer):
+    model = make_tiny_model()
+    config = build_lora_config(model, r=4, alpha=8, dropout=0.0, targets="all-linear",
+                               trainable_tokens=turn_token_ids(tokenizer))
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-zero deltas and LoRA weights, so every path matters
+        for name, param in sorted(peft_model.named_parameters()):
+            if param.requires_grad:
+                param.add_(0.3 * torch.randn(param.shape, generator=generator))
+    return peft_model
+
+
+def _ids(tokenizer):
+    start, end = turn_token_ids(tokenizer)
+    return torch.tensor([[1, start, 20, 30, end, 40, start, 7], [end, 5, 6, start, 9, 10, 11, 12]])
+
+
+def test_embed_and_project_equal_peft_forward_in_values_and_delta_gradients(make_tiny_model, tokenizer):
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    causal_lm = model.get_base_model()
+    embedding, head = causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings()
+    deltas = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
+    assert len(deltas) == 1, "the tied head shares the embedding's delta"
+    ids = _ids(tokenizer)
+    hidden = torch.randn(2, 8, causal_lm.config.hidden_size, generator=torch.Generator().manual_seed(1))
+
+    results = {}
+    for way, (emb_fn, head_fn) in {"peft": (embedding, head), "rows": (lambda x: embed(embedding, x),
+                                                                      lambda h: project(head, h))}.items():
+        model.zero_grad()
+        h = hidden.clone().requires_grad_(True)
+        out_embed, out_logits = emb_fn(ids), head_fn(h)
+        (out_embed.square().sum() + out_logits.tanh().sum()).backward()
+        results[way] = (out_embed.detach(), out_logits.detach(), deltas[0].grad.clone(), h.grad.clone())
+    for peft_value, rows_value in zip(results["peft"], results["rows"]):
+        torch.testing.assert_close(rows_value, peft_value, rtol=1e-5, atol=1e-6)
+    assert results["rows"][2].abs().sum() > 0, "the delta rows must get a gradient"
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    assert not frozen, f"frozen weights got gradients: {frozen}"
+
+
+def test_without_token_rows_the_modules_are_called_as_they_are(tiny_model, tokenizer):
+    ids = _ids(tokenizer)
+    torch.testing.assert_close(embed(tiny_model.get_input_embeddings(), ids), tiny_model.get_input_embeddings()(ids))
+    hidden = torch.randn(3, tiny_model.config.hidden_size)
+    torch.testing.assert_close(project(tiny_model.get_output_embeddings(), hidden),
+                               tiny_model.get_output_embeddings()(hidden))
+
+
+def test_labelled_logits_are_the_full_forwards_logits_at_labelled_positions(make_tiny_model, tokenizer):
+    model = _peft_with_token_rows(make_tiny_model, tokenizer).eval()
+    ids = _ids(tokenizer)
+    labels = torch.full_like(ids, -100)
+    labels[0, 3:6] = ids[0, 3:6]
+    labels[1, 5:] = ids[1, 5:]
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        logits, targets, rows = labelled_logits(model, ids, mask, labels)
+    keep = labels[:, 1:] != -100
+    torch.testing.assert_close(logits, full[:, :-1][keep], rtol=1e-5, atol=1e-5)
+    assert targets.tolist() == labels[:, 1:][keep].tolist()
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_assistant_perplexity_equals_cross_entropy_of_the_full_logits(tiny_model, tokenizer):
+    from sftkit.metrics import assistant_perplexity
+
+    ids = _ids(tokenizer)
+    rows = [{"input_ids": ids[0].tolist(), "labels": [-100] * 3 + ids[0, 3:6].tolist() + [-100] * 2},
+            {"input_ids": ids[1, :6].tolist(), "labels": [-100, -100] + ids[1, 2:6].tolist()}]
+    result = assistant_perplexity(tiny_model, rows, tokenizer.pad_token_id, batch_size=2)
+    expected = []
+    for row in rows:
+        x = torch.tensor([row["input_ids"]])
+        y = torch.tensor(row["labels"])[1:]
+        with torch.no_grad():
+            logits = tiny_model(input_ids=x).logits[0, :-1]
+        expected.append(F.cross_entropy(logits, y, ignore_index=-100).item())
+    assert result["row_nll"] == [pytest_approx(v) for v in expected]
+
+
+def pytest_approx(value):
+    import pytest
+
+    return pytest.approx(value, rel=1e-5, abs=1e-6)
