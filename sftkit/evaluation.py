@@ -17,7 +17,7 @@ from typing import Any
 
 from . import metrics
 from .generate import Generation, generate_batch
-from .masking import NoTrainableTokensError, tokenize_conversation
+from .masking import IGNORE_INDEX, NoTrainableTokensError, tokenize_conversation
 from .tasks import check_answer
 
 
@@ -34,9 +34,12 @@ class ModelEval:
 
 def _prompts_and_references(eval_set: Any) -> tuple[list[list[dict]], list[str]]:
     prompts, references = [], []
-    for row in eval_set:
+    for index, row in enumerate(eval_set):
         messages = row["messages"]
-        assert messages[-1]["role"] == "assistant", "each eval conversation must end with the reference reply"
+        if not messages or messages[-1]["role"] != "assistant":
+            last = messages[-1]["role"] if messages else "nothing"
+            raise ValueError(f"eval row {index}: a conversation must end with the reference (assistant) reply, "
+                             f"it ends with {last!r}")
         prompts.append(messages[:-1])
         references.append(messages[-1]["content"])
     return prompts, references
@@ -58,8 +61,8 @@ def reference_rows(eval_set: Any, tokenizer: Any, max_length: int | None = None)
             continue
         # Everything the prefix trains (earlier turns, and the empty reply's end token) is context here.
         cut = len(prefix["input_ids"]) - 1
-        labels = [-100] * min(cut, len(full["labels"])) + full["labels"][cut:]
-        if any(label != -100 for label in labels):
+        labels = [IGNORE_INDEX] * min(cut, len(full["labels"])) + full["labels"][cut:]
+        if any(label != IGNORE_INDEX for label in labels):
             rows.append({"input_ids": full["input_ids"], "labels": labels})
     return rows
 

@@ -152,7 +152,8 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: int = 16, dropout: float = 0.0):
         super().__init__()
-        assert r > 0, f"rank must be positive, got {r}"
+        if r <= 0:
+            raise ValueError(f"rank must be positive, got {r}")
         self.base = base
         for parameter in self.base.parameters():
             parameter.requires_grad_(False)

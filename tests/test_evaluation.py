@@ -54,3 +54,13 @@ def test_write_generations_scores_exact_match_on_the_task_rows_only(tmp_path):
     lines = [json.loads(line) for line in write_generations(tmp_path / "g.jsonl", eval_set, *evals).read_text().splitlines()]
     assert "before_correct" not in lines[0] and "after_correct" not in lines[0]
     assert lines[1]["before_correct"] is False and lines[1]["after_correct"] is True
+
+
+def test_evaluate_model_names_a_row_without_a_reference_reply(tiny_model, tokenizer):
+    # A conversation that ends with the user's turn has nothing to score against: the error
+    # names the row, before any generation is spent on the set.
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    bad = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                        {"role": "user", "content": "And?"}]}
+    with pytest.raises(ValueError, match=r"eval row 1: .* ends with 'user'"):
+        evaluate_model("tiny", tiny_model, tokenizer, [good, bad], max_new_tokens=2)

@@ -200,3 +200,9 @@ def test_top_layers_only_adapts_the_upper_blocks(tiny_model, make_tiny_model):
 def test_top_layers_out_of_range_raises(tiny_model, layers):
     with pytest.raises(ValueError, match="layers must be between 1 and"):
         build_lora_config(tiny_model, layers=layers)
+
+
+@pytest.mark.parametrize("rank", [0, -4])
+def test_lora_linear_rejects_a_rank_below_one(rank):
+    with pytest.raises(ValueError, match="rank must be positive"):
+        LoRALinear(torch.nn.Linear(4, 4), r=rank)

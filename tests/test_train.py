@@ -24,6 +24,7 @@ from sftkit.chat import turn_token_ids
 from sftkit.tasks import make_task_splits
 from sftkit.train import (
     CountingCollator,
+    AdapterCheckError,
     NonFiniteLossError,
     ThroughputCallback,
     build_sft_config,
@@ -171,7 +172,7 @@ def test_verify_adapter_rejects_an_untrained_adapter(make_tiny_model, tmp_path, 
         make_tiny_model(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     )
     peft_model.save_pretrained(tmp_path / "untrained")
-    with pytest.raises(AssertionError, match="does not change the model"):
+    with pytest.raises(AdapterCheckError, match="does not change the model"):
         verify_adapter(peft_model, make_tiny_model(), tmp_path / "untrained", probe_ids)
 
 
