@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from sftkit.models import hardware_name
     from sftkit.run_data import load_run_data
     from sftkit.runs import load_for
-    from sftkit.train import peak_memory_mb
+    from sftkit.measure import peak_memory_mb
 
     run = Path((argv or sys.argv[1:])[0])
     start = time.perf_counter()

@@ -21,10 +21,10 @@ from typing import Any
 
 from .config import RunConfig, resolve_preset
 from .evaluation import ModelEval, compare, evaluate_model, intervals, side_by_side
+from .measure import peak_memory_mb
 from .models import hardware_name
 from .run_data import load_run_data
 from .runs import load_for, train_and_record
-from .train import peak_memory_mb
 
 HEADLINE = ("exact_match", "rouge_l", "stopped", "assistant_nll", "repeated_4gram_rate")
 

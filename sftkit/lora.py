@@ -73,6 +73,13 @@ def top_layers(model: nn.Module, layers: int | None) -> list[int] | None:
     return list(range(total - layers, total))
 
 
+def describe_blocks(layers: list[int] | None, total: int) -> str:
+    """'all 30' or 'top 15 of 30 (15-29)': which transformer blocks carry LoRA."""
+    if layers is None:
+        return f"all {total}"
+    return f"top {len(layers)} of {total} ({min(layers)}-{max(layers)})"
+
+
 def build_lora_config(model: nn.Module, r: int = 16, alpha: int = 32, dropout: float = 0.05,
                       targets: str | Iterable[str] = "all-linear", task_type: str = "CAUSAL_LM",
                       layers: int | None = None, trainable_tokens: Iterable[int] | None = None):

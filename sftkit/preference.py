@@ -29,13 +29,15 @@ from typing import Any, Iterable
 
 from transformers import TrainerCallback
 
+from .adapters import save_adapter
 from .config import RunConfig
 from .data import DataSourceError, load_hub_dataset
 from .generate import Generation, generate_batch
 from .lora import build_lora_config, trainable_parameters
+from .measure import NonFiniteLossError, peak_memory_mb
 from .models import hardware_name
 from .tasks import check_answer
-from .train import NonFiniteLossError, peak_memory_mb, save_adapter, trainer_arguments
+from .train import trainer_arguments
 
 # Why an example became a pair, or was skipped. Fixed strings so a report can count them.
 WRONG = "wrong answer"

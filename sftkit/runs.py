@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .adapters import point_adapter_at, verify_adapter
 from .chat import prepare_model, prepare_tokenizer
 from .config import RunConfig, resolve_preset
 from .models import OFFLINE_MODELS, hardware_name, load_model, load_tokenizer
-from .train import TrainResult, point_adapter_at, train_lora, verify_adapter, write_run_card
+from .run_card import write_run_card
+from .train import TrainResult, train_lora
 
 
 def load_for(cfg: RunConfig, need_attention_weights: bool = False):

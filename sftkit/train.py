@@ -7,10 +7,14 @@
   (T4), bf16 on >= 8, fp32 on CPU; SDPA attention; length-grouped batches by default;
 - trains on rows tokenized by `sftkit.masking` (assistant-only labels, identical to TRL's
   own, plus control-string sanitising and counted drops); TRL pads them and runs the loop;
-- measures what a run card needs: tokens/s over non-pad tokens, padding efficiency, model
-  FLOPs utilisation against the card's peak, peak memory, and stops on a non-finite loss;
-- saves the adapter with the tokenizer and an `adapter_config.json` whose base model loads
-  offline, and writes `run.json` + `run.md`.
+- measures what a run card needs (`sftkit.measure`): tokens/s over non-pad tokens, padding
+  efficiency, model FLOPs utilisation against the card's peak, peak memory, and stops on a
+  non-finite loss;
+- saves the adapter with the tokenizer (`sftkit.adapters`, which also reloads, merges and
+  verifies it); `sftkit.run_card` writes `run.json` + `run.md` from the `TrainResult`.
+
+A curriculum (rows with a `stage`) trains stage by stage (`staged_order`), and the steps
+where a stage ends are recorded for the loss curve (`stage_end_steps`).
 
 Loss: on CUDA, TRL's fused LM head computes the "nll" loss in chunks, so a large vocabulary
 (Qwen2.5's 152k) never materialises full-precision logits for the whole batch at once. Its
@@ -23,151 +27,29 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
-import platform
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 
+from .adapters import save_adapter
 from .chat import turn_token_ids
 from .config import RunConfig
 from .lm_head import labelled_logits
-from .lora import build_lora_config, trainable_parameters
+from .lora import build_lora_config, describe_blocks, trainable_parameters
+from .measure import (
+    T4_SUSTAINED_TFLOPS,
+    CountingCollator,
+    ThroughputCallback,
+    model_flops_utilisation,
+    peak_memory_mb,
+    peak_tflops,
+    training_flops_per_token,
+)
 from .models import hardware_name, pick_dtype
-
-# Dense peak tensor throughput (TFLOP/s) for the precision each card trains in here.
-# Sources: NVIDIA data sheets (T4: 65 fp16; A100: 312 bf16; H100 SXM: 989 bf16; L4: 121 bf16 ...).
-PEAK_TFLOPS = {
-    "T4": 65.0,
-    "V100": 125.0,
-    "A10G": 125.0,
-    "A10": 125.0,
-    "L4": 121.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "H100": 989.0,
-    "H200": 989.0,
-}
-# What a T4 sustains on real matmuls is far below the data-sheet peak (clocks drop under
-# load at 70 W); we report MFU against this too, so T4 numbers are not misread.
-T4_SUSTAINED_TFLOPS = 24.0
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
-
-
-def peak_tflops(device_name: str) -> float | None:
-    """The data-sheet peak for a GPU name (longest matching key), None for CPUs/unknown cards."""
-    if device_name.upper().startswith("CPU"):  # `hardware_name()`'s CPU format; "A10" is also an AMD APU
-        return None
-    matches = [key for key in PEAK_TFLOPS if key in device_name.upper()]
-    return PEAK_TFLOPS[max(matches, key=len)] if matches else None
-
-
-def training_flops_per_token(frozen: int, trainable: int) -> float:
-    """Model FLOPs per trained token: forward 2N, backward through activations 2N, weight grads 2N_trainable.
-
-    Full fine-tuning gives the familiar 6N; LoRA costs about 4N because frozen weights need
-    no weight gradient. Attention-score FLOPs are left out (small at these lengths), and
-    activation recomputation from gradient checkpointing is not counted (MFU convention).
-    """
-    return 4.0 * (frozen + trainable) + 2.0 * trainable
-
-
-def reset_peak_memory() -> bool:
-    """Start a new peak-memory measurement; True if the CPU peak (peak RSS) was reset too.
-
-    CUDA's allocator peak resets with torch. A process's peak RSS (``ru_maxrss``, VmHWM) is
-    normally a high-water mark for its whole life, so several trainings in one process (a
-    notebook, a grid of trials) would each report the largest so far. On Linux, writing "5"
-    to /proc/self/clear_refs resets it to the current RSS, so the next reading is the peak
-    of what ran since. Elsewhere the RSS peak stays cumulative and this returns False.
-    """
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_memory_mb() -> dict[str, float]:
-    """Peak GPU memory allocated by torch (if CUDA) and the process's peak RSS, in MB.
-
-    Both are peaks since the last `reset_peak_memory` (the RSS one only where it could reset).
-    """
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    if torch.cuda.is_available():
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
-
-
-# --------------------------------------------------------------------------- measurement
-
-
-class CountingCollator:
-    """Wraps a collator and counts real (non-pad) and padded tokens of every batch it builds."""
-
-    def __init__(self, collator: Any):
-        self.collator = collator
-        self.real_tokens = 0
-        self.padded_tokens = 0
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collator(examples)
-        self.real_tokens += sum(len(example["input_ids"]) for example in examples)
-        self.padded_tokens += batch["input_ids"].numel()
-        return batch
-
-    @property
-    def padding_efficiency(self) -> float:
-        return self.real_tokens / self.padded_tokens if self.padded_tokens else float("nan")
-
-
-class ThroughputCallback(TrainerCallback):
-    """Logs tokens/s (non-pad), padding efficiency and MFU; stops on a non-finite loss."""
-
-    def __init__(self, counter: CountingCollator, flops_per_token: float, device_name: str):
-        self.counter = counter
-        self.flops_per_token = flops_per_token
-        self.peak = peak_tflops(device_name)
-        self.start = None
-        self.peak_rss_is_per_run = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        # The peaks a run card reports are those of this training (the loaded model included).
-        self.peak_rss_is_per_run = reset_peak_memory()
-        self.start = time.perf_counter()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs if logs is not None else {}
-        for key in ("loss", "grad_norm"):
-            value = logs.get(key)
-            if value is not None and not math.isfinite(float(value)):
-                raise NonFiniteLossError(
-                    f"{key} became {value} at step {state.global_step}. With fp16 this is usually an overflow: "
-                    "lower the learning rate, keep max_grad_norm at 1.0, or train in fp32/bf16."
-                )
-        if self.start is None or "loss" not in logs:
-            return
-        elapsed = time.perf_counter() - self.start
-        tokens_per_s = self.counter.real_tokens / elapsed if elapsed > 0 else 0.0
-        logs["tokens_per_s"] = round(tokens_per_s, 1)
-        logs["padding_efficiency"] = round(self.counter.padding_efficiency, 4)
-        if self.peak:
-            logs["mfu"] = round(tokens_per_s * self.flops_per_token / (self.peak * 1e12), 4)
-        # Trainer appended a copy of `logs` to the history before calling us: complete that entry.
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].update({k: logs[k] for k in ("tokens_per_s", "padding_efficiency", "mfu") if k in logs})
-
 
 # --------------------------------------------------------------------------- configuration
 
@@ -363,7 +245,8 @@ def staged_order(stages: list[int], lengths: list[int], batch_size: int, seed: i
     """
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    assert len(stages) == len(lengths), f"{len(stages)} stages for {len(lengths)} rows"
+    if len(stages) != len(lengths):
+        raise ValueError(f"{len(stages)} stages for {len(lengths)} rows")
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     for stage in sorted(set(stages)):
@@ -495,9 +378,9 @@ def train_lora(
         "padded_tokens": padded_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
         "padding_efficiency": round(real_tokens / padded_tokens, 4),
-        "mfu": round(tokens_per_s * throughput.flops_per_token / (peak * 1e12), 4) if peak else None,
+        "mfu": model_flops_utilisation(tokens_per_s, throughput.flops_per_token, peak) if peak else None,
         "mfu_vs_t4_sustained": (
-            round(tokens_per_s * throughput.flops_per_token / (T4_SUSTAINED_TFLOPS * 1e12), 4)
+            model_flops_utilisation(tokens_per_s, throughput.flops_per_token, T4_SUSTAINED_TFLOPS)
             if peak and "T4" in device.upper()
             else None
         ),
@@ -516,128 +399,3 @@ def train_lora(
         "peak_rss_scope": "this training" if throughput.peak_rss_is_per_run else "process lifetime",
     }
     return TrainResult(peft_model, adapter_dir, list(trainer.state.log_history), metrics, tokenize_report)
-
-
-def save_adapter(trainer: Any, tokenizer: Any, adapter_dir: Path, base_dir: Path | None = None) -> Path:
-    """Save a trainer's adapter and tokenizer (main process only); optionally name `base_dir` as its base."""
-    # Under `accelerate launch` every process trains; only the main one writes files.
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(adapter_dir)
-        tokenizer.save_pretrained(adapter_dir)
-        if base_dir is not None:
-            point_adapter_at(adapter_dir, base_dir)
-    trainer.accelerator.wait_for_everyone()
-    return adapter_dir
-
-
-def point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
-    """Make an adapter's `adapter_config.json` name `base_dir` (an absolute local path) as its base."""
-    config_path = Path(adapter_dir) / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = str(Path(base_dir).resolve())
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-
-
-# --------------------------------------------------------------------------- run cards
-
-
-def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def describe_blocks(layers: list[int] | None, total: int) -> str:
-    """'all 30' or 'top 15 of 30 (15-29)': which transformer blocks carry LoRA."""
-    if layers is None:
-        return f"all {total}"
-    return f"top {len(layers)} of {total} ({min(layers)}-{max(layers)})"
-
-
-def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) -> tuple[Path, Path]:
-    """`run.json` (machine-readable) and `run.md` (for people) next to the run's outputs."""
-    output_dir = Path(output_dir)
-    card = {
-        "config": cfg.to_dict(),
-        "versions": package_versions(),
-        "train": result.metrics,
-        "tokenization": result.tokenize_report,
-        "adapter_dir": str(result.adapter_dir),
-    }
-    json_path = output_dir / "run.json"
-    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    m = result.metrics
-    rows = [
-        ("hardware", m["hardware"]),
-        ("precision", m["precision"]),
-        ("steps", m["steps"]),
-        ("wall time (s)", m["wall_s"]),
-        ("tokens/s (non-pad)", m["tokens_per_s"]),
-        ("padding efficiency", m["padding_efficiency"]),
-        ("MFU (vs data-sheet peak)", m["mfu"] if m["mfu"] is not None else "n/a on CPU"),
-        ("peak memory (MB)", m.get("peak_gpu_mb", m["peak_rss_mb"])),
-        ("final logged loss", m["final_loss"]),
-        ("trainable / total parameters", f"{m['trainable_params']:,} / {m['total_params']:,}"),
-        ("LoRA targets", ", ".join(m["lora_targets"])),
-        ("LoRA blocks", m["lora_blocks"]),
-        ("loss computed by", m["loss"]),
-        ("rows per stage, in training order", ", ".join(f"stage {k}: {v:,}" for k, v in m["stages"].items())
-         if m.get("stages") else "one shuffled set"),
-        ("adapter", str(result.adapter_dir)),
-    ]
-    lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
-    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()), ""]
-    md_path = output_dir / "run.md"
-    md_path.write_text("\n".join(lines))
-    return json_path, md_path
-
-
-# --------------------------------------------------------------------------- adapter checks
-
-
-class AdapterCheckError(RuntimeError):
-    """The saved adapter is not the trained one, or it does not change the model."""
-
-
-@torch.no_grad()
-def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, input_ids: torch.Tensor) -> dict[str, float]:
-    """Check the saved adapter is the trained one and actually changes the model.
-
-    `base_model` is a fresh copy of the base weights. Returns max absolute logit differences:
-    ``reload`` (saved vs in-memory, should be 0), ``merge`` (merged vs adapter, ~1e-6 in
-    fp32) and ``vs_base`` (tuned vs base, must be > 0: an adapter that silently does not
-    load is a known failure). Raises `AdapterCheckError` when a check fails.
-    """
-    from peft import PeftModel
-
-    device = next(peft_model.parameters()).device
-    input_ids = input_ids.to(device)
-    peft_model.eval()
-    tuned = peft_model(input_ids=input_ids).logits.float()
-    base_model = base_model.to(device).eval()
-    base = base_model(input_ids=input_ids).logits.float()
-    reloaded_model = PeftModel.from_pretrained(base_model, str(adapter_dir)).eval()
-    reloaded = reloaded_model(input_ids=input_ids).logits.float()
-    merged_model = reloaded_model.merge_and_unload()
-    merged = merged_model(input_ids=input_ids).logits.float()
-    diffs = {
-        "reload": (reloaded - tuned).abs().max().item(),
-        "merge": (merged - tuned).abs().max().item(),
-        "vs_base": (tuned - base).abs().max().item(),
-    }
-    tolerance = 1e-5 if peft_model.dtype == torch.float32 and base_model.dtype == torch.float32 else 1e-2
-    if diffs["reload"] > tolerance:
-        raise AdapterCheckError(f"reloaded adapter differs from the trained one by {diffs['reload']:.3g}")
-    if diffs["merge"] > max(tolerance, 1e-5 * tuned.abs().max().item()):
-        raise AdapterCheckError(f"merged model differs from the adapter model by {diffs['merge']:.3g}")
-    if not diffs["vs_base"] > 0:
-        raise AdapterCheckError("the adapter does not change the model's logits: it was not trained or not loaded")
-    return diffs

@@ -12,7 +12,7 @@ LAYERS = [
     {"config"},
     {"data", "tasks", "offline_conversations", "run_data", "models"},
     {"chat", "masking", "lora", "lm_head"},
-    {"metrics", "generate", "train"},
+    {"metrics", "generate", "measure", "adapters", "train", "run_card"},
     {"instructions", "refusal", "evaluation", "viz"},
     {"runs"},
     {"trials", "preference", "alpaca", "classify", "distill"},

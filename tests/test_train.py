@@ -1,4 +1,4 @@
-"""Tests for sftkit.train: a real (tiny) LoRA SFT run, its measurements, run card, adapter and resume.
+"""Tests for sftkit.train, .measure, .adapters and .run_card: a real (tiny) LoRA SFT run, its measurements, run card, adapter and resume.
 
 One training run of the smoke preset (4 steps, checkpoint every 2) is shared by the module;
 the resume test continues it from step 2 in a fresh model.
@@ -21,26 +21,27 @@ from sftkit.lora import build_lora_config, find_lora_targets, lora_parameter_cou
 from sftkit.masking import tokenize_dataset
 from sftkit.models import hardware_name
 from sftkit.chat import turn_token_ids
-from sftkit.tasks import make_task_splits
-from sftkit.train import (
+from sftkit.adapters import AdapterCheckError, verify_adapter
+from sftkit.lora import describe_blocks
+from sftkit.measure import (
     CountingCollator,
-    AdapterCheckError,
     NonFiniteLossError,
     ThroughputCallback,
-    build_sft_config,
-    describe_blocks,
     peak_memory_mb,
     peak_tflops,
-    precision_flags,
     reset_peak_memory,
+    training_flops_per_token,
+)
+from sftkit.run_card import write_run_card
+from sftkit.tasks import make_task_splits
+from sftkit.train import (
+    build_sft_config,
+    precision_flags,
     sft_trainer_class,
     stage_end_steps,
     staged_order,
     train_lora,
-    training_flops_per_token,
-    verify_adapter,
     wants_fused_lm_head,
-    write_run_card,
 )
 
 

@@ -1,0 +1,71 @@
+"""The run card: what a training run was (config, versions) and what it measured, as `run.json` and `run.md`.
+
+Numbers in the README and the notebooks are read from run cards, never typed in, so a
+card holds everything needed to judge a run: the whole config, the package versions, the
+hardware and precision, throughput and MFU, peak memory, the loss, the LoRA placement, the
+rows per curriculum stage and where the adapter is.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import RunConfig
+
+if TYPE_CHECKING:
+    from .train import TrainResult
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and the training stack's versions, "not installed" for a missing package."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) -> tuple[Path, Path]:
+    """`run.json` (machine-readable) and `run.md` (for people) next to the run's outputs."""
+    output_dir = Path(output_dir)
+    card = {
+        "config": cfg.to_dict(),
+        "versions": package_versions(),
+        "train": result.metrics,
+        "tokenization": result.tokenize_report,
+        "adapter_dir": str(result.adapter_dir),
+    }
+    json_path = output_dir / "run.json"
+    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    m = result.metrics
+    rows = [
+        ("hardware", m["hardware"]),
+        ("precision", m["precision"]),
+        ("steps", m["steps"]),
+        ("wall time (s)", m["wall_s"]),
+        ("tokens/s (non-pad)", m["tokens_per_s"]),
+        ("padding efficiency", m["padding_efficiency"]),
+        ("MFU (vs data-sheet peak)", m["mfu"] if m["mfu"] is not None else "n/a on CPU"),
+        ("peak memory (MB)", m.get("peak_gpu_mb", m["peak_rss_mb"])),
+        ("final logged loss", m["final_loss"]),
+        ("trainable / total parameters", f"{m['trainable_params']:,} / {m['total_params']:,}"),
+        ("LoRA targets", ", ".join(m["lora_targets"])),
+        ("LoRA blocks", m["lora_blocks"]),
+        ("loss computed by", m["loss"]),
+        ("rows per stage, in training order", ", ".join(f"stage {k}: {v:,}" for k, v in m["stages"].items())
+         if m.get("stages") else "one shuffled set"),
+        ("adapter", str(result.adapter_dir)),
+    ]
+    lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]
+    lines += [f"| {key} | {value} |" for key, value in rows]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()), ""]
+    md_path = output_dir / "run.md"
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
