@@ -148,17 +148,21 @@ for prompt in RAW_PROMPTS:
 pd.DataFrame(raw_rows)
 
 # %% [markdown]
-# The continuations and the table answer the first question. A base
-# model treats the prompt as the start of a document and continues *the document*, not the
-# conversation. The behaviours to look for above: the bare question is followed by more
-# questions or by text that drifts off topic; the "Question / Answer" frame may get an answer,
-# followed by the next "Question:" the model invents; the typed transcript gets an
-# "Assistant:" reply and then, often, a new "User:" turn written by the model itself. The last
-# column shows whether generation ended before the token budget: a base model has no
-# end-of-turn habit, and the only stop signal it knows is its end-of-document token.
+# The continuations and the table answer the first question. In the committed run
+# (`cpu-demo`: Gemma 3 270M base, greedy, 60-token budget) none of the three prompts stopped
+# before the budget, and each shows a way a document continuer treats a question:
 #
-# With the `smoke` preset the "base model" is a tiny network with random weights, so its text
-# is noise; there the cell only proves that the code path runs.
+# - the bare question is answered ("The capital of France is Paris.") and then the question and
+#   its answer are written again and again, like a page of flash cards, until the budget ends;
+# - the "Question / Answer" frame gets a one-line answer, then the model invents the *next*
+#   "Question:" ("How do I boil a can of soda?") and answers that too;
+# - the typed transcript gets an "Assistant:"-style reply and then a new "User:" line written
+#   by the model itself: it invents the user's next turn, because a transcript continues.
+#
+# A base model has no end-of-turn habit; the only stop signal it knows is its end-of-document
+# token, and a question is not the end of a document. With the `smoke` preset the "base model"
+# is a tiny network with random weights, so its text is noise; there the cell only proves that
+# the code path runs.
 
 # %% [markdown]
 # ## The instruct model, through its chat template
@@ -211,11 +215,11 @@ pd.DataFrame([{"system prompt": key, "answer": sftkit.generate.chat(imodel, itok
               for key, system in SYSTEMS.items()])
 
 # %% [markdown]
-# A model that followed SFT data with system prompts changes register when the role changes
-# while still answering the question; a small model often keeps the persona only for the first
-# words, or lets it crowd out the content. Whatever the table above shows, note that this
-# control exists only because of SFT: for the base model, "You are a pirate" is just the first
-# line of a document.
+# In the committed run the neutral system prompt gets a plain (if rambling) recipe, and the
+# pirate prompt changes the register at once ("Boil an egg, ye know it.") but crowds out the
+# content: the 135M instruct model then loops on its own sentence until the budget. A role
+# prompt is a real control, and a small model pays for it in content. The control exists only
+# because of SFT: for the base model, "You are a pirate" is just the first line of a document.
 
 # %% [markdown]
 # ## Next-token prediction vs SFT, on one conversation
@@ -267,19 +271,20 @@ for label, model, tok in ((f"base ({BASE})", bmodel, btok_chat), (f"instruct ({I
 pd.DataFrame(loss_rows).set_index("model").round(3)
 
 # %% [markdown]
-# How to read the table:
+# How to read the table (committed run: Gemma 3 270M base vs SmolLM2-135M-Instruct):
 #
-# - **Which tokens count.** The "tokens" and "assistant tokens" columns show how small a share of
-#   the sequence SFT trains on: the system prompt, the user turn and the template's headers are
-#   context only. The NTP loss averages over all of them, so it rewards a model for predicting
+# - **Which tokens count.** Of the 36 tokens of this conversation, 8 carry the SFT loss (the
+#   reply and its end-of-turn token); the system prompt, the user turn and the template's
+#   headers are context. The NTP loss averages over all 36, so it rewards a model for predicting
 #   the *user's* words, which an assistant never has to produce.
-# - **Base vs instruct on the same reply.** The SFT column is the quantity an instruct model's
-#   own fine-tuning drove down, so compare it between the two rows; the loss on the end-of-turn
-#   token shows directly whether a model expects the turn to end after the reply. A base model
-#   has never been trained to put it there, and this is the habit that chapter 03 teaches.
-# - **Caveats.** Losses are only comparable between models that share a tokenizer (with the
-#   `cpu-demo` preset the base model is Gemma and the instruct model is SmolLM2, so compare
-#   columns within a row there). The last column is the loss of a model that knows nothing; the
-#   smoke preset's random model sits close to it everywhere.
+# - **Where a base model fails.** Gemma's loss on the reply's `<end_of_turn>` is 17.2 nats, far
+#   *above* the 12.5 nats of a uniform guess over its 262,144-token vocabulary: the base model is
+#   confidently sure the turn does *not* end there. (Its `<start_of_turn>`/`<end_of_turn>` rows
+#   exist in the base vocabulary but pre-training never made it predict them.) The instruct
+#   model, trained on this very token, pays 0.33 nats. This is the habit chapter 03 teaches.
+# - **Caveats.** Losses are only comparable between models that share a tokenizer: here Gemma and
+#   SmolLM2 cut the text into different tokens (both 36 by chance), so read each row against its
+#   own uniform-guess column rather than the rows against each other. The smoke preset's random
+#   model sits close to the uniform guess everywhere.
 #
 # Next: chapter 01 on how to fine-tune cheaply (LoRA), chapter 02 on the data and the masks.

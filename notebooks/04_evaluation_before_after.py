@@ -147,6 +147,17 @@ pd.DataFrame({name: {k: ev.summary[k] for k in ("stop_rate", "invented_turn_rate
 # Two intervals that overlap do not mean "no difference": the same prompts are scored for every
 # model, so the right test is on the *paired* per-prompt differences, which cancel the
 # variation between easy and hard prompts.
+#
+# **What the committed run shows** (`cpu-demo`: Gemma 3 270M base before and after 75 LoRA
+# steps, SmolLM2-135M-Instruct as the reference, 96 held-out conversations whose topics training
+# never saw). The base model never stopped (stop rate 0.000) and wrote to the 128-token budget
+# every time; it opened by repeating the user's message in 68% of replies, and 76% of its
+# 4-grams are repeats: the document-continuer of chapter 00, now inside a chat template. After
+# SFT the model closes its turn in 95% of replies [0.90, 0.99], opens with an echo in 1%, and
+# its replies fall to a median of about 22 tokens, close to the references' length (length
+# ratio 0.78). ROUGE-L rises from 0.135 to 0.442 and assistant-token perplexity on the
+# references falls from 12.6 to 5.2. The instruct reference stops in 87% of these replies and
+# scores ROUGE-L 0.372; its NLL is measured in SmolLM2's tokens and is not comparable.
 
 # %%
 DIFFS = {f"{name} - base": sftkit.evaluation.compare(EVALS["base"], ev, e.bootstrap_resamples)
@@ -159,6 +170,11 @@ pd.concat({pair: pd.DataFrame.from_dict(table, orient="index") for pair, table i
 # one-sided bootstrap p-value; for `lower_is_better` metrics, improving means going down). An
 # interval that excludes zero is a difference these prompts can resolve; one that straddles zero
 # is not, however large `diff` looks.
+#
+# Here every behavioural change of the tuned model excludes zero: stop rate +0.948 [+0.896,
+# +0.990], ROUGE-L +0.307 [+0.239, +0.379], exact match on the 19 task rows +0.63 [+0.42,
+# +0.84], assistant NLL -3.4 nats. The `invented_turn` row is zero for all three models, and
+# that zero needs a caveat, shown in the template section below.
 
 # %%
 metric_names = [m for m in ("exact_match", "rouge_l", "bleu", "stopped") if m in INTERVALS["base"]]
@@ -217,19 +233,29 @@ display(pd.DataFrame({name: {"check accuracy (loose)": round(s.instructions["che
 pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).round(2)
 
 # %% [markdown]
-# Read the strict instruction-following rate together with the per-kind table: a small model
-# usually gains on format checks it can satisfy by stopping in time (length limits, a single
-# paragraph) before it gains on content constraints. The refusal rows must be read as a pair: a
-# model can reach a high refusal rate by refusing everything, which the over-refusal rate on
-# harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
+# Read the strict instruction-following rate together with the per-kind table. Here SFT did
+# *not* improve instruction following: strict accuracy is 0.205 for the base model, 0.091 for
+# the tuned one and 0.205 for the instruct reference, on 44 prompts whose intervals overlap
+# widely. The tuned model gained where stopping in time is enough (`max_sentences` 0 -> 1.0,
+# `max_words` 0.43 -> 0.57) and lost the kinds the base model likely passes by copying the
+# prompt, which names the keyword, placeholder or title the check looks for (the base model
+# echoes its prompt in two thirds of held-out replies). The training data contain no
+# formatting constraints of this kind, so none of this is surprising; each kind has only 2 to 7
+# prompts, so per-kind rates are anecdotes. No model refused any of the 18 harmful requests,
+# nor any harmless look-alike: the training conversations contain no refusals, and a 135M
+# instruct model does not refuse these either. On open prompts (a 96-token budget) the tuned
+# model stops in 91% of replies and the instruct reference in 21%: it writes longer answers.
+#
+# In general, the refusal rows must be read as a pair: a model can reach a high refusal rate
+# by refusing everything, which the over-refusal rate on harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
 # contain them (the built-in tasks contain none), so a tuned model should not be expected to
 # refuse more than its data showed. The same tables,
 # with paired differences, are in `runs/<preset>/04_eval/eval.md`.
 #
 # ## How the models handle the template
 #
-# A prompt ends with the assistant header (start-of-turn, `assistant` or Gemma's `model`, a
-# newline). What comes next, decoded *with* special tokens, shows the turn structure each model
+# A prompt ends with the assistant header: start-of-turn, the role name, a newline (sftkit's
+# template keeps the data's role names, `assistant` included, around Gemma's own turn tokens). What comes next, decoded *with* special tokens, shows the turn structure each model
 # produces: a reply closed by the end-of-turn token, or text that runs on, invents the next user
 # turn, or never ends.
 
@@ -247,10 +273,23 @@ pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
               for name, ev in EVALS.items()})
 
 # %% [markdown]
-# The stop rate is the clearest single sign of SFT: the base model has no reason to emit
-# the end-of-turn token after a reply, while the tuned model was trained on exactly that token at the end
-# of every assistant turn. Compare the rows of the table, and the raw continuations above it,
-# where a model that does not stop either runs to the budget or writes the next turn itself.
+# The stop rate is the clearest single sign of SFT: the base model has no reason to emit the
+# end-of-turn token after a reply, while the tuned model was trained on exactly that token at
+# the end of every assistant turn. In the committed run the base model stops in none of the
+# held-out or open prompts and always uses the whole budget (median 128 new tokens); the tuned
+# model answers in one sentence (median 21.5 tokens) and closes with `<end_of_turn>`.
+#
+# The base model's raw continuation is worth reading closely. It repeats the question, then
+# writes a stray token and a newline, another stray token and a newline, and repeats the
+# question again: it is copying the *skeleton* of the template it was shown
+# (`question<end_of_turn>\n<start_of_turn>role\n`) with ordinary tokens where the turn tokens
+# should be. Elsewhere in `generations.jsonl` the stray token is followed by a role name
+# ("...に通りのassistant", "...課程assistant"): the model is writing the next turn, but it never
+# produces the turn tokens themselves, which pre-training never taught it to predict (chapter
+# 00: 17.2 nats on `<end_of_turn>`). This is why `invented_turn` reads 0 for the base model: the
+# metric looks for the start-of-turn token or a role name opening a line, and the base model's
+# invented turns have neither. Treat that zero as an undercount; `echoed_prompt` (0.68) and the
+# stop rate are the measures of its transcript-continuing here.
 #
 # ## Where the tuned model looks: one attention map
 #
@@ -279,12 +318,12 @@ print("bertviz views (open in a browser with internet access):", *views.values()
 
 # %% [markdown]
 # Rows are the tokens doing the attending, columns the tokens attended to; everything above the
-# diagonal is zero because the model is causal, and the first row is always a single bright cell
-# (the first token can only attend to itself). Patterns to look for in a late layer of a
-# trained model: a bright first column (an "attention sink": heads park weight on the first
-# token when they have nothing specific to attend to); reply tokens attending back to the
-# question's content words ("capital", "France") when producing "Paris"; and the role and
-# turn markers drawing attention as landmarks of the turn structure. One head of one
+# diagonal is zero because the model is causal, and the first row is a single bright cell (the
+# first token can only attend to itself). In the committed map (last layer, head 0) almost every
+# row puts most of its weight on `<bos>`: an "attention sink", where a head parks its weight
+# when it has nothing specific to read. What is left goes mostly to "France" and "capital", and
+# the rows of the end-of-turn tokens and the reply's "." spread a little more weight over the
+# turn markers than the rows inside the reply do. One head of one
 # layer is an anecdote, not an explanation: attention weights show where information *can*
 # flow, not what the model uses. The bertviz views (saved next to the evaluation outputs) show
 # every head of every layer. With the `smoke` preset the weights are random and the map has no
@@ -308,11 +347,22 @@ print("bertviz views (open in a browser with internet access):", *views.values()
 #   helpfulness.
 # - *Comparison with the published instruct model is not like for like:* it was trained on far
 #   more data, with full fine-tuning and a preference stage.
+# - *`invented_turn` undercounts a base model* whose invented turns use stray tokens instead of
+#   the turn tokens (above); the echo rate and the stop rate carry that evidence instead.
+# - *The references of the distilled rows were written by the instruct reference itself*
+#   (SmolLM2-135M-Instruct, sampled at temperature 0.7 and filtered to replies that stopped), so
+#   overlap metrics favour its style, and the tuned model imitates that same teacher. The task
+#   rows (19 of 96) are the only ones scored against an answer no model wrote.
+# - *One training seed* is shown here; `scripts/seed_spread.py` trains several and README gives
+#   the spread.
 #
 # **Challenges met in building the pipeline.** The base tokenizer had to be given a template
-# with generation markers, `<|im_end|>` as EOS and a pad token distinct from it, or the model
-# never learns to stop; user text containing control strings had to be encoded as text;
-# truncation had to drop and count rows that lose every reply; fp16 on a T4 needs gradient
+# with generation markers, the end-of-turn token (`<end_of_turn>` for Gemma, `<|im_end|>` for
+# ChatML) as EOS and a pad token distinct from it, or the model never learns to stop; the turn
+# tokens' embedding rows had to be made trainable (peft's `trainable_token_indices`, a few rows
+# instead of a copy of the 262k-row embedding), since the base model never learnt them; the
+# 262k-row LM head had to be computed only at labelled positions to fit a CPU budget; user text
+# containing control strings had to be encoded as text; truncation had to drop and count rows that lose every reply; fp16 on a T4 needs gradient
 # clipping and a non-finite-loss guard; and an adapter that silently fails to load had to be
 # caught by checking its outputs against the base.
 #
