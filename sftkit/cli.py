@@ -5,6 +5,8 @@
     sftkit train [--preset NAME] [--out DIR]                training only, with a run card
     sftkit eval  --models base,tuned [--preset NAME] [--out DIR]
     sftkit trials --grid FILE [--preset NAME] [--out DIR]   LoRA configuration trials (resumable)
+    sftkit standins --out DIR [--layers N] [--hidden N|full] offline Hub-shaped stand-ins of the t4
+                                                            preset's dataset and models (sftkit.standins)
 """
 
 from __future__ import annotations
@@ -39,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     trials = commands.add_parser("trials", help="LoRA configuration trials from a JSON grid file (resumable)")
     _common(trials)
     trials.add_argument("--grid", required=True, help="JSON: a list of trials or {'base': {...}, 'grid': {...}}")
+    standins = commands.add_parser("standins", help="write offline stand-ins of smol-smoltalk, SmolLM2-360M and "
+                                                    "SmolLM2-360M-Instruct (Hub layout, random weights)")
+    standins.add_argument("--out", required=True, help="folder; the stand-ins go to OUT/HuggingFaceTB/...")
+    standins.add_argument("--layers", type=int, default=2, help="transformer blocks (SmolLM2-360M has 32; default 2)")
+    standins.add_argument("--hidden", default="120",
+                          help="hidden size, a multiple of 30, or 'full' for SmolLM2-360M's 960 (default 120)")
+    standins.add_argument("--train-rows", type=int, default=4000)
+    standins.add_argument("--test-rows", type=int, default=400)
     args = parser.parse_args(argv)
+    if args.command == "standins":
+        return _standins(parser, args)
     from .config import apply_overrides, resolve_preset
 
     try:
@@ -60,9 +72,23 @@ def main(argv: list[str] | None = None) -> int:
 
         run_evaluation(args.preset, args.out, [m.strip() for m in args.models.split(",") if m.strip()], cfg=cfg)
     elif args.command == "trials":
-        from .trials import run_trials_cli
+        from .chapters.trials import run_trials_cli
 
         run_trials_cli(args.grid, args.preset, args.out)
+    return 0
+
+
+def _standins(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .standins import build_standins
+
+    try:
+        hidden = None if args.hidden == "full" else int(args.hidden)
+        paths = build_standins(args.out, train_rows=args.train_rows, test_rows=args.test_rows,
+                               num_hidden_layers=args.layers, hidden_size=hidden)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"[sftkit] stand-ins in {paths.root}; run the t4 preset on them with:")
+    print("  sftkit demo --preset t4 " + " ".join(f"--set {o}" for o in paths.overrides()))
     return 0
 
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sftkit"
 # Lowest first. A module may import its own layer and the layers below it.
 LAYERS = [
     {"config"},
-    {"data", "tasks", "offline_conversations", "run_data", "models"},
+    {"data", "tasks", "offline_conversations", "run_data", "models", "standins"},
     {"chat", "masking", "lora", "lm_head"},
     {"metrics", "generate", "measure", "adapters", "train", "run_card"},
     {"instructions", "refusal", "evaluation", "viz"},
