@@ -135,7 +135,7 @@ memory.round(4)
 # - With LoRA the optimizer side almost vanishes and the frozen fp16 weights dominate. The
 #   memory saved goes to longer sequences and bigger batches. Compute shrinks too: frozen
 #   layers need no weight gradients, only gradients with respect to their inputs (see
-#   `sftkit.train.training_flops_per_token`).
+#   `sftkit.measure.training_flops_per_token`).
 #
 # In the committed run (Gemma 3 270M base, 268M parameters) full fine-tuning needs about
 # 4.8 GB before activations, 30% of a T4's 16 GB, of which 4.3 GB is optimizer state; LoRA r=16

@@ -128,7 +128,7 @@ settings = {f: getattr(sft_args, f, None) for f in fields}
 settings["effective batch (per device x accumulation x devices)"] = (
     sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * max(sft_args.world_size, 1))
 settings["LoRA target modules"] = sorted(lora_config.target_modules)
-settings["LoRA blocks"] = sftkit.train.describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers)
+settings["LoRA blocks"] = sftkit.lora.describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers)
 settings["trainable embedding rows"] = tokenizer.convert_ids_to_tokens(turn_rows) if turn_rows else "none"
 settings["training conversations"] = len(train_set)
 settings["held-out conversations (chapter 04)"] = len(eval_set)

@@ -82,7 +82,7 @@ print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefac
 # %% [markdown]
 # ## A controlled comparison
 #
-# `sftkit.trials` runs every trial the same way, so that a difference between two rows of the
+# `sftkit.chapters.trials` runs every trial the same way, so that a difference between two rows of the
 # table comes from the settings and not from the dice:
 #
 # - every trial starts from a **fresh copy of the same base model** (`load_model_fn` is called
@@ -113,9 +113,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
+import sftkit.chapters.trials
 import sftkit.demo
 import sftkit.runs
-import sftkit.trials
 import sftkit.viz
 
 datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation in every trial
@@ -145,7 +145,7 @@ if PRESET == "smoke":  # two trials of a few steps
     GRID["grid"] = {"r": [tcfg.lora.r], "targets": ["attention", "all-linear"]}
 OUT.mkdir(parents=True, exist_ok=True)
 (OUT / "grid_stage1.json").write_text(json.dumps(GRID, indent=2) + "\n")
-SPECS = sftkit.trials.load_grid(OUT / "grid_stage1.json")
+SPECS = sftkit.chapters.trials.load_grid(OUT / "grid_stage1.json")
 pd.DataFrame([{"trial": spec.name, **spec.resolve(tcfg)} for spec in SPECS]).set_index("trial")
 
 # %% [markdown]
@@ -169,9 +169,9 @@ pd.DataFrame([{"trial": spec.name, **spec.resolve(tcfg)} for spec in SPECS]).set
 LOAD = functools.partial(sftkit.runs.load_for, tcfg)  # called once per trial: a fresh model every time
 TOLERANCE = 0.02  # nats: NLL differences this small are noise on a held-out set of this size
 start_time = time.perf_counter()
-rows1 = sftkit.trials.run_trials(tcfg, SPECS, OUT, train_set, eval_set, LOAD, disable_tqdm=True)
+rows1 = sftkit.chapters.trials.run_trials(tcfg, SPECS, OUT, train_set, eval_set, LOAD, disable_tqdm=True)
 print(f"stage 1: {len(rows1)} trials; {time.perf_counter() - start_time:.0f} s in this run (finished ones skipped)")
-best1, rule1 = sftkit.trials.best_trial(rows1, "eval_nll", tolerance=TOLERANCE)
+best1, rule1 = sftkit.chapters.trials.best_trial(rows1, "eval_nll", tolerance=TOLERANCE)
 print(rule1)
 
 # %% [markdown]
@@ -194,10 +194,10 @@ FOLLOW_UP = [
 ]
 FOLLOW_UP = FOLLOW_UP[:1] if PRESET == "smoke" else FOLLOW_UP
 (OUT / "grid_stage2.json").write_text(json.dumps(FOLLOW_UP, indent=2) + "\n")
-rows2 = sftkit.trials.run_trials(tcfg, sftkit.trials.load_grid(OUT / "grid_stage2.json"), OUT, train_set, eval_set,
+rows2 = sftkit.chapters.trials.run_trials(tcfg, sftkit.chapters.trials.load_grid(OUT / "grid_stage2.json"), OUT, train_set, eval_set,
                                  LOAD, disable_tqdm=True)
 ROWS = rows1 + rows2
-best, rule = sftkit.trials.best_trial(ROWS, "eval_nll", tolerance=TOLERANCE)
+best, rule = sftkit.chapters.trials.best_trial(ROWS, "eval_nll", tolerance=TOLERANCE)
 print(rule)
 
 # %% [markdown]
@@ -207,7 +207,7 @@ print(rule)
 # `trials.md` with the rule), never typed by hand.
 
 # %%
-TABLE_MD = sftkit.trials.trials_table(ROWS)
+TABLE_MD = sftkit.chapters.trials.trials_table(ROWS)
 (OUT / "trials.md").write_text(f"# LoRA trials: {PRESET} preset on {HARDWARE}\n\n{len(train_set)} training and "
                                f"{len(eval_set)} held-out conversations, {tcfg.train.max_steps} steps per trial, seed "
                                f"{tcfg.train.seed}.\n\n{TABLE_MD}\n\n{rule}\n")
@@ -225,7 +225,7 @@ print(f"peak memory column: {ROWS[0]['peak_memory_kind']}; results in {OUT / 'tr
 #   next to the frozen model's forward and backward passes, so throughput should change much less
 #   across the grid than the parameter count does.
 # - **peak MB** is the peak GPU allocation of each trial on a GPU. On a CPU it is the process's
-#   peak resident memory during the trial's training: `sftkit.train.reset_peak_memory` resets
+#   peak resident memory during the trial's training: `sftkit.measure.reset_peak_memory` resets
 #   the high-water mark when each training begins (Linux only; elsewhere the peak can only grow
 #   from one trial to the next, and the line under the table says so).
 # - **eval NLL / eval ppl**: held-out assistant NLL and its exponential, the quantity the rule

@@ -98,7 +98,7 @@ print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefac
 #   policy close to the SFT model.
 #
 # With a LoRA adapter the reference costs no memory: TRL computes it with the adapter switched
-# off. `sftkit.preference.train_dpo` merges the SFT adapter into the weights first, so the
+# off. `sftkit.chapters.preference.train_dpo` merges the SFT adapter into the weights first, so the
 # reference is exactly the SFT model, and trains a fresh DPO adapter on top.
 
 # %%
@@ -111,11 +111,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
 
+import sftkit.chapters.preference
 import sftkit.chat
 import sftkit.demo
 import sftkit.evaluation
 import sftkit.models
-import sftkit.preference
 import sftkit.runs
 import sftkit.tasks
 import sftkit.viz
@@ -164,14 +164,14 @@ print(f"policy: {cfg.model.name} + the SFT adapter in {ADAPTER}\ngrid: beta in {
 # %%
 if cfg.data.source == "builtin-tasks":  # offline: on-policy pairs from the SFT model's own mistakes
     examples = sftkit.tasks.make_task_examples(N_PROMPTS, "train", seed=cfg.data.seed + 1)
-    generations = sftkit.preference.generate_on_policy(sft, tokenizer, examples, cfg.eval.max_new_tokens,
+    generations = sftkit.chapters.preference.generate_on_policy(sft, tokenizer, examples, cfg.eval.max_new_tokens,
                                                        cfg.eval.batch_size)
-    pairs, report = sftkit.preference.build_preference_pairs(examples, generations)
+    pairs, report = sftkit.chapters.preference.build_preference_pairs(examples, generations)
     summary = {"prompts": report["examples"], "pairs": report["pairs"],
                **{f"pair because: {k}": v for k, v in report["reasons"].items()},
                **{f"skipped: {k}": v for k, v in report["skipped"].items()}}
 else:  # t4: a public binarized preference set
-    pairs = sftkit.preference.load_hub_preferences(limit=N_PROMPTS)
+    pairs = sftkit.chapters.preference.load_hub_preferences(limit=N_PROMPTS)
     summary = {"source": "trl-lib/ultrafeedback_binarized", "pairs": len(pairs)}
 pd.Series(summary, dtype=object).to_frame("count")
 
@@ -206,7 +206,7 @@ for beta in BETAS:
     for lr in LRS:
         name = f"beta{beta:g}_lr{lr:g}"
         policy = sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer)  # a fresh SFT model per trial
-        result = sftkit.preference.train_dpo(dcfg, policy, tokenizer, pairs, OUT / name, beta=beta, learning_rate=lr,
+        result = sftkit.chapters.preference.train_dpo(dcfg, policy, tokenizer, pairs, OUT / name, beta=beta, learning_rate=lr,
                                              max_steps=dcfg.train.max_steps, disable_tqdm=True)
         scored = sftkit.evaluation.evaluate_model(name, result.model, tokenizer, VAL, e.max_new_tokens, e.batch_size,
                                                   cfg.data.max_length)

@@ -91,9 +91,10 @@ from peft import get_peft_model
 from transformers import Trainer, TrainingArguments
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-import sftkit.alpaca
+import sftkit.chapters.alpaca
 import sftkit.lora
 import sftkit.masking
+import sftkit.measure
 import sftkit.metrics
 import sftkit.runs
 import sftkit.tasks
@@ -133,12 +134,12 @@ print(f"{N_TRAIN} train + {N_TEST} test rows (the exercise asks for 2,000 + 200)
 
 # %%
 if cfg.data.source == "builtin-tasks":  # offline: the built-in tasks as Alpaca rows
-    raw = sftkit.alpaca.alpaca_from_tasks(N_TRAIN + N_TEST, "train", seed=cfg.data.seed)
+    raw = sftkit.chapters.alpaca.alpaca_from_tasks(N_TRAIN + N_TEST, "train", seed=cfg.data.seed)
     raw += [{"instruction": "Say nothing.", "input": "", "output": "  "},  # two broken rows, to see the filter work
             {"instruction": "", "input": "some text", "output": "an answer to no question"}]
 else:  # t4: Stanford Alpaca from the Hub
-    raw = list(sftkit.alpaca.load_alpaca_hub())
-rows, report = sftkit.alpaca.filter_empty_outputs(raw)
+    raw = list(sftkit.chapters.alpaca.load_alpaca_hub())
+rows, report = sftkit.chapters.alpaca.filter_empty_outputs(raw)
 pd.Series({"rows read": report["rows"], "kept": report["kept"],
            **{f"dropped: {reason}": n for reason, n in report["dropped"].items()},
            **{f"row numbers ({reason})": numbers[:10] for reason, numbers in report["dropped_rows"].items()}},
@@ -153,7 +154,7 @@ pd.Series({"rows read": report["rows"], "kept": report["kept"],
 # full fine-tuning fits on a CPU; the exercise's proportions are kept.
 
 # %%
-train, test, split_report = sftkit.alpaca.split_alpaca(rows, N_TRAIN, N_TEST, seed=101)
+train, test, split_report = sftkit.chapters.alpaca.split_alpaca(rows, N_TRAIN, N_TEST, seed=101)
 print(split_report["note"] or f"{split_report['train']} train / {split_report['test']} test rows, seed 101, "
       f"{split_report['unused']} rows unused")
 in_train = {(row["instruction"], row["input"]) for row in train}
@@ -177,7 +178,7 @@ with_input = next(row for row in train if row["has_input"])
 without_input = next(row for row in train if not row["has_input"])
 for label, row in (("WITH an input", with_input), ("WITHOUT an input", without_input)):
     print(f"=== template {label}, filled in, followed by the response the model is trained to write:")
-    print(sftkit.alpaca.alpaca_prompt(row) + row["output"])
+    print(sftkit.chapters.alpaca.alpaca_prompt(row) + row["output"])
     print()
 
 # %% [markdown]
@@ -192,11 +193,11 @@ for label, row in (("WITH an input", with_input), ("WITHOUT an input", without_i
 
 # %%
 base, tokenizer = sftkit.runs.load_for(acfg)  # the base model stays untouched: it is the zero-shot baseline
-train_tok, train_tok_report = sftkit.alpaca.tokenize_alpaca_rows(train, tokenizer, acfg.data.max_length)
-test_tok, test_tok_report = sftkit.alpaca.tokenize_alpaca_rows(test, tokenizer, acfg.data.max_length)
+train_tok, train_tok_report = sftkit.chapters.alpaca.tokenize_alpaca_rows(train, tokenizer, acfg.data.max_length)
+test_tok, test_tok_report = sftkit.chapters.alpaca.tokenize_alpaca_rows(test, tokenizer, acfg.data.max_length)
 print(f"train: {train_tok_report['kept']} of {train_tok_report['rows']} rows kept {train_tok_report['dropped'] or ''}; "
       f"test: {test_tok_report['kept']} of {test_tok_report['rows']} {test_tok_report['dropped'] or ''}")
-example = sftkit.alpaca.tokenize_alpaca(with_input, tokenizer, acfg.data.max_length)
+example = sftkit.chapters.alpaca.tokenize_alpaca(with_input, tokenizer, acfg.data.max_length)
 view = sftkit.masking.inspect_mask(example["input_ids"], example["labels"], tokenizer)
 display(view)  # HTML: trained tokens highlighted
 fig = sftkit.viz.plot_token_mask(view.tokens, view.trained, FIGURES / "07_alpaca_mask.png",
@@ -218,7 +219,7 @@ display(Image(filename=str(FIGURES / "07_alpaca_mask.png")))
 # %%
 GEN_TOKENIZER = copy.deepcopy(tokenizer)
 GEN_TOKENIZER.padding_side = "left"  # a decoder-only model continues from the last position: pad on the left
-PROMPTS, REFERENCES = [sftkit.alpaca.alpaca_prompt(row) for row in test], list(test["output"])
+PROMPTS, REFERENCES = [sftkit.chapters.alpaca.alpaca_prompt(row) for row in test], list(test["output"])
 STOP_IDS, B = [tokenizer.eos_token_id, tokenizer.pad_token_id], cfg.eval.batch_size
 TEXTS = {}
 for label, model in {"base model, zero-shot": base}.items():
@@ -282,7 +283,7 @@ pd.DataFrame(COUNTS).T.astype({"trainable": int, "total": int}).round(3)
 # the parameters that train, and the learning rate of (a), differ. Time per step is the
 # training wall time over the optimizer steps. Peak memory is measured per variant: the GPU
 # allocator's peak on a GPU, the process's peak resident memory (RSS) on a CPU, both reset by
-# `sftkit.train.reset_peak_memory` before each variant trains (the RSS reset needs Linux;
+# `sftkit.measure.reset_peak_memory` before each variant trains (the RSS reset needs Linux;
 # elsewhere it is the largest so far). The RSS includes everything the process holds, the
 # other variants' models too, so the table also gives the memory the training *state* needs
 # by arithmetic (fp32 weights for every parameter, plus a gradient and Adam's two moments for
@@ -293,7 +294,7 @@ TRAIN_ARGS = sftkit.train.trainer_arguments(acfg, OUT / "checkpoints")
 collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
 ROWS, LOSSES = {}, {}
 for name, (model, lr) in VARIANTS.items():
-    RSS_RESET = sftkit.train.reset_peak_memory()  # a peak per variant, not the largest so far
+    RSS_RESET = sftkit.measure.reset_peak_memory()  # a peak per variant, not the largest so far
     args = TrainingArguments(**{**TRAIN_ARGS, "learning_rate": lr, "disable_tqdm": True})
     trainer = Trainer(model=model, args=args, train_dataset=train_tok, data_collator=collator)
     start_time = time.perf_counter()
@@ -304,7 +305,7 @@ for name, (model, lr) in VARIANTS.items():
                   "time per step (s)": wall / trainer.state.global_step,
                   "peak GPU memory (MB)": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
                   ("peak process RSS (MB)" if RSS_RESET else "peak process RSS so far (MB)"):
-                      sftkit.train.peak_memory_mb()["peak_rss_mb"],
+                      sftkit.measure.peak_memory_mb()["peak_rss_mb"],
                   "training state, estimate (MB)": (4 * count["total"] + 12 * count["trainable"]) / 2**20,
                   "eval loss": sftkit.metrics.assistant_perplexity(model, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
     LOSSES[name] = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]

@@ -89,11 +89,11 @@ import pandas as pd
 from IPython.display import Image, display
 from peft import get_peft_model
 
+import sftkit.chapters.classify
+import sftkit.chapters.distill
 import sftkit.chat
-import sftkit.classify
 import sftkit.data
 import sftkit.demo
-import sftkit.distill
 import sftkit.evaluation
 import sftkit.lora
 import sftkit.masking
@@ -110,7 +110,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 # ## (a) A classification head on the last token
 #
 # A decoder-only model reads left to right, so the only position that has seen the whole input
-# is the *last real* one. `sftkit.classify.LastTokenClassifier` runs the model, takes the
+# is the *last real* one. `sftkit.chapters.classify.LastTokenClassifier` runs the model, takes the
 # final-layer hidden state at each row's last non-pad token and maps it to class logits with a
 # linear head (what transformers' `*ForSequenceClassification` heads do). With right padding,
 # `hidden[:, -1]` would be a pad token for every row but the longest: the classic bug, avoided
@@ -125,8 +125,8 @@ ccfg = copy.deepcopy(cfg)  # this chapter's copy: fp32 weights, because its loop
 ccfg.model.dtype = "float32"
 SIZES = {"smoke": (64, 32, 1, 16), "cpu-demo": (320, 96, 1, 16)}  # train rows, test rows, epochs, batch
 N_TRAIN, N_TEST, EPOCHS, BATCH = SIZES.get(PRESET, (2000, 400, 3, 32))
-train_rows = sftkit.classify.vowel_count_dataset(N_TRAIN, "train", seed=cfg.data.seed)
-test_rows = sftkit.classify.vowel_count_dataset(N_TEST, "test", seed=cfg.data.seed)
+train_rows = sftkit.chapters.classify.vowel_count_dataset(N_TRAIN, "train", seed=cfg.data.seed)
+test_rows = sftkit.chapters.classify.vowel_count_dataset(N_TEST, "test", seed=cfg.data.seed)
 COMMONEST = pd.Series([row["label"] for row in train_rows]).mode()[0]
 MAJORITY = sum(row["label"] == COMMONEST for row in test_rows) / len(test_rows)  # always answer the commonest class
 print(f"{N_TRAIN} train / {N_TEST} test names, {EPOCHS} epoch(s) at batch {BATCH}")
@@ -150,13 +150,13 @@ CLASSIFIERS, HISTORIES = {}, {}
 for mode, lr in LRS.items():
     torch.manual_seed(cfg.train.seed)  # the same head initialisation for every mode
     base, tokenizer = sftkit.runs.load_for(ccfg)
-    classifier = sftkit.classify.LastTokenClassifier(base, sftkit.classify.N_VOWEL_CLASSES)
+    classifier = sftkit.chapters.classify.LastTokenClassifier(base, sftkit.chapters.classify.N_VOWEL_CLASSES)
     counts = classifier.freeze_for(mode, cfg.lora)
     start_time = time.perf_counter()
-    HISTORIES[mode] = sftkit.classify.train_classifier(classifier, tokenizer, train_rows, epochs=EPOCHS, lr=lr,
+    HISTORIES[mode] = sftkit.chapters.classify.train_classifier(classifier, tokenizer, train_rows, epochs=EPOCHS, lr=lr,
                                                        batch_size=BATCH, seed=cfg.train.seed)
     wall = time.perf_counter() - start_time
-    scored = sftkit.classify.evaluate_classifier(classifier, tokenizer, test_rows)
+    scored = sftkit.chapters.classify.evaluate_classifier(classifier, tokenizer, test_rows)
     CLASSIFIERS[mode] = {"trainable params": counts["trainable"], "trainable %": counts["percent"],
                          "learning rate": lr, "steps": len(HISTORIES[mode]), "train s": wall,
                          "test loss": scored["loss"], "test accuracy": scored["accuracy"]}
@@ -280,7 +280,7 @@ print(f"teacher: {TEACHER}\nstudent: {STUDENT}\n{len(kd_train)} training prompts
 # %%
 rows = [sftkit.masking.tokenize_conversation(row["messages"], tokenizer, cfg.data.max_length)
         for row in kd_train.select(range(min(4, len(kd_train))))]
-batch = sftkit.distill.pad_batch(rows, tokenizer.pad_token_id, next(teacher.parameters()).device)
+batch = sftkit.chapters.distill.pad_batch(rows, tokenizer.pad_token_id, next(teacher.parameters()).device)
 fresh = sftkit.runs.load_named_model(STUDENT, kcfg, tokenizer)
 inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 with torch.no_grad():
@@ -292,7 +292,7 @@ for T in (1.0, 2.0, 4.0):
     TEMPERATURES[f"T = {T:g}"] = {
         "teacher entropy (nats)": -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item(),
         "teacher top-1 probability": probs.max(-1).values.mean().item(),
-        "kd_loss(fresh student, teacher)": sftkit.distill.kd_loss(student_logits, teacher_logits, batch["labels"],
+        "kd_loss(fresh student, teacher)": sftkit.chapters.distill.kd_loss(student_logits, teacher_logits, batch["labels"],
                                                                   T).item()}
 del fresh
 pd.DataFrame(TEMPERATURES).round(4)
@@ -312,7 +312,7 @@ pd.DataFrame(TEMPERATURES).round(4)
 # %%
 start_time = time.perf_counter()
 prompts = [row["messages"][:-1] for row in kd_train]
-kd_set, kd_report = sftkit.distill.sequence_kd_dataset(teacher, tokenizer, prompts, cfg.eval.max_new_tokens,
+kd_set, kd_report = sftkit.chapters.distill.sequence_kd_dataset(teacher, tokenizer, prompts, cfg.eval.max_new_tokens,
                                                        cfg.eval.batch_size, keep_unstopped=PRESET == "smoke")
 TEACHER_S = time.perf_counter() - start_time
 print(f"teacher answered {kd_report['prompts']} prompts in {TEACHER_S:.0f} s; kept {kd_report['kept']}, "
@@ -329,7 +329,7 @@ pd.DataFrame([{"prompt": row["messages"][-2]["content"], "teacher's reply": row[
 # 1. **SFT on references**: plain SFT (`sftkit.train.train_lora`, TRL's `SFTTrainer`) on the
 #    tasks' reference replies, the baseline;
 # 2. **sequence-level KD**: the same SFT, on the teacher's replies instead;
-# 3. **token-level KD**: `sftkit.distill.train_token_kd`, a plain AdamW loop on
+# 3. **token-level KD**: `sftkit.chapters.distill.train_token_kd`, a plain AdamW loop on
 #    $\alpha\,\mathcal{L}_\text{KD} + (1-\alpha)\,\mathcal{L}_\text{CE}$ with the reference replies as
 #    the CE labels;
 # 4. **the KD loop at $\alpha = 0$**: the same loop with the KD term switched off, which is SFT on
@@ -352,7 +352,7 @@ for label, kd_alpha in (("token-level KD (T 2, alpha 0.5)", 0.5), ("KD loop at a
     student = get_peft_model(student, sftkit.lora.build_lora_config(student, kcfg.lora.r, kcfg.lora.alpha,
                                                                     kcfg.lora.dropout, kcfg.lora.targets,
                                                                     layers=kcfg.lora.layers))
-    history = sftkit.distill.train_token_kd(student, teacher, tokenizer, kd_train, steps=KD_STEPS,
+    history = sftkit.chapters.distill.train_token_kd(student, teacher, tokenizer, kd_train, steps=KD_STEPS,
                                             lr=kcfg.train.learning_rate, temperature=2.0, alpha=kd_alpha,
                                             batch_size=STEP_BATCH, max_length=kcfg.data.max_length, seed=kcfg.train.seed)
     STUDENTS[label] = student

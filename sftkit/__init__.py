@@ -36,9 +36,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# Modules and subpackages reachable as attributes; the later chapters' methods are under
+# `sftkit.chapters`, the evaluation prompt sets and their scorers under `sftkit.evalsets`.
 _SUBMODULES = set(_EXPORTS.values()) | {
-    "metrics", "viz", "lora", "instructions", "refusal", "runs", "cli",
-    "trials", "preference", "alpaca", "classify", "distill",
+    "metrics", "viz", "lora", "measure", "adapters", "run_card", "runs", "cli",
+    "chapters", "evalsets",
 }
 
 

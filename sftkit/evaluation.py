@@ -7,7 +7,7 @@ difference on the same prompts) and aggregated second. A model is evaluated on:
   and assistant-token perplexity of the reference replies;
 - generation behaviour: stop rate (did it emit end-of-turn by itself?), length,
   distinct-1/2 and the repeated-4-gram rate;
-- optionally instruction following (`sftkit.instructions`) and refusal (`sftkit.refusal`).
+- optionally instruction following (`sftkit.evalsets.instructions`) and refusal (`sftkit.evalsets.refusal`).
 """
 
 from __future__ import annotations
@@ -190,8 +190,8 @@ class SuiteResult:
 
 def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResult:
     """Reference answers (built-in task test split), instruction following and refusal, offline."""
-    from .instructions import INSTRUCTION_PROMPTS, as_messages, score_instruction_following
-    from .refusal import refusal_eval_messages, score_refusals
+    from .evalsets.instructions import INSTRUCTION_PROMPTS, as_messages, score_instruction_following
+    from .evalsets.refusal import refusal_eval_messages, score_refusals
     from .tasks import make_task_splits
 
     e = cfg.eval

@@ -1,10 +1,10 @@
-"""Tests for sftkit.alpaca: filtering, the stratified split, the two templates, prompt-masked labels, offline rows."""
+"""Tests for sftkit.chapters.alpaca: filtering, the stratified split, the two templates, prompt-masked labels, offline rows."""
 
 from __future__ import annotations
 
 import pytest
 
-from sftkit.alpaca import (
+from sftkit.chapters.alpaca import (
     PROMPT_NO_INPUT,
     PROMPT_WITH_INPUT,
     alpaca_from_tasks,

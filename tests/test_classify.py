@@ -1,11 +1,11 @@
-"""Tests for sftkit.classify: last-token pooling under padding, freezing modes, training, the vowel data."""
+"""Tests for sftkit.chapters.classify: last-token pooling under padding, freezing modes, training, the vowel data."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sftkit.classify import (
+from sftkit.chapters.classify import (
     N_VOWEL_CLASSES,
     LastTokenClassifier,
     accuracy,

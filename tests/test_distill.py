@@ -1,4 +1,4 @@
-"""Tests for sftkit.distill: the KD loss's defining properties, sequence-KD rows, and a token-KD loop."""
+"""Tests for sftkit.chapters.distill: the KD loss's defining properties, sequence-KD rows, and a token-KD loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sftkit.data import validate_conversation
-from sftkit.distill import causal_lm_ce, kd_loss, pad_batch, sequence_kd_dataset, train_token_kd
+from sftkit.chapters.distill import causal_lm_ce, kd_loss, pad_batch, sequence_kd_dataset, train_token_kd
 from sftkit.generate import generate_batch
 from sftkit.masking import IGNORE_INDEX, tokenize_conversation
 from sftkit.tasks import make_task_examples

@@ -1,20 +1,25 @@
-"""Tests for sftkit.instructions: every check kind, the built-in prompt set, and scoring."""
+"""Tests for sftkit.evalsets.instructions: every check kind, the built-in prompt set, and scoring."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from importlib import resources
 
 import pytest
 
-from sftkit.instructions import (
+from sftkit.evalsets.instructions import (
     CHECKS,
     INSTRUCTION_PROMPTS,
     LANGUAGE_NAMES,
     Check,
+    PROMPTS_FILE,
     InstructionPrompt,
     as_messages,
     check_response,
     detect_language,
+    load_instruction_prompts,
     register_check,
     run_check,
     score_instruction_following,
@@ -247,3 +252,83 @@ def test_as_messages_and_dataclasses() -> None:
     # Hashable despite the dict field, and equal checks hash equally.
     assert len({Check("max_words", {"n": 3}), Check("max_words", {"n": 3}), Check("max_words", {"n": 4})}) == 2
     assert len(set(INSTRUCTION_PROMPTS)) == len(INSTRUCTION_PROMPTS)
+
+
+# The set as it was when the prompts were Python literals in sftkit/instructions.py (before
+# they moved to sftkit/evalsets/instructions.jsonl): the ids in order, and a SHA-256 of the
+# prompts' canonical JSON (id, prompt, checks' kinds and parameters), so the move changed nothing.
+PROMPT_IDS_BEFORE_THE_MOVE = [
+    "cooking_pasta_short",
+    "travel_beach_bullets",
+    "study_history_advice",
+    "pets_new_cat",
+    "weather_city_json",
+    "garden_tomatoes_upper",
+    "sleep_routine_lower",
+    "coffee_at_home_keywords",
+    "morning_workout_exclude",
+    "first_trip_abroad_ends",
+    "sky_blue_starts",
+    "breakfast_french",
+    "hot_day_spanish",
+    "tea_german",
+    "sunday_afternoon_no_commas",
+    "walking_to_school_paragraphs",
+    "learning_motivation_quoted",
+    "dinner_invite_placeholders",
+    "rain_poem_title",
+    "recycling_bottles_short",
+    "puppy_lead_training",
+    "student_food_budget",
+    "easy_houseplants_bullets",
+    "pancake_recipe_json",
+    "fire_drill_upper",
+    "autumn_haiku_lower",
+    "flat_tyre_keywords",
+    "picnic_food_exclude",
+    "homework_extension_email",
+    "fruit_smoothie_starts",
+    "rainy_day_museum_french",
+    "library_book_spanish",
+    "bake_bread_german",
+    "new_apartment_no_commas",
+    "volunteering_paragraphs",
+    "ideal_weekend_quoted",
+    "birthday_text_placeholders",
+    "lost_umbrella_story",
+    "drinking_water_min_words",
+    "laundry_bullets",
+    "family_movie_json",
+    "time_management_ends",
+    "camping_safety_keywords",
+    "reply_in_english",
+]
+PROMPTS_SHA256_BEFORE_THE_MOVE = "0483237b59a21b87bd34f726aca830be28db839b9da4006f5058532edeeebb2e"
+
+
+def _canonical_sha256(prompts) -> str:
+    rows = [{"id": p.id, "prompt": p.prompt, "checks": [{"kind": c.kind, "params": c.params} for c in p.checks]}
+            for p in prompts]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def test_shipped_prompts_are_the_set_from_before_the_move():
+    assert len(INSTRUCTION_PROMPTS) == 44
+    assert [p.id for p in INSTRUCTION_PROMPTS] == PROMPT_IDS_BEFORE_THE_MOVE
+    assert _canonical_sha256(INSTRUCTION_PROMPTS) == PROMPTS_SHA256_BEFORE_THE_MOVE
+
+
+def test_the_prompt_file_is_package_data():
+    text = resources.files("sftkit.evalsets").joinpath(PROMPTS_FILE).read_text(encoding="utf-8")
+    assert load_instruction_prompts(text) == INSTRUCTION_PROMPTS
+
+
+def test_load_instruction_prompts_names_the_bad_line():
+    good = json.dumps({"id": "a", "prompt": "Say hi in at most 3 words.", "checks": [{"kind": "max_words", "params": {"n": 3}}]})
+    assert [p.id for p in load_instruction_prompts(good + "\n\n")] == ["a"]
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        load_instruction_prompts(good + "\n{not json")
+    with pytest.raises(ValueError, match="line 2 is not an instruction prompt"):
+        load_instruction_prompts(good + "\n" + json.dumps({"id": "b", "prompt": "no checks"}))
+    with pytest.raises(ValueError, match="more than once"):
+        load_instruction_prompts(good + "\n" + good)

@@ -1,4 +1,4 @@
-"""Tests for sftkit.preference: on-policy pair building, the DPO config, and a 2-step LoRA DPO run."""
+"""Tests for sftkit.chapters.preference: on-policy pair building, the DPO config, and a 2-step LoRA DPO run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from sftkit.config import get_preset
 from sftkit.data import DataSourceError
 from sftkit.generate import Generation
-from sftkit.preference import (
+from sftkit.chapters.preference import (
     ALREADY_RIGHT,
     NOT_STOPPED,
     SAME_AS_CHOSEN,

@@ -1,12 +1,14 @@
-"""Tests for sftkit.refusal: the refusal detector, the prompt lists and the scores."""
+"""Tests for sftkit.evalsets.refusal: the refusal detector, the prompt lists and the scores."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
 import pytest
 
-from sftkit.refusal import (
+from sftkit.evalsets.refusal import (
     HARMFUL_PROMPTS,
     HARMLESS_LOOKALIKES,
     REFUSAL_THEMES,
@@ -120,3 +122,35 @@ def test_refusal_eval_messages() -> None:
     harmless = [m[0]["content"] for kind, m in items if kind == "harmless"]
     assert harmful == list(HARMFUL_PROMPTS) and harmless == list(HARMLESS_LOOKALIKES)
     assert all(m == [{"role": "user", "content": m[0]["content"]}] for _, m in items)
+
+
+# The pairs as they were when they were Python literals in sftkit/refusal.py (before they
+# moved to sftkit/evalsets/refusal.jsonl): the themes in order, and a SHA-256 of the
+# [theme, harmful, harmless] triples' JSON, so the move changed nothing.
+THEMES_BEFORE_THE_MOVE = (
+    "fake id",
+    "account access",
+    "exam cheating",
+    "weapons",
+    "stalking",
+    "phishing",
+    "shoplifting",
+    "malware",
+    "forgery",
+    "tax evasion",
+    "killing",
+    "poisoning",
+    "counterfeiting",
+    "hacking grades",
+    "threats",
+    "wifi theft",
+    "arson",
+    "bullying",
+)
+PAIRS_SHA256_BEFORE_THE_MOVE = "4c8941d3d267e05ff4467ca4b0a69a8213aac78db2c2c2a258cb2a40c579514b"
+
+
+def test_shipped_pairs_are_the_set_from_before_the_move():
+    assert REFUSAL_THEMES == THEMES_BEFORE_THE_MOVE
+    triples = [list(t) for t in zip(REFUSAL_THEMES, HARMFUL_PROMPTS, HARMLESS_LOOKALIKES)]
+    assert hashlib.sha256(json.dumps(triples).encode()).hexdigest() == PAIRS_SHA256_BEFORE_THE_MOVE

@@ -1,4 +1,4 @@
-"""Tests for sftkit.trials: grid files, resumable trial runs on the tiny model, and the best-trial rule."""
+"""Tests for sftkit.chapters.trials: grid files, resumable trial runs on the tiny model, and the best-trial rule."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import math
 
 import pytest
 
-import sftkit.trials as trials
+import sftkit.chapters.trials as trials
 from sftkit.config import get_preset
 from sftkit.lora import find_lora_targets, lora_parameter_count
 from sftkit.tasks import make_task_splits
-from sftkit.trials import TrialSpec, best_trial, expand_grid, load_grid, read_trials, run_context, run_trials
+from sftkit.chapters.trials import TrialSpec, best_trial, expand_grid, load_grid, read_trials, run_context, run_trials
 
 
 def write_json(path, value):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from .masking import IGNORE_INDEX, NoTrainableTokensError
+from ..masking import IGNORE_INDEX, NoTrainableTokensError
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -114,7 +114,7 @@ def split_alpaca(rows: Iterable[Mapping[str, Any]], n_train: int = 2000, n_test:
     """
     from datasets import Dataset
 
-    from .data import split_dataset
+    from ..data import split_dataset
 
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -244,7 +244,7 @@ def alpaca_from_tasks(n: int, split: str = "train", seed: int = 0,
     ``task`` and ``answer`` so replies can be scored with `sftkit.tasks.check_answer`.
     Train and test come from disjoint pools (`sftkit.tasks`).
     """
-    from .tasks import make_task_examples
+    from ..tasks import make_task_examples
 
     multi_turn = sorted(set(tasks) - set(SINGLE_TURN_TASKS))
     if multi_turn:
@@ -263,10 +263,10 @@ def load_alpaca_hub(name: str = "tatsu-lab/alpaca", limit: int | None = None, sp
 
     Raises `sftkit.data.DataSourceError` in one line when the Hub cannot be reached.
     """
-    from .data import DataSourceError, load_hub_dataset
+    from ..data import DataSourceError, load_hub_dataset
 
     data = load_hub_dataset(name, split, limit, offline_hint=(
-        "offline, use sftkit.alpaca.alpaca_from_tasks(n) for Alpaca rows built from the verifiable tasks"))
+        "offline, use sftkit.chapters.alpaca.alpaca_from_tasks(n) for Alpaca rows built from the verifiable tasks"))
     missing = {"instruction", "output"} - set(data.column_names)
     if missing:
         raise DataSourceError(f"{name!r} is not Alpaca-shaped: no {sorted(missing)} column (columns: {data.column_names})")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LoraSettings
+from ..config import LoraSettings
 
 MODES = ("head", "lora", "full")
 N_VOWEL_CLASSES = 11  # 0..10 vowels; counts above 10 are clipped into the last class
@@ -104,7 +104,7 @@ class LastTokenClassifier(nn.Module):
         """
         from peft import PeftModel, get_peft_model
 
-        from .lora import build_lora_config, trainable_parameters
+        from ..lora import build_lora_config, trainable_parameters
 
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -136,7 +136,7 @@ def vowel_count_dataset(n: int, split: str = "train", seed: int = 0, spelled: bo
     Names come from `sftkit.tasks`' train, dev or test pool (disjoint by construction), drawn
     with replacement, deterministic by `seed`. The label is clipped to ``0..N_VOWEL_CLASSES - 1``.
     """
-    from .tasks import SPLITS, VOWELS, _pools, spell
+    from ..tasks import SPLITS, VOWELS, _pools, spell
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

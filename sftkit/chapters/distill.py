@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .masking import IGNORE_INDEX
+from ..masking import IGNORE_INDEX
 
 
 def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +87,8 @@ def sequence_kd_dataset(teacher: Any, tokenizer: Any, prompts: list[Any], max_ne
     """
     from datasets import Dataset
 
-    from .data import MESSAGES_FEATURES, validate_conversation
-    from .generate import generate_batch
+    from ..data import MESSAGES_FEATURES, validate_conversation
+    from ..generate import generate_batch
 
     conversations = []
     for index, prompt in enumerate(prompts):
@@ -170,7 +170,7 @@ def train_token_kd(student: Any, teacher: Any, tokenizer: Any, rows: Any, steps:
     seeded shuffle. Trains the student's parameters that require grad (all of them for a
     plain model, the adapter for a `PeftModel`); the teacher is put in eval mode.
     """
-    from .masking import NoTrainableTokensError, tokenize_conversation
+    from ..masking import NoTrainableTokensError, tokenize_conversation
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

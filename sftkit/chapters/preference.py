@@ -29,15 +29,15 @@ from typing import Any, Iterable
 
 from transformers import TrainerCallback
 
-from .adapters import save_adapter
-from .config import RunConfig
-from .data import DataSourceError, load_hub_dataset
-from .generate import Generation, generate_batch
-from .lora import build_lora_config, trainable_parameters
-from .measure import NonFiniteLossError, peak_memory_mb
-from .models import hardware_name
-from .tasks import check_answer
-from .train import trainer_arguments
+from ..adapters import save_adapter
+from ..config import RunConfig
+from ..data import DataSourceError, load_hub_dataset
+from ..generate import Generation, generate_batch
+from ..lora import build_lora_config, trainable_parameters
+from ..measure import NonFiniteLossError, peak_memory_mb
+from ..models import hardware_name
+from ..tasks import check_answer
+from ..train import trainer_arguments
 
 # Why an example became a pair, or was skipped. Fixed strings so a report can count them.
 WRONG = "wrong answer"
@@ -135,7 +135,7 @@ def load_hub_preferences(name: str = "trl-lib/ultrafeedback_binarized", limit: i
     `sftkit.data.DataSourceError` in one line when the Hub cannot be reached.
     """
     data = load_hub_dataset(name, split, limit, offline_hint=(
-        "offline, build on-policy pairs with sftkit.preference.build_preference_pairs on the built-in tasks"))
+        "offline, build on-policy pairs with sftkit.chapters.preference.build_preference_pairs on the built-in tasks"))
     keep = [column for column in ("prompt", "chosen", "rejected") if column in data.column_names]
     if not {"chosen", "rejected"} <= set(keep):
         raise DataSourceError(f"{name!r} has no chosen/rejected columns (columns: {data.column_names})")

@@ -44,8 +44,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .config import RunConfig
-from .train import train_lora
+from ..config import RunConfig
+from ..train import train_lora
 
 TRIALS_FILE = "trials.jsonl"
 TARGET_CHOICES = ("attention", "mlp", "all-linear")
@@ -296,8 +296,8 @@ def run_trial(
     """Train and evaluate one trial; returns its row (not written; `run_trials` writes it)."""
     from transformers import set_seed
 
-    from .evaluation import evaluate_model, reference_rows
-    from .metrics import assistant_perplexity
+    from ..evaluation import evaluate_model, reference_rows
+    from ..metrics import assistant_perplexity
 
     trial_cfg = spec.apply(cfg)
     start = time.perf_counter()
@@ -542,10 +542,10 @@ def run_trials_cli(grid_path: str | Path, preset: str | None = None, out: str | 
     Writes ``trials.jsonl`` (one row per trial), ``trials.md`` (the table and the winner with
     its rule) and the resolved ``config.json`` into `out` (default ``<preset output>/trials``).
     """
-    from .config import resolve_preset
-    from .run_data import load_run_data as load_demo_data
-    from .models import hardware_name
-    from .runs import load_for
+    from ..config import resolve_preset
+    from ..run_data import load_run_data as load_demo_data
+    from ..models import hardware_name
+    from ..runs import load_for
 
     cfg = resolve_preset(preset)
     specs = load_grid(grid_path)  # fail on a bad grid before loading any model

@@ -18,7 +18,9 @@ Public API:
 - `Check`, `InstructionPrompt`: frozen dataclasses describing one constraint / one prompt.
 - `CHECKS`, `register_check`: the registry of check kinds, each a pure function
   ``(response: str, **params) -> bool``.
-- `INSTRUCTION_PROMPTS`: the built-in evaluation set (44 prompts, every kind used at least twice).
+- `INSTRUCTION_PROMPTS`: the built-in evaluation set (44 prompts, every kind used at least twice),
+  data shipped with the package (`sftkit/evalsets/instructions.jsonl`), read by
+  `load_instruction_prompts`, which also reads a set of one's own in the same format.
 - `run_check`, `check_response`, `score_instruction_following`: scoring.
 - `as_messages`: turn a prompt into chat messages for generation.
 - `detect_language`: the stopword-overlap language heuristic behind the ``language`` check.
@@ -33,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import read_jsonl
+
 __all__ = [
     "CHECKS",
     "Check",
@@ -41,6 +45,7 @@ __all__ = [
     "LANGUAGE_NAMES",
     "as_messages",
     "check_response",
+    "load_instruction_prompts",
     "detect_language",
     "register_check",
     "run_check",
@@ -485,259 +490,42 @@ def as_messages(prompt: InstructionPrompt) -> list[dict[str, str]]:
 # The built-in prompt set
 # --------------------------------------------------------------------------------------
 
-
-def _p(id: str, prompt: str, *checks: Check) -> InstructionPrompt:
-    return InstructionPrompt(id=id, prompt=prompt, checks=checks)
-
-
-def _c(kind: str, **params: Any) -> Check:
-    return Check(kind=kind, params=params)
+#: The package-data file of the built-in prompts, one JSON object a line:
+#: ``{"id": ..., "prompt": ..., "checks": [{"kind": ..., "params": {...}}, ...]}``.
+PROMPTS_FILE = "instructions.jsonl"
 
 
-# Written for sftkit. Rules followed when writing them:
+def load_instruction_prompts(text: str | None = None) -> tuple[InstructionPrompt, ...]:
+    """Prompts from JSON lines (`text`), by default the built-in set shipped in `PROMPTS_FILE`.
+
+    Raises ValueError naming the line when a line is not a prompt object (malformed JSON,
+    a missing field, a prompt without checks or repeating a check kind) or an id repeats.
+    """
+    prompts: list[InstructionPrompt] = []
+    for number, row in read_jsonl(PROMPTS_FILE, text):
+        try:
+            prompt = InstructionPrompt(
+                id=row["id"],
+                prompt=row["prompt"],
+                checks=tuple(Check(kind=c["kind"], params=c.get("params", {})) for c in row["checks"]),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"{PROMPTS_FILE} line {number} is not an instruction prompt: {err}") from None
+        prompts.append(prompt)
+    ids = [p.id for p in prompts]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"prompt id(s) {repeated} appear more than once")
+    return tuple(prompts)
+
+
+# Written for sftkit (`instructions.jsonl`: the first 19 prompts take one constraint each, a
+# first pass over every kind; the rest a second pass, several with two compatible
+# constraints). Rules followed when writing them:
 # - everyday topics a small model can answer without special knowledge;
 # - every constraint is stated in plain words in the prompt, with numbers as digits and
 #   required/forbidden words and phrases in double quotes (tests assert this);
 # - at most 2 checks per prompt, and the two never contradict each other (no "no commas" with
 #   JSON, no starts_with phrase in the wrong case for an all-caps answer);
 # - every check kind is used at least twice, so per-kind accuracy is not a single coin flip.
-INSTRUCTION_PROMPTS: tuple[InstructionPrompt, ...] = (
-    # --- one constraint each: a first pass over every kind -------------------------------
-    _p(
-        "cooking_pasta_short",
-        "How do I cook pasta so that it is al dente? Answer in at most 40 words.",
-        _c("max_words", n=40),
-    ),
-    _p(
-        "travel_beach_bullets",
-        'What should I pack for a weekend at the beach? Give exactly 4 bullet points, each on its own line starting with "- ".',
-        _c("exact_bullets", n=4),
-    ),
-    _p(
-        "study_history_advice",
-        'I have a history test next week. Give me study advice in at least 80 words, and use the word "schedule" at least once.',
-        _c("min_words", n=80),
-        _c("include_keywords", words=["schedule"]),
-    ),
-    _p(
-        "pets_new_cat",
-        "How should I introduce a new cat to my home? Answer in no more than 3 sentences.",
-        _c("max_sentences", n=3),
-    ),
-    _p(
-        "weather_city_json",
-        'Describe the weather in an imaginary city. Reply with only a JSON object that has the keys "city", "temperature" and "conditions", and nothing else.',
-        _c("json_keys", keys=["city", "temperature", "conditions"]),
-    ),
-    _p(
-        "garden_tomatoes_upper",
-        "Give one tip for watering tomato plants. Write your entire answer in capital letters, in at most 30 words.",
-        _c("all_upper"),
-        _c("max_words", n=30),
-    ),
-    _p(
-        "sleep_routine_lower",
-        "Suggest a simple bedtime routine for better sleep. Write your entire answer in lowercase letters, with no capital letters at all.",
-        _c("all_lower"),
-    ),
-    _p(
-        "coffee_at_home_keywords",
-        'Explain how to make a good cup of coffee at home. Include the words "grind" and "water" in your answer.',
-        _c("include_keywords", words=["grind", "water"]),
-    ),
-    _p(
-        "morning_workout_exclude",
-        'Suggest a quick morning workout I can do at home. Do not use the words "gym" or "weights" anywhere in your answer.',
-        _c("exclude_keywords", words=["gym", "weights"]),
-    ),
-    _p(
-        "first_trip_abroad_ends",
-        'Give me two tips for my first trip abroad. End your answer with the exact phrase "Happy travels!"',
-        _c("ends_with", phrase="Happy travels!"),
-    ),
-    _p(
-        "sky_blue_starts",
-        'Why is the sky blue? Start your answer with the exact words "Good question".',
-        _c("starts_with", phrase="Good question"),
-    ),
-    _p(
-        "breakfast_french",
-        "Describe a typical breakfast in two or three sentences. Respond only in French, with no English.",
-        _c("language", lang="fr"),
-    ),
-    _p(
-        "hot_day_spanish",
-        "Give three tips for staying cool on a hot summer day. Respond only in Spanish.",
-        _c("language", lang="es"),
-    ),
-    _p(
-        "tea_german",
-        "Explain how to make a cup of tea. Respond only in German.",
-        _c("language", lang="de"),
-    ),
-    _p(
-        "sunday_afternoon_no_commas",
-        "Describe a relaxing Sunday afternoon. Do not use any commas in your response.",
-        _c("no_commas"),
-    ),
-    _p(
-        "walking_to_school_paragraphs",
-        "Explain the benefits of walking to school. Write exactly 3 paragraphs, separated from each other by a blank line.",
-        _c("num_paragraphs", n=3),
-    ),
-    _p(
-        "learning_motivation_quoted",
-        "Give me a short motivational sentence about learning. Wrap your entire response in double quotation marks.",
-        _c("quoted"),
-    ),
-    _p(
-        "dinner_invite_placeholders",
-        "Write a template email inviting a friend to dinner. Include at least 3 placeholders in square brackets, such as [name].",
-        _c("placeholder_count", n=3),
-    ),
-    _p(
-        "rain_poem_title",
-        "Write a short poem about rain. Give it a title wrapped in double angular brackets, such as <<Morning Rain>>.",
-        _c("title"),
-    ),
-    # --- a second pass, several with two compatible constraints --------------------------
-    _p(
-        "recycling_bottles_short",
-        "Why should I recycle plastic bottles? Answer in at most 25 words.",
-        _c("max_words", n=25),
-    ),
-    _p(
-        "puppy_lead_training",
-        "Describe how to train a puppy to walk on a lead. Write at least 100 words.",
-        _c("min_words", n=100),
-    ),
-    _p(
-        "student_food_budget",
-        "How can a student save money on food? Answer in at most 2 sentences.",
-        _c("max_sentences", n=2),
-    ),
-    _p(
-        "easy_houseplants_bullets",
-        'Name some easy houseplants for beginners. Give exactly 3 bullet points, each on its own line starting with "- ", and use the word "light" at least once.',
-        _c("exact_bullets", n=3),
-        _c("include_keywords", words=["light"]),
-    ),
-    _p(
-        "pancake_recipe_json",
-        'Give me a simple pancake recipe. Reply with only a JSON object with the keys "name", "ingredients" and "steps".',
-        _c("json_keys", keys=["name", "ingredients", "steps"]),
-    ),
-    _p(
-        "fire_drill_upper",
-        'Write a short reminder to a class about tomorrow\'s fire drill. Write your entire answer in capital letters and end it with the exact words "THANK YOU".',
-        _c("all_upper"),
-        _c("ends_with", phrase="THANK YOU"),
-    ),
-    _p(
-        "autumn_haiku_lower",
-        "Write a haiku about autumn leaves. Use only lowercase letters, and give it a title wrapped in double angular brackets, such as <<falling>>.",
-        _c("all_lower"),
-        _c("title"),
-    ),
-    _p(
-        "flat_tyre_keywords",
-        'How do I fix a flat bicycle tyre? Include the words "patch" and "pump", and answer in at most 120 words.',
-        _c("include_keywords", words=["patch", "pump"]),
-        _c("max_words", n=120),
-    ),
-    _p(
-        "picnic_food_exclude",
-        'Suggest food to bring on a picnic. Do not mention "bread" or "cheese", and give exactly 4 bullet points, each on its own line starting with "- ".',
-        _c("exclude_keywords", words=["bread", "cheese"]),
-        _c("exact_bullets", n=4),
-    ),
-    _p(
-        "homework_extension_email",
-        'Write a short email to a teacher asking for one more day to finish my homework. End your response with the exact phrase "Kind regards, Sam".',
-        _c("ends_with", phrase="Kind regards, Sam"),
-    ),
-    _p(
-        "fruit_smoothie_starts",
-        'Give me a recipe for a fruit smoothie. Start your answer with the exact words "Here is", and use at most 80 words.',
-        _c("starts_with", phrase="Here is"),
-        _c("max_words", n=80),
-    ),
-    _p(
-        "rainy_day_museum_french",
-        "Recommend a museum visit for a rainy day. Respond only in French, in at most 60 words.",
-        _c("language", lang="fr"),
-        _c("max_words", n=60),
-    ),
-    _p(
-        "library_book_spanish",
-        "Explain how to borrow a book from a public library. Respond only in Spanish, in exactly 2 paragraphs separated by a blank line.",
-        _c("language", lang="es"),
-        _c("num_paragraphs", n=2),
-    ),
-    _p(
-        "bake_bread_german",
-        "Describe how to bake simple bread at home. Respond only in German, and do not use any commas.",
-        _c("language", lang="de"),
-        _c("no_commas"),
-    ),
-    _p(
-        "new_apartment_no_commas",
-        "Give me advice for moving into a new apartment. Do not use any commas, and answer in at most 4 sentences.",
-        _c("no_commas"),
-        _c("max_sentences", n=4),
-    ),
-    _p(
-        "volunteering_paragraphs",
-        "Explain why volunteering in your community is worthwhile. Write exactly 4 paragraphs, separated from each other by a blank line.",
-        _c("num_paragraphs", n=4),
-    ),
-    _p(
-        "ideal_weekend_quoted",
-        "Describe your ideal weekend in at most 20 words. Wrap your entire response in double quotation marks.",
-        _c("quoted"),
-        _c("max_words", n=20),
-    ),
-    _p(
-        "birthday_text_placeholders",
-        "Write a template text message inviting friends to a birthday party. Include at least 2 placeholders in square brackets, such as [date] and [address].",
-        _c("placeholder_count", n=2),
-    ),
-    _p(
-        "lost_umbrella_story",
-        "Write a very short story about a lost umbrella. Give it a title wrapped in double angular brackets, such as <<The Umbrella>>, and use at least 60 words.",
-        _c("title"),
-        _c("min_words", n=60),
-    ),
-    _p(
-        "drinking_water_min_words",
-        'Explain why drinking enough water matters. Write at least 50 words, and do not use the word "soda".',
-        _c("min_words", n=50),
-        _c("exclude_keywords", words=["soda"]),
-    ),
-    _p(
-        "laundry_bullets",
-        'How do I do laundry without shrinking my clothes? Give exactly 5 bullet points, each on its own line starting with "- ".',
-        _c("exact_bullets", n=5),
-    ),
-    _p(
-        "family_movie_json",
-        'Recommend a movie for a family evening. Reply with only a JSON object with the keys "title" and "reason".',
-        _c("json_keys", keys=["title", "reason"]),
-    ),
-    _p(
-        "time_management_ends",
-        'Give one time-management tip for students. End your answer with the exact phrase "Good luck!"',
-        _c("ends_with", phrase="Good luck!"),
-    ),
-    _p(
-        "camping_safety_keywords",
-        'Give some safety tips for camping in the woods. Include the words "tent", "water" and "map" in your answer.',
-        _c("include_keywords", words=["tent", "water", "map"]),
-    ),
-    _p(
-        "reply_in_english",
-        'A friend texted you in French: "Bonjour, comment vas-tu ?". Reply to them in English only, in at most 3 sentences.',
-        _c("language", lang="en"),
-        _c("max_sentences", n=3),
-    ),
-)
+INSTRUCTION_PROMPTS: tuple[InstructionPrompt, ...] = load_instruction_prompts()
