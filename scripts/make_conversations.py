@@ -51,7 +51,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SPLITS = ("train", "dev", "test")
+from sftkit.tasks import SPLITS  # noqa: E402 (after the path is set)
+
 TEACHER = "smollm2-135m-instruct"
 TEACHER_FULL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SOURCE_DISTILLED = "distilled/smollm2-135m-instruct"
@@ -452,7 +453,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], seed: int, batch
     """
     import torch
 
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    from sftkit.chat import IM_END
+
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
                for c in conversations]

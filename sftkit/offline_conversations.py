@@ -26,11 +26,11 @@ from pathlib import Path
 import datasets
 
 from .data import MESSAGES_FEATURES, validate_conversation
+from .tasks import SPLITS
 
 __all__ = ["RESOURCE", "SPLITS", "COLUMNS", "FEATURES", "load_offline_conversations", "offline_conversation_splits"]
 
 RESOURCE = Path(__file__).parent / "resources" / "conversations.jsonl"
-SPLITS = ("train", "dev", "test")
 COLUMNS = ("messages", "source", "task", "answer")
 FEATURES = datasets.Features(
     {

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from sftkit.chat import IM_END
 from sftkit.cli import main
 
 
@@ -133,7 +134,7 @@ def test_adapter_folder_loads_in_a_fresh_process_with_its_own_tokenizer(demo_dir
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     from sftkit.chat import training_template
 
-    assert seen["eos"] == "<|im_end|>" and seen["pad"] != seen["eos"]
+    assert seen["eos"] == IM_END and seen["pad"] != seen["eos"]
     assert seen["template"] == training_template(), "the adapter's template is not the one training used"
     assert 1 <= seen["new"] <= 3
 

@@ -9,6 +9,7 @@ from peft import get_peft_model
 from sftkit.chat import turn_token_ids
 from sftkit.lm_head import embed, labelled_logits, project
 from sftkit.lora import build_lora_config
+from sftkit.masking import IGNORE_INDEX
 
 
 def _peft_with_token_rows(make_tiny_model, tokenizer):
@@ -64,14 +65,14 @@ def test_without_token_rows_the_modules_are_called_as_they_are(tiny_model, token
 def test_labelled_logits_are_the_full_forwards_logits_at_labelled_positions(make_tiny_model, tokenizer):
     model = _peft_with_token_rows(make_tiny_model, tokenizer).eval()
     ids = _ids(tokenizer)
-    labels = torch.full_like(ids, -100)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, 3:6] = ids[0, 3:6]
     labels[1, 5:] = ids[1, 5:]
     mask = torch.ones_like(ids)
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits
         logits, targets, rows = labelled_logits(model, ids, mask, labels)
-    keep = labels[:, 1:] != -100
+    keep = labels[:, 1:] != IGNORE_INDEX
     torch.testing.assert_close(logits, full[:, :-1][keep], rtol=1e-5, atol=1e-5)
     assert targets.tolist() == labels[:, 1:][keep].tolist()
     assert rows.tolist() == [0, 0, 0, 1, 1, 1]
@@ -81,8 +82,8 @@ def test_assistant_perplexity_equals_cross_entropy_of_the_full_logits(tiny_model
     from sftkit.metrics import assistant_perplexity
 
     ids = _ids(tokenizer)
-    rows = [{"input_ids": ids[0].tolist(), "labels": [-100] * 3 + ids[0, 3:6].tolist() + [-100] * 2},
-            {"input_ids": ids[1, :6].tolist(), "labels": [-100, -100] + ids[1, 2:6].tolist()}]
+    rows = [{"input_ids": ids[0].tolist(), "labels": [IGNORE_INDEX] * 3 + ids[0, 3:6].tolist() + [IGNORE_INDEX] * 2},
+            {"input_ids": ids[1, :6].tolist(), "labels": [IGNORE_INDEX, IGNORE_INDEX] + ids[1, 2:6].tolist()}]
     result = assistant_perplexity(tiny_model, rows, tokenizer.pad_token_id, batch_size=2)
     expected = []
     for row in rows:
@@ -90,7 +91,7 @@ def test_assistant_perplexity_equals_cross_entropy_of_the_full_logits(tiny_model
         y = torch.tensor(row["labels"])[1:]
         with torch.no_grad():
             logits = tiny_model(input_ids=x).logits[0, :-1]
-        expected.append(F.cross_entropy(logits, y, ignore_index=-100).item())
+        expected.append(F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX).item())
     assert result["row_nll"] == [pytest_approx(v) for v in expected]
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from sftkit import metrics
+from sftkit.masking import IGNORE_INDEX
 
 # ------------------------------------------------------------------------- ROUGE-L
 
@@ -185,10 +186,10 @@ def _rows() -> list[dict]:
     rows = []
     for length, n_prompt in [(7, 3), (12, 5), (4, 1), (9, 2), (5, 4)]:
         ids = torch.randint(1, 50, (length,), generator=gen).tolist()
-        labels = [-100] * n_prompt + ids[n_prompt:]
+        labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
         rows.append({"input_ids": ids, "labels": labels})
     # A masked hole in the middle of an answer (as a multi-turn row would have).
-    rows[1]["labels"][8] = -100
+    rows[1]["labels"][8] = IGNORE_INDEX
     return rows
 
 
@@ -200,7 +201,7 @@ def _reference_nll(model, rows: list[dict]) -> tuple[list[float], list[int]]:
         for row in rows:
             logits = model(torch.tensor([row["input_ids"]])).logits[0]
             # Position t predicts token t+1; keep only targets whose label is not -100.
-            positions = [t for t in range(len(row["labels"]) - 1) if row["labels"][t + 1] != -100]
+            positions = [t for t in range(len(row["labels"]) - 1) if row["labels"][t + 1] != IGNORE_INDEX]
             targets = torch.tensor([row["labels"][t + 1] for t in positions])
             nll = F.cross_entropy(logits[positions], targets, reduction="sum")
             sums.append(float(nll))
@@ -242,7 +243,7 @@ def test_perplexity_excludes_masked_positions(tiny_model):
 
     # Masking one more position drops exactly that token's loss (checked by reference).
     masked = [dict(r, labels=list(r["labels"])) for r in rows]
-    masked[3]["labels"][5] = -100
+    masked[3]["labels"][5] = IGNORE_INDEX
     sums, counts = _reference_nll(tiny_model, masked)
     less = metrics.assistant_perplexity(tiny_model, masked, pad_token_id=0)
     assert less["tokens"] == base["tokens"] - 1
@@ -269,7 +270,7 @@ def test_perplexity_restores_mode_and_validates(tiny_model):
 
     with pytest.raises(ValueError, match="row 0 has no loss token"):
         metrics.assistant_perplexity(
-            tiny_model, [{"input_ids": [1, 2, 3], "labels": [5, -100, -100]}], pad_token_id=0
+            tiny_model, [{"input_ids": [1, 2, 3], "labels": [5, IGNORE_INDEX, IGNORE_INDEX]}], pad_token_id=0
         )
     with pytest.raises(ValueError, match="3 tokens but labels has 2"):
         metrics.assistant_perplexity(
@@ -376,9 +377,10 @@ def test_paired_bootstrap_length_mismatch():
     ],
 )
 def test_invents_turn_sees_role_lines_and_the_start_token(raw, invented):
+    from sftkit.chat import GEMMA
     from sftkit.metrics import invents_turn
 
-    assert invents_turn(raw, "<start_of_turn>") is invented
+    assert invents_turn(raw, GEMMA.start) is invented
 
 
 def test_echoes_prompt_needs_the_whole_user_message():

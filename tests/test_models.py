@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sftkit import models
+from sftkit.chat import IM_END
 from sftkit.models import (
     ModelSourceError,
     attention_for,
@@ -214,4 +215,4 @@ def test_tiny_model_is_tiny_with_the_real_vocabulary(tiny_model, tokenizer):
     assert n_params < 1_000_000, f"tiny model has {n_params:,} parameters"
     assert tiny_model.config.vocab_size == len(tokenizer) == 49152, (tiny_model.config.vocab_size, len(tokenizer))
     assert tiny_model.get_input_embeddings().weight.shape[0] == len(tokenizer)
-    assert tiny_model.config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tiny_model.config.eos_token_id == tokenizer.convert_tokens_to_ids(IM_END)

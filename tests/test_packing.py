@@ -5,11 +5,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from sftkit.masking import IGNORE_INDEX
 from sftkit.train import check_packing_is_safe
 
 ROWS = [
-    {"input_ids": [1, 5, 6, 7, 8], "labels": [-100, 5, 6, 7, 8]},
-    {"input_ids": [1, 9, 10, 11], "labels": [-100, -100, 10, 11]},
+    {"input_ids": [1, 5, 6, 7, 8], "labels": [IGNORE_INDEX, 5, 6, 7, 8]},
+    {"input_ids": [1, 9, 10, 11], "labels": [IGNORE_INDEX, IGNORE_INDEX, 10, 11]},
 ]
 
 
@@ -23,7 +24,7 @@ def _tiny(implementation: str) -> LlamaForCausalLM:
 def _per_token_losses(logits: torch.Tensor, labels: list[int]) -> torch.Tensor:
     target = torch.tensor(labels[1:])
     losses = torch.nn.functional.cross_entropy(logits[:-1], target.clamp(min=0), reduction="none")
-    return losses[target != -100]
+    return losses[target != IGNORE_INDEX]
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])

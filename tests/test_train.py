@@ -16,13 +16,11 @@ import pytest
 import torch
 from transformers import TrainerState
 
-from sftkit.config import get_preset
-from sftkit.lora import build_lora_config, find_lora_targets, lora_parameter_count
-from sftkit.masking import tokenize_dataset
-from sftkit.models import hardware_name
-from sftkit.chat import turn_token_ids
 from sftkit.adapters import AdapterCheckError, verify_adapter
-from sftkit.lora import describe_blocks
+from sftkit.chat import IM_END, turn_token_ids
+from sftkit.config import get_preset
+from sftkit.lora import build_lora_config, describe_blocks, find_lora_targets, lora_parameter_count
+from sftkit.masking import tokenize_dataset
 from sftkit.measure import (
     CountingCollator,
     NonFiniteLossError,
@@ -32,6 +30,7 @@ from sftkit.measure import (
     reset_peak_memory,
     training_flops_per_token,
 )
+from sftkit.models import hardware_name
 from sftkit.run_card import write_run_card
 from sftkit.tasks import make_task_splits
 from sftkit.train import (
@@ -155,7 +154,7 @@ def test_saved_adapter_has_config_and_tokenizer(smoke_run):
     from transformers import AutoTokenizer
 
     saved = AutoTokenizer.from_pretrained(adapter_dir)
-    assert saved.eos_token == "<|im_end|>" and saved.pad_token_id != saved.eos_token_id
+    assert saved.eos_token == IM_END and saved.pad_token_id != saved.eos_token_id
     assert "generation" in saved.chat_template, "the training template must travel with the adapter"
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from ..data import NOT_AN_OBJECT
 from ..masking import IGNORE_INDEX, NoTrainableTokensError
 
 PROMPT_WITH_INPUT = (
@@ -40,7 +41,6 @@ PROMPT_NO_INPUT = (
 
 EMPTY_OUTPUT = "empty output"
 EMPTY_INSTRUCTION = "empty instruction"
-NOT_AN_OBJECT = "not an object"
 
 # Built-in tasks that are one question and one answer (``recall`` is two turns: not Alpaca).
 SINGLE_TURN_TASKS = ("reverse", "vowels", "add", "upper", "json")
