@@ -55,7 +55,12 @@ class DataConfig:
     # Tokens per training sequence; longer conversations are truncated (rows left with no
     # assistant token are dropped and counted).
     max_length: int = 1024
+    # Seeds the sample of the data and its split.
     seed: int = 0
+    # A Hub dataset (or a local folder laid out as one) is sampled by streaming: its parquet row
+    # groups in a seeded order, then a shuffle buffer of this many rows (`sftkit.data.stream_sample`).
+    # Larger mixes more row groups (a more representative sample) and reads more rows.
+    shuffle_buffer: int = 10_000
     # Which held-out split of the built-in tasks to evaluate on: "test" for reported results,
     # "dev" while choosing task designs and settings, so the test split is looked at once.
     eval_split: str = "test"

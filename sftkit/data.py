@@ -23,7 +23,13 @@ Two decisions shape the loader:
   Python objects, each row is validated on its own, and the ``Dataset`` is built only from
   the rows that passed (``Dataset.from_list``). Hub datasets still go through
   ``datasets.load_dataset``: the Hub has already parsed them, and that is the path
-  Colab users take.
+  Colab users take. A local folder laid out as a Hub dataset repository (README with
+  ``configs``, ``data/*.parquet``; `sftkit.standins` writes one) goes through the same call.
+- **A sample, not the first rows.** A big Hub split is often sorted (smol-smoltalk's rows come
+  grouped by ``source``), so its first N rows are one sub-dataset. `sample_conversations`
+  streams the split in a seeded random order (parquet row groups shuffled, then a shuffle
+  buffer) and keeps the ``source`` column so the sample's mix can be reported
+  (`rows_per_source`); a run evaluates on the dataset's own ``test`` split when it has one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from typing import Any
 
 import datasets
 import numpy as np
+
+from .config import DataConfig
 
 __all__ = [
     "ROLES",
@@ -67,6 +75,12 @@ __all__ = [
     "detect_format",
     "to_messages",
     "load_conversations",
+    "sample_conversations",
+    "stream_sample",
+    "dataset_split_names",
+    "load_hub_dataset",
+    "rows_per_source",
+    "SAMPLE_BUFFER",
     "format_report",
     "split_dataset",
     "conversation_stats",
@@ -120,6 +134,9 @@ REASONS = (
 MESSAGES_FEATURES = datasets.Features(
     {"messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})}
 )
+
+# A sampled Hub dataset keeps its `source` column (which sub-dataset a row comes from).
+SOURCE_FEATURES = datasets.Features({**MESSAGES_FEATURES, "source": datasets.Value("string")})
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 BUILTIN_SOURCE = "builtin-tasks"
@@ -465,16 +482,17 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def load_hub_dataset(name: str, split: str = "train", limit: int | None = None,
-                     offline_hint: str = OFFLINE_HINT) -> datasets.Dataset:
-    """A Hub dataset split (the Colab path), failing in one line, fast, when the Hub is out of reach.
+def _is_local_repository(name: str) -> bool:
+    """A local folder laid out like a Hub dataset repository (read by the same `load_dataset` call)."""
+    return Path(name).expanduser().is_dir()
 
-    `offline_hint` ends the error message: what to use instead offline.
-    """
+
+def _check_hub(name: str, offline_hint: str) -> None:
+    """Fail in one line, fast, when `name` is a Hub id and the Hub is out of reach."""
     from .models import hub_reachable
 
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if _is_local_repository(name):
+        return  # a local folder needs no network
     # Check offline mode ourselves, at call time: huggingface_hub reads HF_HUB_OFFLINE once
     # at import, so setting it later (in a notebook cell, or a test) would otherwise be
     # ignored and the call would retry a dead network for half a minute.
@@ -485,27 +503,103 @@ def load_hub_dataset(name: str, split: str = "train", limit: int | None = None,
             )
     if not hub_reachable():
         raise DataSourceError(f"could not reach the Hugging Face Hub for {name!r}; {offline_hint}")
+
+
+class _HubErrors:
+    """Turn the Hub's errors into one-line `DataSourceError`s (a context manager)."""
+
+    def __init__(self, name: str, offline_hint: str) -> None:
+        self.name = name
+        self.offline_hint = offline_hint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+        from datasets.exceptions import DatasetNotFoundError
+
+        if error is None:
+            return False
+        # Checked before OSError (it subclasses FileNotFoundError): the Hub answered, and
+        # the answer was "no such dataset", which is a different fix from being offline.
+        if isinstance(error, DatasetNotFoundError):
+            raise DataSourceError(
+                f"dataset {self.name!r} was not found on the Hugging Face Hub (check the name, or log in for a gated "
+                f"dataset); {self.offline_hint}"
+            ) from None
+        if isinstance(error, _connection_errors()):
+            # `from None`: the chained traceback from requests/urllib3 is pages long and says
+            # nothing more than this line does.
+            raise DataSourceError(
+                f"could not reach the Hugging Face Hub for {self.name!r} ({type(error).__name__}); {self.offline_hint}"
+            ) from None
+        return False
+
+
+def load_hub_dataset(name: str, split: str = "train", limit: int | None = None,
+                     offline_hint: str = OFFLINE_HINT) -> datasets.Dataset:
+    """A Hub dataset split (or one of a local folder laid out as a Hub dataset repository),
+    failing in one line, fast, when the Hub is out of reach.
+
+    This downloads the whole split; `stream_sample` draws a sample without doing so.
+    `offline_hint` ends the error message: what to use instead offline.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    _check_hub(name, offline_hint)
     # Slicing the split ("train[:4000]") keeps the prepared dataset small. A split that is
     # already sliced is left alone; the row loop still stops at `limit`.
     if limit is not None and "[" not in split:
         split = f"{split}[:{limit}]"
-    from datasets.exceptions import DatasetNotFoundError
-
-    try:
+    with _HubErrors(name, offline_hint):
         return datasets.load_dataset(name, split=split)
-    except DatasetNotFoundError:
-        # Checked before OSError (it subclasses FileNotFoundError): the Hub answered, and
-        # the answer was "no such dataset", which is a different fix from being offline.
-        raise DataSourceError(
-            f"dataset {name!r} was not found on the Hugging Face Hub (check the name, or log in for a gated "
-            f"dataset); {offline_hint}"
-        ) from None
-    except _connection_errors() as error:
-        # `from None`: the chained traceback from requests/urllib3 is pages long and says
-        # nothing more than this line does.
-        raise DataSourceError(
-            f"could not reach the Hugging Face Hub for {name!r} ({type(error).__name__}); {offline_hint}"
-        ) from None
+
+
+def dataset_split_names(name: str, offline_hint: str = OFFLINE_HINT) -> list[str]:
+    """The splits of a Hub dataset (or of a local folder laid out as one), e.g. ``["train", "test"]``."""
+    _check_hub(name, offline_hint)
+    with _HubErrors(name, offline_hint):
+        return list(datasets.get_dataset_split_names(name))
+
+
+# How many rows the streamed sample's shuffle buffer holds. The stream visits the split's
+# parquet row groups in a seeded random order (`IterableDataset.reshard`), and the buffer mixes
+# the rows of the groups it has read; a larger buffer mixes more groups at the cost of memory
+# and download (rows read >= buffer + sample).
+SAMPLE_BUFFER = DataConfig().shuffle_buffer
+
+
+def stream_sample(name: str, split: str, seed: int = 0, buffer_size: int = SAMPLE_BUFFER,
+                  offline_hint: str = OFFLINE_HINT) -> datasets.IterableDataset:
+    """A split of a Hub dataset (or a local folder laid out as one), streamed in a seeded random order.
+
+    Nothing is downloaded up front: rows arrive as the result is iterated, so taking a few
+    thousand rows of a big split reads about ``buffer_size`` + that many rows, not the split.
+    The order is random at two levels: the split is cut into its parquet row groups
+    (`IterableDataset.reshard`) whose order is shuffled, and a buffer of ``buffer_size`` rows,
+    fed by up to ten row groups at a time (`IterableDataset.shuffle`), is shuffled as it
+    streams. A split sorted by some column (smol-smoltalk's ``source``) therefore still gives
+    a sample that spans it, as far as the row groups read do: a cluster sample of about
+    (``buffer_size`` + rows taken) / rows-per-group groups.
+    """
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+        raise ValueError(f"buffer_size must be a positive integer, got {buffer_size!r}")
+    _check_hub(name, offline_hint)
+    with _HubErrors(name, offline_hint):
+        stream = datasets.load_dataset(name, split=split, streaming=True)
+        return stream.reshard().shuffle(seed=seed, buffer_size=buffer_size)
+
+
+def rows_per_source(dataset: datasets.Dataset | Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many rows come from each ``source`` (most first); empty when there is no such column."""
+    if isinstance(dataset, datasets.Dataset):
+        values = list(dataset["source"]) if "source" in dataset.column_names else []
+    else:
+        values = [row["source"] for row in dataset if "source" in row]
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _read_hub(dataset: datasets.Dataset, limit: int | None) -> Iterator[_RawRow]:
@@ -543,10 +637,12 @@ def _open_source(source: str, split: str, limit: int | None) -> Iterable[_RawRow
         if suffix == ".json":
             return list(_read_json(path, limit))
         return list(_read_parquet(path, limit))
-    if path.exists():
-        # A local file or folder of another kind. Refused here rather than passed on to
-        # `load_dataset`, whose schema inference is exactly what this module avoids.
-        raise DataSourceError(f"cannot load {source}: pass one local file ending in {', '.join(LOCAL_SUFFIXES)}")
+    if path.exists() and not path.is_dir():
+        # A local file of another kind. Refused here rather than passed on to `load_dataset`,
+        # whose schema inference is exactly what this module avoids.
+        raise DataSourceError(f"cannot load {source}: pass one local file ending in {', '.join(LOCAL_SUFFIXES)}, "
+                              "or a folder laid out as a Hub dataset repository")
+    # A Hub id, or a local folder laid out as a Hub dataset repository: the same call.
     return _HubRows(load_hub_dataset(source, split, limit), limit)
 
 
@@ -577,7 +673,11 @@ def load_conversations(
     fmt: str | None = None,
     limit: int | None = None,
 ) -> tuple[datasets.Dataset, dict[str, Any]]:
-    """Load conversations from a Hub id or a local .json/.jsonl/.parquet file.
+    """Load conversations from a Hub id, a local folder laid out as a Hub dataset repository (both
+    through `datasets.load_dataset`), or a local .json/.jsonl/.parquet file.
+
+    This reads the *first* rows (``limit``); `sample_conversations` draws a representative
+    sample of a big split instead.
 
     Every row is converted to the ``messages`` format (``fmt``, or detected once for the
     whole source) and validated. Lenient mode (the default) keeps the valid rows and counts
@@ -600,6 +700,16 @@ def load_conversations(
 
     rows = _open_source(source, split, limit)
     detected = fmt or _detect_source_format(rows)
+    return _convert_rows(source, rows, detected, strict)
+
+
+def _convert_rows(source: str, rows: Iterable[_RawRow], detected: str | None, strict: bool,
+                  keep_source: bool = False, want: int | None = None) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """Convert and validate raw rows into a ``messages`` dataset and its drop report.
+
+    With `keep_source`, a string ``source`` column of the rows is kept (a sub-dataset's name,
+    as smol-smoltalk has). With `want`, reading stops once that many rows were kept.
+    """
     # No row has a recognisable shape: fall back to "messages", so that every row is
     # dropped with a reason (usually "missing messages") rather than the call failing.
     used_format = detected or "messages"
@@ -642,17 +752,24 @@ def load_conversations(
         if reason is not None:
             drop(number, reason)
             continue
-        kept.append({"messages": _normalise(conversation["messages"])})
+        row = {"messages": _normalise(conversation["messages"])}
+        if keep_source:
+            label = value.get("source")
+            row["source"] = label if isinstance(label, str) else ""
+        kept.append(row)
+        if want is not None and len(kept) >= want:
+            break  # before the next row is pulled: a stream is read no further than needed
 
     total_dropped = sum(dropped.values())
     if rows_read != len(kept) + total_dropped:  # Not `assert`: it must survive `python -O`.
         raise AssertionError(f"row accounting broken: read {rows_read}, kept {len(kept)}, dropped {total_dropped}")
 
+    features = SOURCE_FEATURES if keep_source else MESSAGES_FEATURES
     # from_list cannot build an empty dataset with a given schema; from_dict can.
     dataset = (
-        datasets.Dataset.from_list(kept, features=MESSAGES_FEATURES)
+        datasets.Dataset.from_list(kept, features=features)
         if kept
-        else datasets.Dataset.from_dict({"messages": []}, features=MESSAGES_FEATURES)
+        else datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     )
     report = {
         "source": source,
@@ -665,11 +782,54 @@ def load_conversations(
     return dataset, report
 
 
+def sample_conversations(
+    source: str,
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    buffer_size: int = SAMPLE_BUFFER,
+    strict: bool = False,
+    fmt: str | None = None,
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """A seeded, representative sample of `n` valid conversations from one split of a Hub dataset
+    (or a local folder laid out as one), streamed (`stream_sample`) instead of downloaded whole.
+
+    Rows are converted and validated as in `load_conversations`; a dropped row is counted by
+    reason and replaced by the next row of the stream, so the sample has `n` rows unless the
+    split runs out. A string ``source`` column (which sub-dataset a row comes from) is kept.
+    Row numbers in the report are positions in the shuffled stream (the source's own row
+    numbers are unknown there). The report adds ``split``, ``seed``, ``buffer_size`` and
+    ``rows_per_source``.
+    """
+    source = os.fspath(source)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    stream = stream_sample(source, split, seed=seed, buffer_size=buffer_size)
+    with _HubErrors(source, OFFLINE_HINT):
+        # The first n rows decide the format; rows beyond them are streamed (same seed, same
+        # order) only when some were dropped and need replacing.
+        rows = [(number, row, None) for number, row in enumerate(stream.take(n))]
+        detected = fmt or _detect_source_format(rows)
+        keep_source = any(isinstance(row, Mapping) and isinstance(row.get("source"), str) for _, row, _ in rows)
+        more = ((number, row, None) for number, row in enumerate(stream.skip(n), start=n))
+        dataset, report = _convert_rows(source, _chain(rows, more), detected, strict, keep_source=keep_source, want=n)
+    report.update(split=split, seed=seed, buffer_size=buffer_size, rows_per_source=rows_per_source(dataset))
+    return dataset, report
+
+
+def _chain(*parts: Iterable[_RawRow]) -> Iterator[_RawRow]:
+    for part in parts:
+        yield from part
+
+
 def format_report(report: Mapping[str, Any], max_rows: int = 5) -> str:
     """A short human-readable summary of a `load_conversations` report."""
     rows_read = report["rows_read"]
     kept = report["kept"]
-    lines = [f"{report['source']}: kept {kept} of {rows_read} rows ({rows_read - kept} dropped)"]
+    where = f" ({report['split']} split, seed {report['seed']})" if "split" in report and "seed" in report else ""
+    lines = [f"{report['source']}{where}: kept {kept} of {rows_read} rows ({rows_read - kept} dropped)"]
     # Most frequent reason first: that is the one worth fixing.
     for reason, count in sorted(report["dropped"].items(), key=lambda item: (-item[1], item[0])):
         numbers = report.get("dropped_rows", {}).get(reason, [])

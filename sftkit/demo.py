@@ -23,7 +23,7 @@ from .config import RunConfig, resolve_preset
 from .evaluation import ModelEval, compare, evaluate_model, intervals, side_by_side
 from .measure import peak_memory_mb
 from .models import hardware_name
-from .run_data import load_run_data
+from .run_data import load_run_data, load_run_data_with_report
 from .runs import load_for, train_and_record
 
 HEADLINE = ("exact_match", "rouge_l", "stopped", "assistant_nll", "repeated_4gram_rate")
@@ -122,14 +122,14 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     print(f"[sftkit] preset {cfg.preset} on {hardware_name()} -> {out}")
 
     model, tokenizer = load_for(cfg)
-    train_set, eval_set = load_demo_data(cfg)
+    train_set, eval_set, data_report = load_run_data_with_report(cfg)
     eval_set = eval_set.select(range(min(cfg.eval.n_examples, len(eval_set))))
     e = cfg.eval
 
     print(f"[sftkit] baseline on {len(eval_set)} held-out prompts")
     before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
     print(f"[sftkit] training on {len(train_set)} conversations")
-    result = train_and_record(cfg, model, tokenizer, train_set, out)
+    result = train_and_record(cfg, model, tokenizer, train_set, out, data_report=data_report)
     print("[sftkit] evaluation after training")
     after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
 
@@ -150,6 +150,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
             "paired_vs_after": compare(reference, after, e.bootstrap_resamples),
         },
         "train": {**result.metrics, "tokenization": result.tokenize_report},
+        "data": data_report,  # the splits the rows came from, rows per source
         "side_by_side": side_by_side(eval_set, [before, after] + ([reference] if reference else []),
                                      pick_side_by_side(eval_set, e.n_side_by_side)),
         "wall_s": None,

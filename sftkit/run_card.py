@@ -32,6 +32,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _data_rows(data: dict | None) -> list[tuple[str, str]]:
+    """Run-card rows saying where the train and eval rows came from, and their rows per source."""
+    rows = []
+    for name, label in (("train", "training rows"), ("eval", "evaluation rows")):
+        part = (data or {}).get(name)
+        if not part:
+            continue
+        split = f" from the {part['split']} split" if part.get("split") else ""
+        per_source = ", ".join(f"{source}: {n:,}" for source, n in part.get("rows_per_source", {}).items())
+        rows.append((label, f"{part['rows']:,}{split}" + (f"; per source: {per_source}" if per_source else "")))
+    return rows
+
+
 def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) -> tuple[Path, Path]:
     """`run.json` (machine-readable) and `run.md` (for people) next to the run's outputs."""
     output_dir = Path(output_dir)
@@ -61,6 +74,7 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
         ("loss computed by", m["loss"]),
         ("rows per stage, in training order", ", ".join(f"stage {k}: {v:,}" for k, v in m["stages"].items())
          if m.get("stages") else "one shuffled set"),
+        *_data_rows(m.get("data")),
         ("adapter", str(result.adapter_dir)),
     ]
     lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]

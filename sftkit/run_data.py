@@ -11,11 +11,16 @@ Sources (``DataConfig.source``):
   (`sftkit.offline_conversations`: distilled replies, system prompts, multi-turn rows and
   verifiable task rows; train/dev/test disjoint by topic), the CPU main job's data;
 - ``builtin-tasks``: the built-in verifiable tasks (`sftkit.tasks`);
-- a Hub id or a local json/jsonl/parquet path (`sftkit.data.load_conversations`).
+- a local json/jsonl/parquet file (`sftkit.data.load_conversations`, split by seed);
+- a Hub id, or a local folder laid out as a Hub dataset repository (`sftkit.standins` writes
+  one): a seeded sample streamed from its ``train`` split (`sftkit.data.sample_conversations`),
+  evaluated on a sample of its own ``test`` split when it has one (else on a seeded split of
+  the train sample); rows per ``source`` are reported (`load_run_data_with_report`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
@@ -25,22 +30,67 @@ OFFLINE_CONVERSATIONS = "offline-conversations"
 
 def load_run_data(cfg: RunConfig) -> tuple[Any, Any]:
     """Train and held-out `messages` datasets for a run config."""
+    train, held_out, _ = load_run_data_with_report(cfg)
+    return train, held_out
+
+
+def load_run_data_with_report(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """Train and held-out datasets, and a report of where they came from.
+
+    The report has, for each of ``train`` and ``eval``: ``split`` (the source's split the
+    rows were drawn from), ``rows`` and ``rows_per_source`` (empty when the source has no
+    ``source`` column), plus the loader's drop report where there is one.
+    """
+    from .data import rows_per_source
+
+    train, held_out, loaded = _load(cfg)
+    report: dict[str, Any] = {"source": cfg.data.source}
+    for name, data in (("train", train), ("eval", held_out)):
+        entry = {"split": loaded.get(name, {}).get("split"), "rows": len(data), "rows_per_source": rows_per_source(data)}
+        for key in ("rows_read", "kept", "dropped"):
+            if key in loaded.get(name, {}):
+                entry[key] = loaded[name][key]
+        report[name] = entry
+    return train, held_out, report
+
+
+def _load(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     d = cfg.data
     if d.source == OFFLINE_CONVERSATIONS:
         from .offline_conversations import offline_conversation_splits
 
         if d.curriculum:
             raise ValueError("data.curriculum names built-in tasks; the offline conversations have no stages")
-        return offline_conversation_splits(d.train_size, d.eval_size, eval_split=d.eval_split, seed=d.seed)
+        train, held_out = offline_conversation_splits(d.train_size, d.eval_size, eval_split=d.eval_split, seed=d.seed)
+        return train, held_out, {"train": {"split": "train"}, "eval": {"split": d.eval_split}}
     if d.source == "builtin-tasks":
         from .tasks import make_task_splits
 
-        return make_task_splits(d.train_size, d.eval_size, seed=d.seed, eval_split=d.eval_split, curriculum=d.curriculum)
+        train, held_out = make_task_splits(d.train_size, d.eval_size, seed=d.seed, eval_split=d.eval_split,
+                                           curriculum=d.curriculum)
+        return train, held_out, {"train": {"split": "train"}, "eval": {"split": d.eval_split}}
     if d.curriculum:
         raise ValueError(f"data.curriculum names built-in tasks; source {d.source!r} has none "
                          "(set curriculum to {} or order your own data)")
-    from .data import load_conversations, split_dataset
+    from .data import (LOCAL_SUFFIXES, dataset_split_names, format_report, load_conversations, sample_conversations,
+                       split_dataset)
 
-    data, report = load_conversations(d.source, limit=d.train_size + d.eval_size)
-    print(f"loaded {report['kept']} of {report['rows_read']} conversations from {d.source}")
-    return split_dataset(data, d.eval_size, seed=d.seed)
+    if Path(d.source).suffix.lower() in LOCAL_SUFFIXES:  # one local file: its first rows, split by seed
+        data, report = load_conversations(d.source, limit=d.train_size + d.eval_size)
+        print(format_report(report))
+        train, held_out = split_dataset(data, d.eval_size, seed=d.seed)
+        return train, held_out, {"train": {**report, "split": "train"}, "eval": {**report, "split": "train"}}
+    # A Hub id or a folder laid out as one: a streamed, seeded sample (not the first rows).
+    if "test" in dataset_split_names(d.source):
+        train, train_report = sample_conversations(d.source, d.train_size, "train", seed=d.seed,
+                                                   buffer_size=d.shuffle_buffer)
+        held_out, eval_report = sample_conversations(d.source, d.eval_size, "test", seed=d.seed,
+                                                     buffer_size=d.shuffle_buffer)
+    else:  # no held-out split of its own: a seeded split of one train sample
+        data, train_report = sample_conversations(d.source, d.train_size + d.eval_size, "train", seed=d.seed,
+                                                  buffer_size=d.shuffle_buffer)
+        train, held_out = split_dataset(data, d.eval_size, seed=d.seed)
+        eval_report = {**train_report, "split": "train (held out by seed)"}
+    for report in (train_report, eval_report):
+        print(format_report(report))
+    return train, held_out, {"train": train_report, "eval": eval_report}

@@ -38,10 +38,18 @@ def load_for(cfg: RunConfig, need_attention_weights: bool = False):
 
 
 def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any, out: str | Path,
-                     **sft_overrides: Any) -> TrainResult:
-    """Train, make the adapter loadable offline, verify it, and write the run card."""
+                     data_report: dict[str, Any] | None = None, **sft_overrides: Any) -> TrainResult:
+    """Train, make the adapter loadable offline, verify it, and write the run card.
+
+    `data_report` (`sftkit.run_data.load_run_data_with_report`) goes into the card: the splits
+    the train and eval rows came from and their rows per source. Without it the card still
+    counts the training rows per ``source`` when the data have that column.
+    """
+    from .data import rows_per_source
+
     out = Path(out)
     result = train_lora(cfg, model, tokenizer, train_set, out, **sft_overrides)
+    result.metrics["data"] = data_report or {"train": {"rows": len(train_set), "rows_per_source": rows_per_source(train_set)}}
     if not result.metrics["is_main_process"]:
         return result  # the main process verifies and records
     if cfg.model.name == "tiny-smollm2":
@@ -69,7 +77,7 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
 
 def run_training(preset: str | None = None, out: str | Path | None = None, cfg: RunConfig | None = None) -> TrainResult:
     """`sftkit train`: load, train, record; prints where the run card is."""
-    from .run_data import load_run_data as load_demo_data
+    from .run_data import load_run_data_with_report
 
     cfg = cfg or resolve_preset(preset)
     out = Path(out or cfg.output_dir)
@@ -77,8 +85,8 @@ def run_training(preset: str | None = None, out: str | Path | None = None, cfg: 
     cfg.save(out)
     print(f"[sftkit] training preset {cfg.preset} on {hardware_name()} -> {out}")
     model, tokenizer = load_for(cfg)
-    train_set, _ = load_demo_data(cfg)
-    result = train_and_record(cfg, model, tokenizer, train_set, out)
+    train_set, _, data_report = load_run_data_with_report(cfg)
+    result = train_and_record(cfg, model, tokenizer, train_set, out, data_report=data_report)
     m = result.metrics
     if not m["is_main_process"]:
         return result

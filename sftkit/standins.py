@@ -113,6 +113,10 @@ KIND_WEIGHTS = {
     "standin-tasks": 0.10,
     "standin-longalign": 0.05,
 }
+# Rows per parquet row group. A streamed sample visits row groups in a random order and mixes
+# the rows of `buffer_size / ROW_GROUP_ROWS` of them (`sftkit.data.stream_sample`); a big Hub
+# split has hundreds of row groups, so the small stand-in gets small ones (40 in 4,000 rows).
+ROW_GROUP_ROWS = 100
 # A "longalign" row joins offline conversations until it has this many characters: about
 # 1,500 SmolLM2 tokens, beyond the t4 preset's max_length of 1024.
 LONG_CHARS = 6000
@@ -239,6 +243,8 @@ def _dataset_card(counts: dict[str, int], sizes: dict[str, int], download_size: 
         "(`standin-everyday-convs`), task rows (`standin-tasks`), and conversations joined until a row has at "
         f"least {LONG_CHARS} characters, longer than the `t4` preset's `max_length` of 1024 tokens "
         "(`standin-longalign`). Rows repeat: the offline set is smaller than the stand-in.",
+        f"- Parquet row groups of {ROW_GROUP_ROWS} rows, so that the small stand-in has tens of them, as a big "
+        "Hub split has hundreds: a streamed sample visits row groups in a random order.",
         "- `train` is built from the offline set's `train` split and `test` from its `test` split; their "
         "prompt topics are disjoint. Both splits are sorted by `source`, so reading the first rows gives one "
         "source only.",
@@ -267,7 +273,7 @@ def build_dataset_standin(folder: str | Path, train_rows: int = 4000, test_rows:
         rows = _split_rows(load_offline_conversations(split), n_rows, rng)
         dataset = datasets.Dataset.from_list(rows, features=HUB_FEATURES)
         parquet = folder / "data" / f"{split}-00000-of-00001.parquet"
-        dataset.to_parquet(str(parquet))
+        dataset.to_parquet(str(parquet), batch_size=ROW_GROUP_ROWS)
         counts[split] = len(rows)
         sizes[split] = dataset.data.nbytes  # Arrow bytes, what the Hub's num_bytes counts
         download_size += parquet.stat().st_size
