@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 PRESET_ENV = "SFTKIT_PRESET"
+# Overrides for the notebooks' parameters cell, as `--set` takes them, separated by ";":
+# SFTKIT_SET="data.source=DIR;model.name=DIR;train.max_steps=3".
+OVERRIDES_ENV = "SFTKIT_SET"
 
 
 @dataclass
@@ -128,6 +131,12 @@ class TrainSettings:
     # a minority of positions, and a 262k-row head (Gemma) costs more than all its blocks.
     labelled_head: bool = True
     seed: int = 0
+    # Save a checkpoint (adapter, optimizer, scheduler, RNG) every this many optimizer steps into
+    # <run>/checkpoints, keeping the last two; 0 saves none. A session that dies mid-run (a Colab
+    # disconnect) starts again with `resume=true` and continues from the last one.
+    save_steps: int = 0
+    # Resume from the newest checkpoint in <run>/checkpoints when there is one (else start afresh).
+    resume: bool = False
 
 
 @dataclass
@@ -208,6 +217,8 @@ def _t4() -> RunConfig:
             logging_steps=10,
             batching="group",
             gradient_checkpointing=True,
+            # About every 3 minutes of an estimated T4 run (README), so a disconnect costs little.
+            save_steps=50,
         ),
         eval=EvalSettings(max_new_tokens=256, batch_size=32, n_examples=200),
         output_dir="runs/t4",
@@ -344,3 +355,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             raise ValueError(f"--set {key}: unknown key" + (f" (known here: {known})" if known else ""))
         setattr(target, name, _parse_value(text.strip(), getattr(target, name), key))
     return cfg
+
+
+def env_overrides() -> list[str]:
+    """The ``key=value`` overrides in ``SFTKIT_SET`` (";"-separated), for `apply_overrides`; [] when unset."""
+    return [item.strip() for item in os.environ.get(OVERRIDES_ENV, "").split(";") if item.strip()]

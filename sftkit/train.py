@@ -99,7 +99,10 @@ def trainer_arguments(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings under
         # LoRA do not provide; the non-reentrant variant works with LoRA as is.
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        save_strategy="no",
+        # Checkpoints for resuming (`train.save_steps`, `train.resume`): the last two are kept.
+        save_strategy="steps" if t.save_steps > 0 else "no",
+        save_steps=t.save_steps if t.save_steps > 0 else 500,
+        save_total_limit=2,
         report_to="none",
         dataloader_num_workers=0,
         # Without CUDA, say so explicitly: under `accelerate launch`/torchrun this makes the
@@ -271,6 +274,13 @@ def stage_end_steps(rows_per_stage: dict[str, int], rows_per_step: int) -> dict[
     return {stage: math.ceil(rows / rows_per_step) for stage, rows in zip(list(rows_per_stage)[:-1], rows_so_far)}
 
 
+def last_checkpoint(folder: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder `Trainer` saved in `folder`, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if Path(folder).is_dir() else None
+
+
 def train_lora(
     cfg: RunConfig,
     model: Any,
@@ -350,6 +360,10 @@ def train_lora(
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
         stage_ends = stage_end_steps(stages, rows_per_step)
 
+    if resume_from_checkpoint is None and cfg.train.resume:
+        resume_from_checkpoint = last_checkpoint(args.output_dir)
+        print(f"[sftkit] resuming from {resume_from_checkpoint}" if resume_from_checkpoint
+              else f"[sftkit] no checkpoint in {args.output_dir} to resume from: starting afresh")
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     wall = time.perf_counter() - start
