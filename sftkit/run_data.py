@@ -20,6 +20,8 @@ Sources (``DataConfig.source``):
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,7 @@ def _load(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     if d.curriculum:
         raise ValueError(f"data.curriculum names built-in tasks; source {d.source!r} has none "
                          "(set curriculum to {} or order your own data)")
-    from .data import (LOCAL_SUFFIXES, dataset_split_names, format_report, load_conversations, sample_conversations,
-                       split_dataset)
+    from .data import LOCAL_SUFFIXES, format_report, load_conversations, split_dataset
 
     if Path(d.source).suffix.lower() in LOCAL_SUFFIXES:  # one local file: its first rows, split by seed
         data, report = load_conversations(d.source, limit=d.train_size + d.eval_size)
@@ -81,16 +82,31 @@ def _load(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
         train, held_out = split_dataset(data, d.eval_size, seed=d.seed)
         return train, held_out, {"train": {**report, "split": "train"}, "eval": {**report, "split": "train"}}
     # A Hub id or a folder laid out as one: a streamed, seeded sample (not the first rows).
-    if "test" in dataset_split_names(d.source):
-        train, train_report = sample_conversations(d.source, d.train_size, "train", seed=d.seed,
-                                                   buffer_size=d.shuffle_buffer)
-        held_out, eval_report = sample_conversations(d.source, d.eval_size, "test", seed=d.seed,
-                                                     buffer_size=d.shuffle_buffer)
-    else:  # no held-out split of its own: a seeded split of one train sample
-        data, train_report = sample_conversations(d.source, d.train_size + d.eval_size, "train", seed=d.seed,
-                                                  buffer_size=d.shuffle_buffer)
-        train, held_out = split_dataset(data, d.eval_size, seed=d.seed)
-        eval_report = {**train_report, "split": "train (held out by seed)"}
-    for report in (train_report, eval_report):
+    train, held_out, reports = _sample_splits(d.source, d.train_size, d.eval_size, d.seed, d.shuffle_buffer)
+    for report in reports.values():
         print(format_report(report))
+    return train, held_out, copy.deepcopy(reports)
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_splits(source: str, train_size: int, eval_size: int, seed: int,
+                   shuffle_buffer: int) -> tuple[Any, Any, dict[str, Any]]:
+    """The streamed sample of a Hub dataset, drawn once per process for the same settings.
+
+    Chapter 04 asks for the held-out rows once per model; streaming the Hub again each time
+    would read the same rows over the network again (datasets are immutable, so sharing is safe;
+    a local folder rewritten during the session is not read again).
+    """
+    from .data import dataset_split_names, sample_conversations, split_dataset
+
+    if "test" in dataset_split_names(source):
+        train, train_report = sample_conversations(source, train_size, "train", seed=seed,
+                                                   buffer_size=shuffle_buffer)
+        held_out, eval_report = sample_conversations(source, eval_size, "test", seed=seed,
+                                                     buffer_size=shuffle_buffer)
+    else:  # no held-out split of its own: a seeded split of one train sample
+        data, train_report = sample_conversations(source, train_size + eval_size, "train", seed=seed,
+                                                  buffer_size=shuffle_buffer)
+        train, held_out = split_dataset(data, eval_size, seed=seed)
+        eval_report = {**train_report, "split": "train (held out by seed)"}
     return train, held_out, {"train": train_report, "eval": eval_report}

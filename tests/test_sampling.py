@@ -109,3 +109,25 @@ def test_run_card_names_the_splits_and_rows_per_source(run_data):
     rows = dict(_data_rows(report))
     assert rows["evaluation rows"].startswith("40 from the test split; per source: ")
     assert rows["training rows"].startswith("150 from the train split; per source: standin-")
+
+
+def test_the_sample_is_streamed_once_per_process(folder, monkeypatch):
+    """Chapter 04 asks for the held-out rows once per model: the Hub is streamed once, not each time."""
+    import sftkit.data
+
+    calls = []
+    real = sftkit.data.sample_conversations
+
+    def counting(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs.get("split"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sftkit.data, "sample_conversations", counting)
+    cfg = apply_overrides(get_preset("t4"), [f"data.source={folder}", "data.train_size=20", "data.eval_size=5",
+                                              "data.shuffle_buffer=300"])
+    first = load_run_data_with_report(cfg)
+    second = load_run_data_with_report(cfg)
+    assert calls == ["train", "test"]
+    assert list(second[1]["messages"]) == list(first[1]["messages"])
+    second[2]["train"]["rows"] = -1  # a caller's edit of its report does not reach the next caller
+    assert load_run_data_with_report(cfg)[2]["train"]["rows"] == 20

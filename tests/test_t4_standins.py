@@ -1,0 +1,169 @@
+"""The `t4` preset (Colab's T4 path) end to end on Hub-shaped offline stand-ins.
+
+Colab users run the notebooks with ``HuggingFaceTB/SmolLM2-360M``, ``-Instruct`` and
+``HuggingFaceTB/smol-smoltalk`` from the Hub; CI has no Hub. `sftkit.standins` writes local
+folders with the same layout, features and tokenizer settings, and the `t4` preset is pointed
+at them with overrides only (``--set`` for the command, ``$SFTKIT_SET`` for the notebooks), with
+sizes shrunk so each run takes seconds on two CPU cores. The loading code is the same as for
+the Hub ids: streaming a sample of ``train``, evaluating on ``test``, preparing the base
+tokenizer (no template, no pad, EOS ``<|endoftext|>``), the reference model comparison, and
+t4's fp16 and gradient-checkpointing settings degrading to fp32 on a CPU.
+
+A static test checks that every preset branch of every notebook is executed somewhere: by CI
+(`smoke` for all, `t4` on the stand-ins) or by the committed run whose outputs the notebook carries.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jupytext
+import nbformat
+import pytest
+
+from sftkit.config import PRESETS
+
+from test_notebooks import NOTEBOOK_DIR, NOTEBOOKS, _tagged, _text_outputs, python3_kernel  # noqa: F401 (a fixture)
+
+# Notebooks CI executes with the t4 preset on the stand-ins (in this order: 04 uses 03's adapter).
+T4_NOTEBOOKS = NOTEBOOKS[:5]
+# t4 branches no CI run executes yet, and why. 05-08 name further Hub resources on t4
+# (trl-lib/ultrafeedback_binarized, tatsu-lab/alpaca, fancyzhx/ag_news, bert-base-uncased,
+# HuggingFaceTB/SmolLM2-135M) and fixed t4 sizes in cells no override reaches; they need
+# stand-ins of those and size parameters first. The test below fails when this list is stale.
+KNOWN_T4_GAPS = {"05_lora_trials", "06_preference_tuning_dpo", "07_alpaca_full_vs_lora",
+                 "08_classification_and_distillation"}
+# Sizes shrunk through overrides only: seconds per run on 2 CPU cores.
+SHRINK = [
+    "data.train_size=16", "data.eval_size=8", "data.max_length=256", "data.shuffle_buffer=500",
+    "train.max_steps=2", "train.logging_steps=1", "train.save_steps=1",
+    "eval.n_examples=8", "eval.max_new_tokens=8", "eval.open_max_new_tokens=8", "eval.batch_size=8",
+    "eval.bootstrap_resamples=100", "eval.n_side_by_side=2",
+]
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory):
+    from sftkit.standins import build_standins
+
+    return build_standins(tmp_path_factory.mktemp("hub-standins"), train_rows=1000, test_rows=100)
+
+
+@pytest.fixture(scope="session")
+def t4_runs(tmp_path_factory):
+    """One artefact folder for the t4 notebook runs of a session (04 reads the adapter 03 saves)."""
+    return tmp_path_factory.mktemp("runs-t4")
+
+
+@pytest.mark.slow
+def test_sftkit_demo_runs_the_t4_preset_on_the_standins(standins, tmp_path):
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "sftkit.cli", "demo", "--preset", "t4", "--out", str(out)]
+    for override in standins.overrides() + SHRINK:
+        command += ["--set", override]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": os.environ.get("SFTKIT_TEST_THREADS", "1")}
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    print(f"\nsftkit demo --preset t4 on the stand-ins: {time.perf_counter() - start:.1f} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["preset"] == "t4"
+    assert metrics["data"]["eval"]["split"] == "test" and metrics["data"]["train"]["split"] == "train"
+    assert len(metrics["data"]["train"]["rows_per_source"]) >= 3  # a sample, not the first (sorted) rows
+    assert metrics["reference"]["model"] == str(standins.instruct_model)
+    assert metrics["train"]["precision"] == "fp32"  # t4's fp16 degrades to fp32 on a CPU
+    assert metrics["train"]["steps"] == 2
+    card = (out / "run.md").read_text()
+    assert "| evaluation rows | 8 from the test split; per source: " in card
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["name"] == str(standins.base_model)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", T4_NOTEBOOKS)
+def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs, python3_kernel, monkeypatch, tmp_path,
+                                                      record_property):
+    from nbclient import NotebookClient
+
+    overrides = standins.overrides() + SHRINK + [f"output_dir={t4_runs}"]
+    for key, value in {"SFTKIT_PRESET": "t4", "SFTKIT_SET": ";".join(overrides), "HF_HUB_OFFLINE": "1",
+                       "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
+                       "OMP_NUM_THREADS": os.environ.get("SFTKIT_TEST_THREADS", "1")}.items():
+        monkeypatch.setenv(key, value)
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)  # in memory: the committed file is kept
+    client = NotebookClient(nb, timeout=300, kernel_name=python3_kernel,
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    finally:
+        wall = time.perf_counter() - start
+        nbformat.write(nb, tmp_path / f"{name}.t4.executed.ipynb")
+        record_property("wall_s", round(wall, 1))
+        print(f"\n{name}: executed in {wall:.1f} s (t4 preset on the stand-ins); executed copy: {tmp_path}")
+    errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not errors, errors
+    parameters = _text_outputs(_tagged(nb, "parameters"))
+    assert "preset: t4" in parameters and f"model: {standins.base_model}" in parameters, parameters
+    assert f"figures: {t4_runs}/figures" in parameters  # the committed figures are never overwritten
+
+
+# --------------------------------------------------------------------------- static: every branch runs somewhere
+
+
+def _preset_literals(source: str) -> set[str] | None:
+    """Preset names compared with PRESET in a code cell (None when the cell never looks at PRESET)."""
+    tree = ast.parse(source)
+    found: set[str] | None = None
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Name) and o.id == "PRESET" for o in operands):
+                names = [c.value for o in operands for c in ast.walk(o) if isinstance(c, ast.Constant)
+                         and isinstance(c.value, str)]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "PRESET"
+              and isinstance(node.func.value, ast.Dict)):
+            names = [k.value for k in node.func.value.keys if isinstance(k, ast.Constant)]
+        else:
+            continue
+        found = (found or set()) | set(names)
+    return found
+
+
+def _committed_preset(name: str) -> str | None:
+    parameters = _text_outputs(_tagged(nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4), "parameters"))
+    return next((line.split(": ", 1)[1] for line in parameters.splitlines() if line.startswith("preset: ")), None)
+
+
+def test_every_preset_branch_of_every_notebook_is_executed_somewhere():
+    """A notebook that branches on PRESET must run on every preset: an `if PRESET == "smoke"` has an
+    other side that t4 and cpu-demo take. smoke (all) and t4 (T4_NOTEBOOKS) run in CI; the preset of
+    the committed outputs ran when they were made. Names compared with PRESET must be presets."""
+    gaps = {}
+    for name in NOTEBOOKS:
+        cells = [c.source for c in jupytext.read(NOTEBOOK_DIR / f"{name}.py").cells if c.cell_type == "code"]
+        literals = [found for found in map(_preset_literals, cells) if found is not None]
+        assert all(names <= set(PRESETS) for names in literals), f"{name} compares PRESET with an unknown name"
+        if not literals:
+            continue
+        executed = {"smoke", _committed_preset(name)} | ({"t4"} if name in T4_NOTEBOOKS else set())
+        missing = set(PRESETS) - executed
+        if missing:
+            gaps[name] = missing
+    assert gaps == {name: {"t4"} for name in KNOWN_T4_GAPS}, gaps
+
+
+def test_the_branch_reader_sees_comparisons_and_lookups():
+    assert _preset_literals('if PRESET == "t4":\n    x = 1') == {"t4"}
+    assert _preset_literals('x = {"smoke": 1, "cpu-demo": 2}.get(PRESET, 3)') == {"smoke", "cpu-demo"}
+    assert _preset_literals('y = PRESET in ("smoke", "t4")') == {"smoke", "t4"}
+    assert _preset_literals("x = 1") is None
