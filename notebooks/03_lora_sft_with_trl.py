@@ -149,6 +149,22 @@ pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
 # `sftkit.runs.train_and_record` wraps the model with LoRA, trains it with TRL's `SFTTrainer`,
 # saves the adapter, checks it, and writes a run card. The throughput callback counts only
 # real (non-pad) tokens.
+#
+# **How long on a T4 (`t4` preset): an estimate, not a measurement** (no T4 run is recorded
+# yet). Training costs about $6N$ FLOPs per token with gradient checkpointing (forward,
+# recomputed forward, backward to the activations; LoRA's own weight gradients are negligible):
+# $6 \times 3.6\times10^{8}$ parameters $\times$ about $2\times10^{6}$ tokens (4,000 conversations
+# at an assumed 500 tokens each; chapter 02 measures the sample) $\approx 4.3\times10^{15}$ FLOPs.
+# At an assumed sustained 10 TFLOP/s (about 15% of the T4's 65 TFLOP/s fp16 tensor-core peak)
+# that is about 7 minutes, plus model loading and padding; the run card below gives the
+# measured tokens/s and MFU on whatever card ran it.
+#
+# **If Colab disconnects.** The `t4` preset saves a checkpoint every 50 optimizer steps
+# (`train.save_steps`) in `runs/t4/03_sft/checkpoints` (the last two are kept). Run the notebook
+# again with `OVERRIDES = ["train.resume=true"]` in the parameters cell, and training continues
+# from the newest checkpoint (optimizer, schedule and data order included) through TRL's
+# `resume_from_checkpoint`. A recycled runtime loses its disk: to survive that, mount Google
+# Drive and point the run there too, e.g. `"output_dir=/content/drive/MyDrive/sftkit-runs/t4"`.
 
 # %%
 result = sftkit.runs.train_and_record(cfg, model, tokenizer, train_set, OUT)
