@@ -29,9 +29,10 @@ from .runs import load_for, train_and_record
 HEADLINE = ("exact_match", "rouge_l", "stopped", "assistant_nll", "repeated_4gram_rate")
 
 
-def load_demo_data(cfg: RunConfig):
-    """Train and eval `messages` datasets for a run config (`sftkit.run_data.load_run_data`)."""
-    return load_run_data(cfg)
+def load_demo_data(cfg: RunConfig, with_report: bool = False):
+    """Train and eval `messages` datasets for a run config (`sftkit.run_data.load_run_data`);
+    with `with_report`, also where they came from (`sftkit.run_data.load_run_data_with_report`)."""
+    return load_run_data_with_report(cfg) if with_report else load_run_data(cfg)
 
 
 def _summary_table(before: ModelEval, after: ModelEval, diffs: dict[str, dict]) -> list[str]:
@@ -122,7 +123,7 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     print(f"[sftkit] preset {cfg.preset} on {hardware_name()} -> {out}")
 
     model, tokenizer = load_for(cfg)
-    train_set, eval_set, data_report = load_run_data_with_report(cfg)
+    train_set, eval_set, data_report = load_demo_data(cfg, with_report=True)
     eval_set = eval_set.select(range(min(cfg.eval.n_examples, len(eval_set))))
     e = cfg.eval
 

@@ -80,7 +80,7 @@ def test_demo_eval_split_reaches_the_run_and_its_config(monkeypatch, tmp_path):
     class StopHere(Exception):
         """Raised once the data is chosen: only that choice is under test, not the model work."""
 
-    def stop_after_data(cfg):
+    def stop_after_data(cfg, **kwargs):
         _, held_out = real_load(cfg)
         seen["prompts"] = [row["messages"] for row in held_out]
         raise StopHere
