@@ -15,6 +15,16 @@ it affordable, and both give exactly the numbers of the plain computation:
   matrix as it is and put the delta rows in afterwards: the same values and the same
   gradients for the delta (tests/test_lm_head.py checks both against peft's forward), with
   no copy and no gradient for the 262k frozen rows.
+- **The loss in chunks, with its gradient computed on the way.** Even at labelled positions
+  only, the logits of a batch are (positions x 262,144) floats: 1.2 GB for 1,200 positions,
+  and cross-entropy keeps two more tensors of that size for the backward pass. With a frozen
+  head the gradient of the summed loss with respect to the hidden states is known as soon as
+  the softmax is (``softmax - one_hot``, times the head), so `head_loss_sum` computes loss and
+  gradients chunk by chunk in the forward pass and keeps only the (positions x hidden)
+  gradient: the same two matrix products as the plain computation, a few hundred MB less
+  memory. This is what fused linear-cross-entropy kernels (Liger's, TRL's fused head) do on
+  a GPU; their CPU fallbacks score every position, so sftkit writes the few lines here and
+  tests them against `torch.nn.functional.cross_entropy`.
 """
 
 from __future__ import annotations
@@ -79,24 +89,117 @@ def project(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def labelled_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits of the positions whose next token is labelled: ``(logits, targets, row)``.
+def _causal_lm(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    `model` is a causal LM (or a peft model around one). ``logits[k]`` predicts
-    ``targets[k]``, a token of row ``row[k]`` of the batch; the model's final logit
-    soft-capping, if any, is applied, as its own forward would.
+
+def labelled_hidden(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Final hidden states of the positions whose next token is labelled: ``(hidden, targets, row)``.
+
+    `model` is a causal LM (or a peft model around one). ``hidden[k]`` predicts ``targets[k]``,
+    a token of row ``row[k]`` of the batch.
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm = _causal_lm(model)
     inputs_embeds = embed(causal_lm.get_input_embeddings(), input_ids)
     hidden = causal_lm.get_decoder()(
         inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
     ).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = project(causal_lm.get_output_embeddings(), hidden[:, :-1][keep])
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[keep]
+    return hidden[:, :-1][keep], targets[keep], rows
+
+
+def labelled_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits of the positions whose next token is labelled: ``(logits, targets, row)``.
+
+    ``logits[k]`` predicts ``targets[k]``, a token of row ``row[k]`` of the batch; the model's
+    final logit soft-capping, if any, is applied, as its own forward would.
+    """
+    causal_lm = _causal_lm(model)
+    hidden, targets, rows = labelled_hidden(model, input_ids, attention_mask, labels)
+    logits = project(causal_lm.get_output_embeddings(), hidden)
     cap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[keep]
-    return logits, targets[keep], rows
+    return logits, targets, rows
+
+
+# Rows of logits per chunk in `head_loss_sum`: 2**26 floats (256 MB in fp32) whatever the vocabulary.
+CHUNK_FLOATS = 2**26
+
+
+class _ChunkedHeadCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T`` (with `deltas` as the rows `index`), chunk by chunk.
+
+    The head `weight` is frozen, so the only gradients are for `hidden` and `deltas`; both are
+    computed in the forward pass from each chunk's softmax and kept, and the chunk's logits
+    are freed before the next chunk.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, deltas: torch.Tensor, index: torch.Tensor,
+                targets: torch.Tensor, cap: float, chunk: int) -> torch.Tensor:
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.zeros_like(hidden) if need_grad else None
+        grad_deltas = torch.zeros_like(deltas) if need_grad else None
+        for start in range(0, hidden.shape[0], chunk):
+            h = hidden[start:start + chunk]
+            logits = F.linear(h, weight).float()
+            if index.numel():
+                logits[:, index] = F.linear(h, deltas).float()
+            if cap:
+                squashed = torch.tanh(logits / cap)
+                logits = squashed * cap
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, targets[start:start + chunk, None]).squeeze(1)
+            total += (lse - picked).sum()
+            if not need_grad:
+                continue
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            grad[torch.arange(grad.shape[0], device=grad.device), targets[start:start + chunk]] -= 1.0
+            if cap:
+                grad.mul_(1.0 - squashed.square_())  # d(cap * tanh(z / cap)) / dz
+            if index.numel():
+                grad_rows = grad[:, index]
+                grad[:, index] = 0.0  # those columns come from `deltas`, not from the frozen rows
+                grad_deltas += (grad_rows.t() @ h.float()).to(deltas.dtype)
+                grad_hidden[start:start + chunk] += (grad_rows @ deltas.float()).to(hidden.dtype)
+            grad_hidden[start:start + chunk] += (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad_hidden, grad_deltas)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[Any, ...]:
+        grad_hidden, grad_deltas = ctx.saved_tensors
+        return (grad_hidden * grad_total.to(grad_hidden.dtype), None, grad_deltas * grad_total.to(grad_deltas.dtype),
+                None, None, None, None)
+
+
+def head_loss_sum(model: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Summed cross-entropy of the LM head on `hidden` against `targets`, without holding all logits.
+
+    Equal, in value and in the gradients of `hidden` and of peft's trainable token rows, to
+    ``F.cross_entropy(project(head, hidden), targets, reduction="sum")`` (with the model's
+    soft-capping); tests/test_lm_head.py checks both. A head whose own weight trains (full
+    fine-tuning, an untied head in ``modules_to_save``) or has a bias takes that plain path.
+    """
+    causal_lm = _causal_lm(model)
+    head = causal_lm.get_output_embeddings()
+    cap = float(getattr(causal_lm.config, "final_logit_softcapping", None) or 0.0)
+    layer = _token_layer(head)
+    base = layer.base_layer if layer is not None else head
+    weight = getattr(base, "weight", None)
+    if weight is None or weight.requires_grad or getattr(base, "bias", None) is not None:
+        logits = project(head, hidden)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+    pairs = _rows_and_deltas(layer) if layer is not None else []
+    index = torch.cat([i for i, _ in pairs]) if pairs else torch.zeros(0, dtype=torch.long, device=hidden.device)
+    deltas = torch.cat([d for _, d in pairs]) if pairs else hidden.new_zeros(0, hidden.shape[-1])
+    chunk = chunk or max(1, CHUNK_FLOATS // weight.shape[0])
+    return _ChunkedHeadCrossEntropy.apply(hidden, weight, deltas, index, targets, cap, chunk)

@@ -38,7 +38,7 @@ import torch
 from .adapters import save_adapter
 from .chat import turn_token_ids
 from .config import RunConfig
-from .lm_head import labelled_logits
+from .lm_head import head_loss_sum, labelled_hidden
 from .lora import build_lora_config, describe_blocks, trainable_parameters
 from .measure import (
     T4_SUSTAINED_TFLOPS,
@@ -159,14 +159,15 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
     forward multiplies every position's hidden state by the whole head: with Gemma's
     262,144-row vocabulary that is more work than all 18 blocks. Here the decoder runs as
     usual, the hidden states at positions whose *next* token has a label are gathered, and
-    only they go through the head (`sftkit.lm_head.labelled_logits`, which also computes
-    peft's trainable token rows without copying the embedding). The loss is
+    only they go through the head, in chunks whose logits are freed as soon as their gradient
+    is known (`sftkit.lm_head.labelled_hidden`, `head_loss_sum`; peft's trainable token rows
+    are computed without copying the embedding). The loss is
     the model's own: summed over labelled tokens and divided by `num_items_in_batch` when
     the training loop counts them (gradient accumulation), else their mean; equal loss and
     gradients to the full computation (tests/test_train.py).
     """
-    logits, targets, _ = labelled_logits(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
-    total = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    hidden, targets, _ = labelled_hidden(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
+    total = head_loss_sum(model, hidden, targets)  # chunked: the (positions x vocabulary) logits are never all held
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from peft import get_peft_model
 
 from sftkit.chat import turn_token_ids
-from sftkit.lm_head import embed, labelled_logits, project
+from sftkit.lm_head import embed, head_loss_sum, labelled_logits, project
 from sftkit.lora import build_lora_config
 from sftkit.masking import IGNORE_INDEX
 
@@ -102,3 +103,45 @@ def pytest_approx(value):
     import pytest
 
     return pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_chunked_head_loss_equals_cross_entropy_in_value_and_gradients(make_tiny_model, tokenizer, cap):
+    # Chunks of 5 positions (several chunks, the last one short), targets that include the
+    # trainable turn-token rows, and the soft-capping Gemma 2 uses.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    causal_lm = model.get_base_model()
+    causal_lm.config.final_logit_softcapping = cap
+    head = causal_lm.get_output_embeddings()
+    deltas = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
+    start, end = turn_token_ids(tokenizer)
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(13, causal_lm.config.hidden_size, generator=generator)
+    targets = torch.randint(0, causal_lm.config.vocab_size, (13,), generator=generator)
+    targets[[0, 4, 9]] = torch.tensor([end, start, end])
+
+    results = {}
+    for way in ("plain", "chunked"):
+        model.zero_grad()
+        h = hidden.clone().requires_grad_(True)
+        if way == "plain":
+            logits = project(head, h)
+            logits = torch.tanh(logits / cap) * cap if cap else logits
+            loss = F.cross_entropy(logits, targets, reduction="sum")
+        else:
+            loss = head_loss_sum(model, h, targets, chunk=5)
+        (2.5 * loss).backward()  # an upstream gradient other than 1 reaches both inputs
+        results[way] = (loss.detach(), h.grad.clone(), deltas[0].grad.clone())
+    for plain, chunked in zip(results["plain"], results["chunked"]):
+        torch.testing.assert_close(chunked, plain, rtol=1e-4, atol=1e-5)
+    assert results["chunked"][2].abs().sum() > 0, "the turn-token rows must get a gradient"
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    assert not frozen, f"frozen weights got gradients: {frozen}"
+
+
+def test_chunked_head_loss_without_gradients_gives_the_same_value(tiny_model):
+    hidden = torch.randn(7, tiny_model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    targets = torch.arange(7) * 11
+    with torch.no_grad():
+        expected = F.cross_entropy(tiny_model.get_output_embeddings()(hidden), targets, reduction="sum")
+        torch.testing.assert_close(head_loss_sum(tiny_model, hidden, targets, chunk=2), expected, rtol=1e-5, atol=1e-5)
