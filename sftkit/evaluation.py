@@ -136,12 +136,13 @@ def compare(before: ModelEval, after: ModelEval, resamples: int = 1000, seed: in
         # p_not_better assumes higher is better; flip the sign for lower-is-better metrics.
         sign = -1.0 if key in LOWER_IS_BETTER else 1.0
         result = metrics.paired_bootstrap_diff([sign * x for x in a], [sign * x for x in b], resamples, seed=seed)
+        # `+ 0.0` turns the -0.0 of a flipped zero into 0.0 (reports printed "-0.000").
         table[key] = {
-            "before": sign * result["before"],
-            "after": sign * result["after"],
-            "diff": sign * result["diff"],
-            "low": sign * (result["high"] if sign < 0 else result["low"]),
-            "high": sign * (result["low"] if sign < 0 else result["high"]),
+            "before": sign * result["before"] + 0.0,
+            "after": sign * result["after"] + 0.0,
+            "diff": sign * result["diff"] + 0.0,
+            "low": sign * (result["high"] if sign < 0 else result["low"]) + 0.0,
+            "high": sign * (result["low"] if sign < 0 else result["high"]) + 0.0,
             "p_not_better": result["p_not_better"],
             "lower_is_better": key in LOWER_IS_BETTER,
         }

@@ -64,3 +64,20 @@ def test_evaluate_model_names_a_row_without_a_reference_reply(tiny_model, tokeni
                         {"role": "user", "content": "And?"}]}
     with pytest.raises(ValueError, match=r"eval row 1: .* ends with 'user'"):
         evaluate_model("tiny", tiny_model, tokenizer, [good, bad], max_new_tokens=2)
+
+
+def test_compare_writes_a_flipped_zero_as_zero_not_minus_zero():
+    # A lower-is-better metric is compared with its sign flipped; a zero must come back as 0.0,
+    # or reports print "-0.000" (they did for invented_turn).
+    import math
+
+    from sftkit.evaluation import ModelEval, compare
+
+    zeros = {"invented_turn": [0.0] * 6, "rouge_l": [0.2, 0.4, 0.1, 0.3, 0.5, 0.2]}
+    before = ModelEval("before", [], zeros, {}, {})
+    after = ModelEval("after", [], {**zeros, "rouge_l": [0.3, 0.5, 0.2, 0.4, 0.6, 0.3]}, {}, {})
+    table = compare(before, after, resamples=50)
+    for field in ("before", "after", "diff", "low", "high"):
+        assert table["invented_turn"][field] == 0.0 and math.copysign(1.0, table["invented_turn"][field]) == 1.0
+    assert table["invented_turn"]["lower_is_better"] and not table["rouge_l"]["lower_is_better"]
+    assert table["rouge_l"]["diff"] > 0.09 and table["rouge_l"]["low"] > 0
