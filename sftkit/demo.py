@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .adapters import merged_adapter
 from .config import RunConfig, resolve_preset
 from .evaluation import ModelEval, compare, evaluate_model, intervals, side_by_side
 from .measure import peak_memory_mb
@@ -132,7 +133,9 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     print(f"[sftkit] training on {len(train_set)} conversations")
     result = train_and_record(cfg, model, tokenizer, train_set, out, data_report=data_report)
     print("[sftkit] evaluation after training")
-    after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
+    with merged_adapter(result.model):  # the base model's decoding speed; equal to rounding (verify_adapter)
+        after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
+                               cfg.data.max_length)
 
     reference = evaluate_reference(cfg, eval_set)
     diffs = compare(before, after, e.bootstrap_resamples)
