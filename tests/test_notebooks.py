@@ -175,26 +175,34 @@ def smoke_env(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("SFTKIT_TEST_THREADS", "1"))
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("name", NOTEBOOKS)  # in this order: 04, 06 and 08 use the adapter 03 saves
-def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, record_property):
+def execute_notebook(name: str, kernel: str, tmp_path, record_property, preset: str):
+    """Run a committed notebook top to bottom in memory (the file is never rewritten) and fail on any error.
+
+    Returns the executed notebook and its wall time; the executed copy goes to `tmp_path`.
+    """
     from nbclient import NotebookClient
 
-    from sftkit.models import hardware_name
-
-    nb = _read(name)  # an in-memory copy: the committed file is never rewritten
-    client = NotebookClient(nb, timeout=300, kernel_name=python3_kernel,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    nb = _read(name)
+    client = NotebookClient(nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     start = time.perf_counter()
     try:
         client.execute()
     finally:
         wall = time.perf_counter() - start
-        nbformat.write(nb, tmp_path / f"{name}.executed.ipynb")
+        nbformat.write(nb, tmp_path / f"{name}.{preset}.executed.ipynb")
         record_property("wall_s", round(wall, 1))
-        print(f"\n{name}: executed in {wall:.1f} s (smoke preset); executed copy: {tmp_path}")
+        print(f"\n{name}: executed in {wall:.1f} s ({preset} preset); executed copy: {tmp_path}")
     errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors, errors
+    return nb, wall
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", NOTEBOOKS)  # in this order: 04, 06 and 08 use the adapter 03 saves
+def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, record_property):
+    from sftkit.models import hardware_name
+
+    nb, wall = execute_notebook(name, python3_kernel, tmp_path, record_property, "smoke")
     parameters = _text_outputs(_tagged(nb, "parameters"))
     assert "preset: smoke" in parameters, parameters
     assert f"hardware: {hardware_name()}" in parameters, f"the parameters cell must name the hardware: {parameters}"

@@ -28,7 +28,9 @@ import pytest
 
 from sftkit.config import PRESETS
 
-from test_notebooks import NOTEBOOK_DIR, NOTEBOOKS, _tagged, _text_outputs, python3_kernel  # noqa: F401 (a fixture)
+from test_notebooks import (  # noqa: F401 (python3_kernel is a fixture)
+    NOTEBOOK_DIR, NOTEBOOKS, _tagged, _text_outputs, execute_notebook, python3_kernel,
+)
 
 # Notebooks CI executes with the t4 preset on the stand-ins (in this order: 04 uses 03's adapter).
 T4_NOTEBOOKS = NOTEBOOKS[:5]
@@ -90,26 +92,12 @@ def test_sftkit_demo_runs_the_t4_preset_on_the_standins(standins, tmp_path):
 @pytest.mark.parametrize("name", T4_NOTEBOOKS)
 def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs, python3_kernel, monkeypatch, tmp_path,
                                                       record_property):
-    from nbclient import NotebookClient
-
     overrides = standins.overrides() + SHRINK + [f"output_dir={t4_runs}"]
     for key, value in {"SFTKIT_PRESET": "t4", "SFTKIT_SET": ";".join(overrides), "HF_HUB_OFFLINE": "1",
                        "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
                        "OMP_NUM_THREADS": os.environ.get("SFTKIT_TEST_THREADS", "1")}.items():
         monkeypatch.setenv(key, value)
-    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)  # in memory: the committed file is kept
-    client = NotebookClient(nb, timeout=300, kernel_name=python3_kernel,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    start = time.perf_counter()
-    try:
-        client.execute()
-    finally:
-        wall = time.perf_counter() - start
-        nbformat.write(nb, tmp_path / f"{name}.t4.executed.ipynb")
-        record_property("wall_s", round(wall, 1))
-        print(f"\n{name}: executed in {wall:.1f} s (t4 preset on the stand-ins); executed copy: {tmp_path}")
-    errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-    assert not errors, errors
+    nb, _ = execute_notebook(name, python3_kernel, tmp_path, record_property, "t4")
     parameters = _text_outputs(_tagged(nb, "parameters"))
     assert "preset: t4" in parameters and f"model: {standins.base_model}" in parameters, parameters
     assert f"figures: {t4_runs}/figures" in parameters  # the committed figures are never overwritten
