@@ -118,13 +118,15 @@ def labelled_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     ``logits[k]`` predicts ``targets[k]``, a token of row ``row[k]`` of the batch; the model's
     final logit soft-capping, if any, is applied, as its own forward would.
     """
-    causal_lm = _causal_lm(model)
     hidden, targets, rows = labelled_hidden(model, input_ids, attention_mask, labels)
+    return _head_logits(_causal_lm(model), hidden), targets, rows
+
+
+def _head_logits(causal_lm: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on `hidden` (peft's trainable rows included), soft-capped as the model's forward does."""
     logits = project(causal_lm.get_output_embeddings(), hidden)
     cap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits, targets, rows
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 # Rows of logits per chunk in `head_loss_sum`: 2**26 floats (256 MB in fp32) whatever the vocabulary.
@@ -194,10 +196,7 @@ def head_loss_sum(model: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk
     base = layer.base_layer if layer is not None else head
     weight = getattr(base, "weight", None)
     if weight is None or weight.requires_grad or getattr(base, "bias", None) is not None:
-        logits = project(head, hidden)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return F.cross_entropy(logits.float(), targets, reduction="sum")
+        return F.cross_entropy(_head_logits(causal_lm, hidden).float(), targets, reduction="sum")
     pairs = _rows_and_deltas(layer) if layer is not None else []
     index = torch.cat([i for i, _ in pairs]) if pairs else torch.zeros(0, dtype=torch.long, device=hidden.device)
     deltas = torch.cat([d for _, d in pairs]) if pairs else hidden.new_zeros(0, hidden.shape[-1])

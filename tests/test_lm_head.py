@@ -145,3 +145,18 @@ def test_chunked_head_loss_without_gradients_gives_the_same_value(tiny_model):
     with torch.no_grad():
         expected = F.cross_entropy(tiny_model.get_output_embeddings()(hidden), targets, reduction="sum")
         torch.testing.assert_close(head_loss_sum(tiny_model, hidden, targets, chunk=2), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_trainable_head_takes_the_plain_cross_entropy(tiny_model):
+    # Full fine-tuning: the head's own weight trains, so the loss must come from autograd's
+    # cross-entropy (the chunked path gives no weight gradient); value and weight gradient agree.
+    head = tiny_model.get_output_embeddings()
+    assert head.weight.requires_grad
+    hidden = torch.randn(5, tiny_model.config.hidden_size, generator=torch.Generator().manual_seed(4))
+    targets = torch.tensor([3, 17, 250, 9, 1])
+    expected = F.cross_entropy(head(hidden), targets, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected, head.weight)
+    loss = head_loss_sum(tiny_model, hidden, targets)
+    (grad,) = torch.autograd.grad(loss, head.weight)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, expected_grad)
