@@ -268,7 +268,7 @@ for label, model, tok in ((f"base ({BASE})", bmodel, btok_chat), (f"instruct ({I
     per_token = torch.nn.functional.cross_entropy(ntp.logits[0, :-1].float(), ids[0, 1:], reduction="none")
     end = max(i for i, t in enumerate(row["input_ids"]) if t == sftkit.chat.end_of_turn_id(tok))
     loss_rows.append({"model": label, "tokens": len(row["input_ids"]),
-                      "assistant tokens": sum(x != -100 for x in row["labels"]),
+                      "assistant tokens": sum(x != sftkit.masking.IGNORE_INDEX for x in row["labels"]),
                       "NTP loss (all tokens)": ntp.loss.item(), "SFT loss (assistant only)": sft.loss.item(),
                       "loss on the reply's end-of-turn": per_token[end - 1].item(),
                       "uniform guess, ln(vocab)": torch.log(torch.tensor(float(len(tok)))).item()})

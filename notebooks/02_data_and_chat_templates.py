@@ -246,7 +246,7 @@ plt.close(fig)
 display(Image(filename=str(FIGURES / "02_token_mask.png")))
 
 # %%
-first = next(i for i, label in enumerate(row["labels"]) if label != -100)  # first trained position
+first = next(i for i, label in enumerate(row["labels"]) if label != sftkit.masking.IGNORE_INDEX)  # first trained position
 window = range(max(first - 4, 0), len(row["input_ids"]))
 pd.DataFrame({"position": list(window), "token": [repr(view.tokens[i]) for i in window],
               "input id": [row["input_ids"][i] for i in window], "label": [row["labels"][i] for i in window]}
@@ -265,7 +265,7 @@ pd.DataFrame({"position": list(window), "token": [repr(view.tokens[i]) for i in 
 # %%
 enc = tokenizer.apply_chat_template(EXAMPLE, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
 print("same input ids:", list(enc["input_ids"]) == row["input_ids"])
-print("same assistant mask:", list(enc["assistant_masks"]) == [int(label != -100) for label in row["labels"]])
+print("same assistant mask:", list(enc["assistant_masks"]) == [int(label != sftkit.masking.IGNORE_INDEX) for label in row["labels"]])
 
 # %% [markdown]
 # ## Token lengths
@@ -277,7 +277,7 @@ print("same assistant mask:", list(enc["assistant_masks"]) == [int(label != -100
 # %%
 tokenized, full_report = sftkit.masking.tokenize_dataset(data, tokenizer)
 lengths = {"whole conversation": [len(ids) for ids in tokenized["input_ids"]],
-           "assistant (trained) tokens": [sum(x != -100 for x in labels) for labels in tokenized["labels"]]}
+           "assistant (trained) tokens": [sum(x != sftkit.masking.IGNORE_INDEX for x in labels) for labels in tokenized["labels"]]}
 fig = sftkit.viz.plot_length_histograms(lengths, title="Tokens per conversation", note=NOTE)
 fig.axes[0].axvline(cfg.data.max_length, color="grey", linewidth=2, label=f"max_length = {cfg.data.max_length}")
 fig.axes[0].legend(fontsize=8, frameon=False)
@@ -304,7 +304,7 @@ print(f"trained share of all tokens: {sum(lengths['assistant (trained) tokens'])
 # roughly half the rows lose their whole reply.
 
 # %%
-first_trained = [next(i for i, x in enumerate(labels) if x != -100) for labels in tokenized["labels"]]
+first_trained = [next(i for i, x in enumerate(labels) if x != sftkit.masking.IGNORE_INDEX) for labels in tokenized["labels"]]
 SHORT = int(np.median(first_trained))
 trunc = {}
 for mode in ("keep_start", "keep_end"):
