@@ -44,6 +44,12 @@ class ModelConfig:
     # Turn tokens of the chat template (`sftkit.chat.TurnFormat`): "auto" keeps a family's own
     # (Gemma's <start_of_turn>/<end_of_turn>), else ChatML; "chatml" or "gemma" force one.
     turn_format: str = "auto"
+    # Chapter 08's distillation student (a Hub id or a local folder; None: this run's model).
+    # t4: "HuggingFaceTB/SmolLM2-135M", taught by `reference_name`; it must share the tokenizer.
+    student_name: str | None = None
+    # Chapter 08's encoder classifier (None: the cell is skipped). t4: "bert-base-uncased",
+    # loaded with AutoModelForSequenceClassification.
+    encoder_name: str | None = None
 
 
 @dataclass
@@ -64,6 +70,14 @@ class DataConfig:
     # groups in a seeded order, then a shuffle buffer of this many rows (`sftkit.data.stream_sample`).
     # Larger mixes more row groups (a more representative sample) and reads more rows.
     shuffle_buffer: int = 10_000
+    # Hub datasets of the later chapters (Hub ids or local folders laid out as them; None: the
+    # offline substitute). Chapter 06's preference pairs (t4: "trl-lib/ultrafeedback_binarized";
+    # None: on-policy pairs from the built-in tasks), chapter 07's Alpaca rows (t4:
+    # "tatsu-lab/alpaca"; None: the built-in tasks as Alpaca rows) and chapter 08's encoder
+    # benchmark (t4: "fancyzhx/ag_news"; None: skipped).
+    preference_source: str | None = None
+    alpaca_source: str | None = None
+    classification_source: str | None = None
     # Which held-out split of the built-in tasks to evaluate on: "test" for reported results,
     # "dev" while choosing task designs and settings, so the test split is looked at once.
     eval_split: str = "test"
@@ -206,8 +220,12 @@ def _t4() -> RunConfig:
         model=ModelConfig(
             name="HuggingFaceTB/SmolLM2-360M",
             reference_name="HuggingFaceTB/SmolLM2-360M-Instruct",
+            student_name="HuggingFaceTB/SmolLM2-135M",
+            encoder_name="bert-base-uncased",
         ),
-        data=DataConfig(source="HuggingFaceTB/smol-smoltalk", train_size=4000, eval_size=200, max_length=1024),
+        data=DataConfig(source="HuggingFaceTB/smol-smoltalk", train_size=4000, eval_size=200, max_length=1024,
+                        preference_source="trl-lib/ultrafeedback_binarized", alpaca_source="tatsu-lab/alpaca",
+                        classification_source="fancyzhx/ag_news"),
         lora=LoraSettings(r=16, alpha=32, dropout=0.05, targets="all-linear"),
         train=TrainSettings(
             learning_rate=2e-4,
