@@ -7,12 +7,17 @@
     sftkit trials --grid FILE [--preset NAME] [--out DIR]   LoRA configuration trials (resumable)
     sftkit standins --out DIR [--layers N] [--hidden N|full] offline Hub-shaped stand-ins of the t4
                                                             preset's dataset and models (sftkit.standins)
+    sftkit export --adapter DIR --out DIR2 [--force]        merge an adapter into its base: a standalone model
+    sftkit chat  --model DIR [--system TEXT]                talk to an adapter or merged folder (streamed)
+    sftkit push  --folder DIR --repo-id USER/NAME [--private]
+                                                            model card + upload to the Hugging Face Hub
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .config import PRESETS
 
@@ -49,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                           help="hidden size, a multiple of 30, or 'full' for SmolLM2-360M's 960 (default 120)")
     standins.add_argument("--train-rows", type=int, default=4000)
     standins.add_argument("--test-rows", type=int, default=400)
+    _lifecycle_parsers(commands)
     args = parser.parse_args(argv)
     if args.command == "standins":
         return _standins(parser, args)
+    if args.command in ("export", "chat", "push"):
+        return _lifecycle(args)
     from .config import apply_overrides, resolve_preset
 
     try:
@@ -89,6 +97,65 @@ def _standins(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(str(error))
     print(f"[sftkit] stand-ins in {paths.root}; run the t4 preset on them with:")
     print("  sftkit demo --preset t4 " + " ".join(f"--set {o}" for o in paths.overrides()))
+    return 0
+
+
+def _lifecycle_parsers(commands: Any) -> None:
+    """The commands for an adapter's life after training: export, chat, push."""
+    export = commands.add_parser("export", help="merge an adapter into its base model and save a standalone "
+                                                "safetensors model (checked by logits)")
+    export.add_argument("--adapter", required=True, help="adapter folder (e.g. runs/cpu-demo/adapter)")
+    export.add_argument("--out", required=True, help="folder for the merged model (must be empty or absent)")
+    export.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    export.add_argument("--dtype", default="float32", help="precision of the merged weights (default float32)")
+    chat = commands.add_parser("chat", help="talk to an adapter or merged folder in the terminal, streamed")
+    chat.add_argument("--model", required=True, help="adapter folder or merged folder (sftkit export)")
+    chat.add_argument("--system", default=None, help="a system prompt (the demo data have none)")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--dtype", default="auto", help="auto: fp32 on CPU, fp16/bf16 on a GPU")
+    push = commands.add_parser("push", help="write a model card and upload an adapter or merged folder to the Hub")
+    push.add_argument("--folder", required=True, help="adapter folder or merged folder")
+    push.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    """Run export, chat or push; a user's mistake or an unreachable Hub is one line on stderr, exit 1."""
+    from .export import ExportError
+    from .models import ModelSourceError
+
+    try:
+        if args.command == "export":
+            from .export import export_merged
+
+            result = export_merged(args.adapter, args.out, force=args.force, dtype=args.dtype)
+            print(f"[sftkit] merged {result.adapter_dir} into {result.base_model} -> {result.out_dir} "
+                  f"({result.dtype}; logits equal base + adapter to {result.max_logit_diff:.2g}, "
+                  f"largest logit {result.max_abs_logit:.3g})")
+            print(f"[sftkit] load it with AutoModelForCausalLM.from_pretrained({str(result.out_dir)!r}) and "
+                  "AutoTokenizer; try it: sftkit chat --model " + str(result.out_dir))
+        elif args.command == "chat":
+            from .talk import open_session, run_chat
+
+            session = open_session(args.model, system=args.system, max_new_tokens=args.max_new_tokens,
+                                   temperature=args.temperature, dtype=args.dtype)
+            run_chat(session, banner=f"[sftkit] chatting with {args.model}")
+        else:
+            from .hub import HubError, push_folder
+
+            try:
+                url = push_folder(args.folder, args.repo_id, private=args.private)
+            except HubError as error:
+                print(f"[sftkit] {error}", file=sys.stderr)
+                return 1
+            print(f"[sftkit] pushed {args.folder} to {url}")
+    except (ExportError, ModelSourceError, FileNotFoundError) as error:
+        print(f"[sftkit] {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
     return 0
 
 
