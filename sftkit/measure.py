@@ -2,10 +2,12 @@
 
 A run card's numbers must come from the run, with the hardware named, so the measuring
 lives in one module every trainer shares (`sftkit.train.train_lora`, the DPO chapter, the
-notebooks' full fine-tuning): the data-sheet peak of a card, the model FLOPs of a trained
-token (LoRA costs about 4N, not 6N), a collator wrapper that counts real and padded tokens,
-a callback that logs tokens/s, padding efficiency and MFU and stops on a NaN loss, and
-per-run peak memory (GPU allocator and process RSS).
+notebooks' full fine-tuning): the data-sheet peak of a card, or on a CPU the matrix-multiply
+peak measured in the same run (`measure_matmul_peak`: a CPU has no data sheet that says what
+two shared cores sustain); the model FLOPs of a trained token counted from the model's shapes
+and what it actually trains (`training_flops_per_token`); a collator wrapper that counts real,
+padded and labelled tokens; a callback that logs tokens/s, padding efficiency and MFU and
+stops on a NaN loss; and per-run peak memory (GPU allocator and process RSS).
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ import math
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
 from transformers import TrainerCallback
 
-# Dense peak tensor throughput (TFLOP/s) for the precision each card trains in here.
-# Sources: NVIDIA data sheets (T4: 65 fp16; A100: 312 bf16; H100 SXM: 989 bf16; L4: 121 bf16 ...).
+# Dense peak tensor throughput (TFLOP/s) for the precision each card trains in here (fp16 below
+# compute capability 8, bf16 from 8), without 2:4 sparsity. Sources: NVIDIA data sheets --
+# T4: 65 fp16 (Tesla T4 data sheet); V100: 125 fp16 (V100 SXM2 data sheet); A10/A10G: 125 bf16
+# (A10 data sheet); L4: 121 bf16 (L4 data sheet: "242.5 with sparsity"); A100: 312 bf16 (A100
+# data sheet, SXM and PCIe); L40S: 362 bf16 (L40S data sheet: 733 with sparsity); H100 SXM: 989
+# bf16 and H100 PCIe: 756 bf16 (H100 data sheet: 1,979 / 1,513 with sparsity); H200: 989 bf16
+# (H200 data sheet, SXM; the same tensor cores as the H100 SXM with more memory).
 PEAK_TFLOPS = {
     "T4": 65.0,
     "V100": 125.0,
@@ -30,6 +38,7 @@ PEAK_TFLOPS = {
     "A100": 312.0,
     "L40S": 362.0,
     "H100": 989.0,
+    "H100 PCIE": 756.0,
     "H200": 989.0,
 }
 # What a T4 sustains on real matmuls is far below the data-sheet peak (clocks drop under
@@ -49,14 +58,179 @@ def peak_tflops(device_name: str) -> float | None:
     return PEAK_TFLOPS[max(matches, key=len)] if matches else None
 
 
-def training_flops_per_token(frozen: int, trainable: int) -> float:
-    """Model FLOPs per trained token: forward 2N, backward through activations 2N, weight grads 2N_trainable.
+def cpu_native_bf16(cpuinfo: str | None = None) -> list[str]:
+    """The native bf16 matrix instructions this CPU lists in /proc/cpuinfo (avx512_bf16, amx_bf16), if any."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = set(cpuinfo.split())
+    return [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
 
-    Full fine-tuning gives the familiar 6N; LoRA costs about 4N because frozen weights need
-    no weight gradient. Attention-score FLOPs are left out (small at these lengths), and
-    activation recomputation from gradient checkpointing is not counted (MFU convention).
+
+def measure_matmul_peak(hidden: int = 640, intermediate: int = 2048, tokens: int = 1024,
+                        dtype: torch.dtype = torch.float32, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """This machine's matrix-multiply throughput on a model's shapes, in GFLOP/s: best of `repeats`.
+
+    A CPU has no data-sheet peak that holds for a shared 2-core slice of a server, so MFU on a
+    CPU is measured against what torch's matmul reaches here, in the same process and with the
+    same threads as the training: (tokens x hidden) @ (hidden x intermediate), its transpose
+    shape (the MLP's down projection) and (tokens x hidden) @ (hidden x hidden). Each shape is
+    run once to warm up, then `repeats` times; its rate is the fastest run (best-of-N, which
+    discounts the moments another process took the cores), and the peak is the fastest shape.
+    About 0.2 s per repeat for Gemma 3 270M's shapes in fp32 on 2 EPYC cores.
     """
-    return 4.0 * (frozen + trainable) + 2.0 * trainable
+    shapes = [(tokens, hidden, intermediate), (tokens, intermediate, hidden), (tokens, hidden, hidden)]
+    generator = torch.Generator(device=device).manual_seed(0)
+    per_shape = {}
+    for m, k, n in shapes:
+        a = torch.randn(m, k, generator=generator, device=device).to(dtype)
+        b = torch.randn(k, n, generator=generator, device=device).to(dtype)
+        torch.matmul(a, b)  # warm-up: allocations, kernel selection
+        best = math.inf
+        for _ in range(repeats):
+            if device != "cpu":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        per_shape[f"{m}x{k}x{n}"] = round(2.0 * m * k * n / best / 1e9, 1)
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return {
+        "gflops": max(per_shape.values()),
+        "dtype": name,
+        "per_shape_gflops": per_shape,
+        "threads": torch.get_num_threads(),
+        "method": f"torch.matmul {name}, shapes (m x k x n) {', '.join(per_shape)}; best of {repeats} timed runs "
+                  f"per shape after one warm-up, peak = the fastest shape; {torch.get_num_threads()} threads",
+    }
+
+
+def cpu_matmul_peaks(model: nn.Module | None = None, repeats: int = 5) -> dict[str, Any]:
+    """fp32 matmul peak on this CPU with `model`'s shapes, and bf16's where the CPU has native bf16.
+
+    Returns ``{"fp32": measure_matmul_peak(...), "bf16": ... or None, "native_bf16": [flags]}``.
+    bf16 is only measured where the CPU lists avx512_bf16 or amx_bf16: elsewhere torch emulates
+    it and a bf16 "peak" would say nothing about the hardware.
+    """
+    hidden, intermediate = 640, 2048
+    if model is not None:
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = getattr(causal_lm.config, "text_config", None) or causal_lm.config
+        hidden = config.hidden_size
+        intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    native = cpu_native_bf16()
+    return {
+        "fp32": measure_matmul_peak(hidden, intermediate, dtype=torch.float32, repeats=repeats),
+        "bf16": measure_matmul_peak(hidden, intermediate, dtype=torch.bfloat16, repeats=repeats) if native else None,
+        "native_bf16": native,
+    }
+
+
+# Leaf names of the projections that read a block's (normalised) input. In the lowest block
+# the backward pass reaches, with nothing trainable below it, their input needs no gradient.
+INPUT_PROJECTIONS = frozenset({"q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn", "Wqkv"})
+
+
+def _decoder_blocks(causal_lm: nn.Module) -> nn.ModuleList:
+    decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(causal_lm).__name__}: no decoder `.layers` to count FLOPs over")
+    return layers
+
+
+def _trains(module: nn.Module | None) -> bool:
+    return module is not None and any(p.requires_grad for p in module.parameters())
+
+
+def _trainable_token_rows(module: nn.Module | None) -> int:
+    """Rows peft's `trainable_token_indices` adds to an embedding or a head (0 if none)."""
+    layer = getattr(module, "token_adapter", module)
+    deltas = getattr(layer, "trainable_tokens_delta", None)
+    return sum(d.shape[0] for d in deltas.values()) if deltas else 0
+
+
+def training_flops_per_token(model: nn.Module, labelled_fraction: float = 1.0, context: float = 0.0) -> float:
+    """Matrix-multiply FLOPs of one trained (non-pad) token, counted from the model's shapes.
+
+    `model` is a causal LM as it trains (a peft model, or a plain model for full fine-tuning);
+    what trains is read from its parameters' ``requires_grad``. Per token:
+
+    - **forward**: every block's linear layers (2 x weight size; LoRA's A and B included) and
+      its attention scores and weighted sum (4 x `context` x heads x head_dim);
+    - **backward, activation gradients**: only from the top down to the lowest block the
+      gradient must reach -- the lowest block with a trainable parameter, or block 0 when the
+      embedding trains (peft's trainable token rows: then the gradient reaches the bottom of
+      the network, LoRA or not). Each linear's input gradient costs 2 x weight size, attention
+      8 x context x heads x head_dim. In that lowest block, with nothing trainable below it,
+      the projections that read the block input (`INPUT_PROJECTIONS`, LoRA's A included) need
+      no input gradient and are not counted;
+    - **backward, weight gradients**: 2 x size of every trainable linear weight (LoRA's A and
+      B; all weights in full fine-tuning);
+    - **LM head** at a `labelled_fraction` of the tokens (the positions where it is computed:
+      the labelled ones for `sftkit.train.labelled_head_loss`, all for a plain forward): its
+      forward and its input gradient (2 + 2) x vocabulary x hidden, plus the weight gradient
+      if the head itself trains, plus 6 x hidden per trainable token row (peft's delta columns).
+
+    `context` is the mean number of positions a token attends to (causal: (T+1)/2 for a row of
+    T tokens; `CountingCollator.mean_context`). Not counted: norms, activations, softmax, RoPE,
+    embedding lookups (no matmul), sliding-window limits (longer than the rows here), and the
+    recomputation of gradient checkpointing (MFU convention: model FLOPs, not hardware FLOPs).
+    tests/test_measure.py checks the count against a hand count and against torch's
+    `FlopCounterMode` on a real step.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = causal_lm.config
+    config = getattr(config, "text_config", None) or config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    attention = heads * head_dim
+    blocks = list(_decoder_blocks(causal_lm))
+    embedding = causal_lm.get_input_embeddings()
+    trainable = [i for i, block in enumerate(blocks) if _trains(block)]
+    if _trains(embedding):
+        lowest, anything_below = 0, True
+    elif trainable:
+        lowest, anything_below = trainable[0], False
+    else:
+        lowest, anything_below = len(blocks), False  # nothing trains below the head
+
+    total = 0.0
+    for index, block in enumerate(blocks):
+        backward = index >= lowest
+        # In the lowest block, with nothing trainable below, a frozen attention (LoRA on the MLP
+        # only) gets no gradient at all: its inputs and weights need none.
+        attention_module = getattr(block, "self_attn", None) or getattr(block, "attn", None)
+        attention_backward = backward and (anything_below or index > lowest or _trains(attention_module))
+        total += 4.0 * context * attention + (8.0 * context * attention if attention_backward else 0.0)
+        for name, module in block.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            size = module.weight.numel()
+            total += 2.0 * size  # forward
+            if not backward:
+                continue
+            parts = name.split(".")
+            projection = next((p for p in reversed(parts) if p not in ("base_layer", "lora_A", "lora_B", "default")
+                               and not p.isdigit()), "")
+            reads_block_input = projection in INPUT_PROJECTIONS and "lora_B" not in parts
+            in_attention = attention_module is not None and name.startswith(
+                next(n for n, m in block.named_children() if m is attention_module) + ".")
+            if anything_below or index > lowest or not (reads_block_input or (in_attention and not attention_backward)):
+                total += 2.0 * size  # the gradient of its input
+            if module.weight.requires_grad:
+                total += 2.0 * size  # the gradient of its weight
+
+    head = causal_lm.get_output_embeddings()
+    head_base = getattr(getattr(head, "token_adapter", head), "base_layer", head)
+    vocab, hidden = head_base.weight.shape
+    head_flops = 4.0 * vocab * hidden + (2.0 * vocab * hidden if head_base.weight.requires_grad else 0.0)
+    head_flops += 6.0 * hidden * _trainable_token_rows(head)
+    return total + labelled_fraction * head_flops
 
 
 def model_flops_utilisation(tokens_per_s: float, flops_per_token: float, peak: float) -> float:
@@ -94,33 +268,68 @@ def peak_memory_mb() -> dict[str, float]:
 
 
 class CountingCollator:
-    """Wraps a collator and counts real (non-pad) and padded tokens of every batch it builds."""
+    """Wraps a collator and counts the real (non-pad), padded and labelled tokens of every batch.
+
+    Also the positions attended to, for the attention part of `training_flops_per_token`:
+    a causal row of T tokens attends to T(T+1)/2 positions in all.
+    """
 
     def __init__(self, collator: Any):
         self.collator = collator
         self.real_tokens = 0
         self.padded_tokens = 0
+        self.labelled_tokens = 0
+        self.attended_positions = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collator(examples)
-        self.real_tokens += sum(len(example["input_ids"]) for example in examples)
+        lengths = [len(example["input_ids"]) for example in examples]
+        self.real_tokens += sum(lengths)
+        self.attended_positions += sum(n * (n + 1) // 2 for n in lengths)
         self.padded_tokens += batch["input_ids"].numel()
+        labels = batch.get("labels") if hasattr(batch, "get") else None
+        if isinstance(labels, torch.Tensor):
+            # Positions whose *next* token has a label: where the loss needs the head's logits.
+            self.labelled_tokens += int((labels[..., 1:] != -100).sum())
         return batch
 
     @property
     def padding_efficiency(self) -> float:
         return self.real_tokens / self.padded_tokens if self.padded_tokens else float("nan")
 
+    @property
+    def labelled_fraction(self) -> float:
+        """Labelled positions per real token (1.0 before any batch with labels)."""
+        return self.labelled_tokens / self.real_tokens if self.real_tokens and self.labelled_tokens else 1.0
+
+    @property
+    def mean_context(self) -> float:
+        """Mean positions a real token attends to (causal attention within its row)."""
+        return self.attended_positions / self.real_tokens if self.real_tokens else 0.0
+
 
 class ThroughputCallback(TrainerCallback):
-    """Logs tokens/s (non-pad), padding efficiency and MFU; stops on a non-finite loss."""
+    """Logs tokens/s (non-pad), padding efficiency and MFU; stops on a non-finite loss.
 
-    def __init__(self, counter: CountingCollator, flops_per_token: float, device_name: str):
+    `flops_per_token` is a number or a function of the counter (the labelled fraction and the
+    context length are only known from the batches). `peak` (TFLOP/s) overrides the data-sheet
+    peak of `device_name`: on a CPU it is the matmul peak measured in the same run.
+    """
+
+    def __init__(self, counter: CountingCollator, flops_per_token: float | Callable[[CountingCollator], float],
+                 device_name: str, peak: float | None = None):
         self.counter = counter
-        self.flops_per_token = flops_per_token
-        self.peak = peak_tflops(device_name)
+        self._flops_per_token = flops_per_token
+        self.peak = peak if peak is not None else peak_tflops(device_name)
         self.start = None
         self.peak_rss_is_per_run = False
+
+    @property
+    def flops_per_token(self) -> float:
+        """FLOPs per real token for the batches counted so far."""
+        if callable(self._flops_per_token):
+            return self._flops_per_token(self.counter)
+        return self._flops_per_token
 
     def on_train_begin(self, args, state, control, **kwargs):
         # The peaks a run card reports are those of this training (the loaded model included).

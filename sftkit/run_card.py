@@ -2,7 +2,8 @@
 
 Numbers in the README and the notebooks are read from run cards, never typed in, so a
 card holds everything needed to judge a run: the whole config, the package versions, the
-hardware and precision, throughput and MFU, peak memory, the loss, the LoRA placement, the
+hardware and precision, throughput and MFU (with the peak it is measured against: a GPU's
+data sheet, or on a CPU the matmul peak measured in the same run), peak memory, the loss, the LoRA placement, the
 rows per curriculum stage and where the adapter is.
 """
 
@@ -65,7 +66,10 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
         ("wall time (s)", m["wall_s"]),
         ("tokens/s (non-pad)", m["tokens_per_s"]),
         ("padding efficiency", m["padding_efficiency"]),
-        ("MFU (vs data-sheet peak)", m["mfu"] if m["mfu"] is not None else "n/a on CPU"),
+        ("MFU", m["mfu"] if m["mfu"] is not None else "n/a (no known peak)"),
+        # What MFU was measured against: a GPU's data sheet, or this CPU's matmul peak in the same run.
+        ("MFU against", m.get("mfu_peak") or "n/a"),
+        ("model FLOPs per token", f"{m['flops_per_token']:,}" if m.get("flops_per_token") else "n/a"),
         ("peak memory (MB)", m.get("peak_gpu_mb", m["peak_rss_mb"])),
         ("final logged loss", m["final_loss"]),
         ("trainable / total parameters", f"{m['trainable_params']:,} / {m['total_params']:,}"),

@@ -44,6 +44,7 @@ from .measure import (
     T4_SUSTAINED_TFLOPS,
     CountingCollator,
     ThroughputCallback,
+    cpu_matmul_peaks,
     model_flops_utilisation,
     peak_memory_mb,
     peak_tflops,
@@ -350,9 +351,22 @@ def train_lora(
     trainer.data_collator = counter
     params = trainable_parameters(trainer.model)
     device = hardware_name()
-    throughput = ThroughputCallback(
-        counter, training_flops_per_token(params["total"] - params["trainable"], params["trainable"]), device
-    )
+    # MFU's denominator: a GPU's data-sheet peak; on a CPU the matmul peak measured now, in this
+    # process and with its threads (a few seconds), in the precision the run computes in.
+    cpu_peaks = None if torch.cuda.is_available() else cpu_matmul_peaks(trainer.model)
+    cpu_peak = None
+    if cpu_peaks is not None:
+        cpu_peak = cpu_peaks["bf16"] if args.bf16 and cpu_peaks["bf16"] else cpu_peaks["fp32"]
+    # FLOPs per real token from the model's shapes, with the head where the loss computes it:
+    # the labelled positions (labelled-head loss) or every position (model forward, fused head).
+    head_everywhere = fused_lm_head or not labelled_head
+
+    def flops_per_token(counted: CountingCollator) -> float:
+        return training_flops_per_token(trainer.model, 1.0 if head_everywhere else counted.labelled_fraction,
+                                        counted.mean_context)
+
+    throughput = ThroughputCallback(counter, flops_per_token, device,
+                                    peak=cpu_peak["gflops"] / 1000 if cpu_peak else None)
     # First in line, so the printing and progress callbacks see the numbers it adds.
     trainer.callback_handler.callbacks.insert(0, throughput)
 
@@ -379,7 +393,7 @@ def train_lora(
     counts = trainer.accelerator.reduce(torch.tensor([counter.real_tokens, counter.padded_tokens]), "sum")
     real_tokens, padded_tokens = (int(x) for x in counts.tolist())
     tokens_per_s = real_tokens / wall if wall > 0 else 0.0
-    peak = peak_tflops(device)
+    peak = throughput.peak
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         "hardware": device,
@@ -393,7 +407,16 @@ def train_lora(
         "padded_tokens": padded_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
         "padding_efficiency": round(real_tokens / padded_tokens, 4),
+        # Against the card's data-sheet peak, or on a CPU against the matmul peak measured in this run.
         "mfu": model_flops_utilisation(tokens_per_s, throughput.flops_per_token, peak) if peak else None,
+        "mfu_peak": (f"{peak_tflops(device)} TFLOP/s data-sheet dense peak" if cpu_peak is None and peak
+                     else f"{cpu_peak['gflops']} GFLOP/s measured: {cpu_peak['method']}" if cpu_peak else None),
+        "flops_per_token": round(throughput.flops_per_token),
+        "labelled_fraction": round(counter.labelled_fraction, 4),
+        "mean_context": round(counter.mean_context, 2),
+        "cpu_matmul_gflops": ({k: cpu_peaks[k]["gflops"] if cpu_peaks[k] else None for k in ("fp32", "bf16")}
+                              if cpu_peaks else None),
+        "cpu_native_bf16": cpu_peaks["native_bf16"] if cpu_peaks else None,
         "mfu_vs_t4_sustained": (
             model_flops_utilisation(tokens_per_s, throughput.flops_per_token, T4_SUSTAINED_TFLOPS)
             if peak and "T4" in device.upper()

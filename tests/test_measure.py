@@ -1,0 +1,129 @@
+"""Tests for sftkit.measure's FLOP count and CPU matmul peak (MFU on a CPU).
+
+The FLOP count is checked two ways on a tiny Llama: against a count done by hand from its
+shapes (written out below), and against torch's own `FlopCounterMode` on a real training
+step (forward, labelled-head loss, backward), which counts every matmul torch executes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sftkit.measure import (
+    CountingCollator,
+    cpu_matmul_peaks,
+    cpu_native_bf16,
+    measure_matmul_peak,
+    model_flops_utilisation,
+    training_flops_per_token,
+)
+from sftkit.train import labelled_head_loss
+
+# hidden 16, MLP 32, 2 query heads of 8 (attention width A = 16), 1 key/value head, 3 blocks,
+# vocabulary 64, tied head. Linear weights per block: q 16x16=256, k 8x16=128, v 128,
+# o 256, gate 32x16=512, up 512, down 512: W = 2,304. LoRA r=2 (A: r x in, B: out x r):
+# q 32+32, k 32+16, v 32+16, o 32+32, gate 32+64, up 32+64, down 64+32: L = 512, of which
+# the A matrices of q, k, v (they read the block input) are 96.
+W, L, QKV, QKV_A, A, V, H = 2304, 512, 512, 96, 16, 64, 16
+LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_llama(lora_blocks: list[int] | None, token_rows: list[int] | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=8, num_hidden_layers=3, vocab_size=64, tie_word_embeddings=True,
+                         attn_implementation="eager")
+    model = LlamaForCausalLM(config)
+    if lora_blocks is None:
+        return model  # full fine-tuning: every weight trains
+    return get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=LINEARS,
+                                            layers_to_transform=lora_blocks, trainable_token_indices=token_rows))
+
+
+def test_flops_match_a_hand_count_lora_in_the_top_block():
+    f, c = 0.25, 5.0
+    # Blocks 0-1: forward only (nothing below block 2 trains). Block 2: forward with LoRA; the
+    # input gradient of every linear but q, k, v and their A matrices; LoRA's weight gradients;
+    # attention forward 4cA everywhere, backward 8cA in block 2. Head: forward + input gradient.
+    hand = (2 * (2 * W)) + 2 * (W + L) + (2 * (W - QKV) + 2 * (L - QKV_A)) + 2 * L + (3 * 4 + 8) * c * A \
+        + f * 4 * V * H
+    assert hand == 20288 + 320 * c + 4096 * f  # the same sum, added up by hand
+    assert training_flops_per_token(tiny_llama([2]), labelled_fraction=f, context=c) == pytest.approx(hand)
+
+
+def test_flops_hand_count_trainable_token_rows_reach_the_bottom():
+    f, c = 0.5, 3.0
+    # Trainable rows of the (tied) embedding: the gradient reaches block 0, so every block
+    # computes its activation gradients; the head also computes its 2 delta columns (6 x H each).
+    hand = 2 * (2 * W + 2 * W) + (2 * (W + L) + 2 * (W + L) + 2 * L) + 3 * 12 * c * A + f * (4 * V * H + 2 * 6 * H)
+    got = training_flops_per_token(tiny_llama([2], token_rows=[3, 5]), labelled_fraction=f, context=c)
+    assert got == pytest.approx(hand)
+
+
+def test_flops_full_fine_tuning_is_6n_plus_attention():
+    # Every weight trains (the tied head too): 6 x (3W + VH) per token when the head runs everywhere.
+    assert training_flops_per_token(tiny_llama(None), labelled_fraction=1.0) == pytest.approx(6 * (3 * W + V * H))
+
+
+@pytest.mark.parametrize("lora_blocks, token_rows", [([2], None), ([1, 2], [3, 5]), (None, None)])
+def test_flops_match_torch_flop_counter_on_a_training_step(lora_blocks, token_rows):
+    model = tiny_llama(lora_blocks, token_rows)
+    model.train()
+    batch, length = 2, 6
+    input_ids = torch.randint(0, 64, (batch, length), generator=torch.Generator().manual_seed(1))
+    labels = input_ids.clone()
+    labels[:, :3] = -100  # a prompt of 3 tokens: positions 2..4 predict a labelled token
+    labelled = int((labels[:, 1:] != -100).sum())
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    with FlopCounterMode(display=False) as counter:
+        labelled_head_loss(model, inputs).backward()
+    # Eager attention computes the whole (T x T) score matrix, so the context it spends is T.
+    expected = training_flops_per_token(model, labelled_fraction=labelled / (batch * length), context=length)
+    # RoPE's frequency matmul (a few dozen FLOPs) is the only matmul the count leaves out.
+    assert counter.get_total_flops() == pytest.approx(expected * batch * length, rel=2e-3)
+
+
+def test_counting_collator_counts_labels_and_context():
+    def collate(examples):
+        longest = max(len(e["input_ids"]) for e in examples)
+        pad = [[-100] * (longest - len(e["labels"])) for e in examples]
+        return {"input_ids": torch.zeros(len(examples), longest, dtype=torch.long),
+                "labels": torch.tensor([e["labels"] + p for e, p in zip(examples, pad)])}
+
+    counter = CountingCollator(collate)
+    counter([{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]}, {"input_ids": [1, 2], "labels": [-100, 2]}])
+    assert (counter.real_tokens, counter.padded_tokens, counter.labelled_tokens) == (6, 8, 3)
+    assert counter.labelled_fraction == 0.5
+    assert counter.mean_context == (10 + 3) / 6
+
+
+def test_cpu_native_bf16_reads_the_flags():
+    assert cpu_native_bf16("flags : fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16") == ["avx512_bf16", "amx_bf16"]
+    assert cpu_native_bf16("flags : fpu avx2 fma") == []
+
+
+def test_measure_matmul_peak_is_the_best_shape_of_best_of_n():
+    peak = measure_matmul_peak(hidden=64, intermediate=128, tokens=128, repeats=3)
+    assert peak["dtype"] == "fp32" and peak["gflops"] > 0, peak
+    assert peak["gflops"] == max(peak["per_shape_gflops"].values()), peak
+    assert set(peak["per_shape_gflops"]) == {"128x64x128", "128x128x64", "128x64x64"}, peak
+    assert "best of 3" in peak["method"] and f"{torch.get_num_threads()} threads" in peak["method"], peak
+
+
+def test_cpu_matmul_peaks_measures_bf16_only_where_native(monkeypatch):
+    import sftkit.measure as measure
+
+    monkeypatch.setattr(measure, "cpu_native_bf16", lambda: [])
+    peaks = cpu_matmul_peaks(tiny_llama([2]), repeats=1)
+    assert peaks["bf16"] is None and peaks["native_bf16"] == [] and peaks["fp32"]["gflops"] > 0
+    assert "16x32" in next(iter(peaks["fp32"]["per_shape_gflops"])), "the model's own shapes"
+    monkeypatch.setattr(measure, "cpu_native_bf16", lambda: ["avx512_bf16"])
+    assert cpu_matmul_peaks(tiny_llama([2]), repeats=1)["bf16"]["dtype"] == "bf16"
+
+
+def test_model_flops_utilisation():
+    assert model_flops_utilisation(100.0, 5e8, 0.1) == 0.5
