@@ -7,7 +7,8 @@ difference on the same prompts) and aggregated second. A model is evaluated on:
   and assistant-token perplexity of the reference replies;
 - generation behaviour: stop rate (did it emit end-of-turn by itself?), length,
   distinct-1/2 and the repeated-4-gram rate;
-- optionally instruction following (`sftkit.evalsets.instructions`) and refusal (`sftkit.evalsets.refusal`).
+- optionally instruction following, IFEval scored by its official checkers (`sftkit.ifeval`), and
+  refusal (`sftkit.evalsets.refusal`).
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ class SuiteResult:
 
     name: str
     reference: ModelEval
+    # `sftkit.ifeval.score_ifeval`'s result (prompt/instruction strict and loose, per_prompt,
+    # per_kind, protocol, fallback kinds); named `instructions` for the notebook's cells.
     instructions: dict[str, Any]
     refusal: dict[str, Any]
     open_generations: list[Generation]
@@ -189,10 +192,21 @@ class SuiteResult:
     task_prompts: list[str] = field(default_factory=list)
 
 
+def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
+    """IFEval alone for one model (`sftkit.ifeval`, prompts from ``eval.ifeval_source``): for the
+    demo, which evaluates its models with `evaluate_model` rather than the whole suite."""
+    from .ifeval import as_messages, rows_for, score_ifeval
+
+    e = cfg.eval
+    rows, protocol = rows_for(cfg)
+    generations = generate_batch(model, tokenizer, [as_messages(r) for r in rows], e.open_max_new_tokens, e.batch_size)
+    return score_ifeval(rows, [g.text for g in generations], protocol, e.bootstrap_resamples)
+
+
 def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResult:
-    """Reference answers (built-in task test split), instruction following and refusal, offline."""
-    from .evalsets.instructions import INSTRUCTION_PROMPTS, as_messages, score_instruction_following
+    """Reference answers (built-in task test split), IFEval (official checkers) and refusal."""
     from .evalsets.refusal import refusal_eval_messages, score_refusals
+    from .ifeval import as_messages, rows_for, score_ifeval
     from .tasks import make_task_splits
 
     e = cfg.eval
@@ -205,10 +219,12 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
         test = test.select(range(min(e.n_examples, len(test))))
     reference = evaluate_model(name, model, tokenizer, test, e.max_new_tokens, e.batch_size, cfg.data.max_length)
     refusal_items = refusal_eval_messages()
-    open_prompts = [as_messages(p) for p in INSTRUCTION_PROMPTS] + [messages for _, messages in refusal_items]
+    ifeval_rows, protocol = rows_for(cfg)
+    open_prompts = [as_messages(r) for r in ifeval_rows] + [messages for _, messages in refusal_items]
     open_generations = generate_batch(model, tokenizer, open_prompts, e.open_max_new_tokens, e.batch_size)
-    n_instr = len(INSTRUCTION_PROMPTS)
-    instructions = score_instruction_following(list(INSTRUCTION_PROMPTS), [g.text for g in open_generations[:n_instr]])
+    n_instr = len(ifeval_rows)
+    instructions = score_ifeval(ifeval_rows, [g.text for g in open_generations[:n_instr]], protocol,
+                                e.bootstrap_resamples)
     refusal_texts = [g.text for g in open_generations[n_instr:]]
     harmful = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmful"]
     harmless = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmless"]
@@ -216,6 +232,7 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     # Per-prompt instruction results and refusal flags join the per-example table so that
     # they get intervals and paired differences like every other metric.
     reference.per_example["instruction_strict"] = [float(p["passed"]) for p in instructions["per_prompt"]]
+    reference.per_example["instruction_loose"] = [float(p["passed_loose"]) for p in instructions["per_prompt"]]
     reference.per_example["refused_harmful"] = [float(f) for f in refusal["harmful_flags"]]
     reference.per_example["refused_harmless"] = [float(f) for f in refusal["harmless_flags"]]
     reference.per_example["open_stopped"] = [float(g.stopped) for g in open_generations]
@@ -233,7 +250,8 @@ SUITE_HEADLINE = (
     ("rouge_l", "ROUGE-L vs reference"),
     ("stopped", "stop rate (tasks)"),
     ("open_stopped", "stop rate (open prompts)"),
-    ("instruction_strict", "instruction following (strict)"),
+    ("instruction_strict", "instruction following (IFEval prompt-level strict)"),
+    ("instruction_loose", "instruction following (IFEval prompt-level loose)"),
     ("refused_harmful", "refusal rate (harmful)"),
     ("refused_harmless", "over-refusal rate (harmless)"),
     ("repeated_4gram_rate", "repeated 4-gram rate"),
@@ -248,7 +266,7 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
 
     import matplotlib.pyplot as plt
 
-    from . import viz
+    from . import ifeval, viz
 
     out = Path(out)
     names = list(suites)
@@ -259,7 +277,7 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
             "summary": suite.reference.summary,
             "per_task": suite.reference.per_task,
             "intervals": intervals(suite.reference, resamples),
-            "instruction_following": {k: v for k, v in suite.instructions.items() if k != "per_prompt"},
+            "ifeval": ifeval.summary(suite.instructions),
             "refusal": {k: v for k, v in suite.refusal.items() if not k.endswith("_flags")},
         }
     baseline = names[0]
@@ -286,12 +304,12 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
             if key in table:
                 d = table[key]
                 lines.append(f"| {label} | {d['diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] |")
-    lines += ["", "Instruction following per check kind:", "", "| kind | " + " | ".join(names) + " |",
-              "| --- |" + " --- |" * len(names)]
-    kinds = sorted(per_model[baseline]["instruction_following"]["per_kind"])
-    for kind in kinds:
-        lines.append(f"| {kind} | " + " | ".join(
-            f"{per_model[n]['instruction_following']['per_kind'][kind]:.2f}" for n in names) + " |")
+    lines += ["", "## IFEval (official checkers)", "", *ifeval.markdown({n: suites[n].instructions for n in names}),
+              "", "Instruction-level strict accuracy per IFEval instruction id:", "",
+              "| instruction id | n | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
+    for kind, counts in per_model[baseline]["ifeval"]["per_instruction"].items():
+        lines.append(f"| {kind} | {counts['n']} | " + " | ".join(
+            f"{per_model[n]['ifeval']['per_kind'][kind]:.2f}" for n in names) + " |")
     # Side by side: the first prompt of each part, not hand-picked ones.
     lines += ["", "## Side by side (the first prompt of each part)", ""]
     base_suite = suites[baseline]

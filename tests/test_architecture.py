@@ -14,7 +14,7 @@ LAYERS = [
     {"data", "tasks", "offline_conversations", "run_data", "models", "standins"},
     {"chat", "masking", "lora", "lm_head"},
     {"metrics", "generate", "measure", "adapters", "train", "run_card"},
-    {"evalsets", "evalsets.instructions", "evalsets.refusal", "evaluation", "viz", "judge"},
+    {"evalsets", "ifeval", "evalsets.refusal", "evaluation", "viz", "judge"},
     {"runs", "export", "talk", "hub"},
     {"chapters", "chapters.trials", "chapters.preference", "chapters.alpaca", "chapters.classify", "chapters.distill"},
     {"demo"},

@@ -3,9 +3,9 @@
 `sftkit.evaluation` (the before/after harness) runs a model on the run's held-out rows and,
 when asked, on two fixed prompt sets kept here:
 
-- `instructions`: IFEval-style verifiable instruction following, prompts in
-  `instructions.jsonl`, each with the checks (word counts, bullets, JSON keys, language ...)
-  a program runs on the answer;
+- `ifeval_offline.jsonl`: the project's instruction-following prompts in IFEval's format
+  (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``), scored by IFEval's official
+  checkers through lm-eval in `sftkit.ifeval` (which replaced the hand-written checks);
 - `refusal`: harmful requests paired with harmless look-alikes, in `refusal.jsonl`, and a
   transparent refusal detector.
 
