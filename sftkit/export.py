@@ -151,16 +151,26 @@ def probe_ids(tokenizer: Any) -> torch.Tensor:
                                          return_dict=True)["input_ids"]
 
 
-def _prepare_out(out_dir: Path, force: bool) -> None:
+def _check_out(out_dir: Path, adapter_dir: Path, force: bool) -> bool:
+    """Refuse an `out_dir` in the way; True when an earlier export there must be replaced.
+
+    `force` replaces only what an export writes (a folder with ``sftkit_export.json`` or a
+    model checkpoint), never the adapter itself, a folder holding it, or other files: a
+    mistyped ``--out .`` must not delete a repository.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise ExportError(f"{out_dir} exists and is not empty; choose another folder or pass --force to replace it")
-        if is_adapter_folder(out_dir) or (out_dir / ".git").exists():
-            raise ExportError(f"{out_dir} holds an adapter or a git repository; refusing to replace it even with --force")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.resolve() == adapter_dir.resolve() or out_dir.resolve() in adapter_dir.resolve().parents:
+        raise ExportError(f"--out {out_dir} holds the adapter {adapter_dir}: the export would overwrite it")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return False
+    if not force:
+        raise ExportError(f"{out_dir} exists and is not empty; choose another folder or pass --force to replace "
+                          "an earlier export there")
+    if not ((out_dir / EXPORT_RECORD).is_file() or is_model_folder(out_dir)) or is_adapter_folder(out_dir):
+        raise ExportError(f"{out_dir} holds files that are not an exported model; --force replaces only an earlier "
+                          "export: remove the folder yourself or choose another")
+    return True
 
 
 @torch.no_grad()
@@ -179,14 +189,15 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, force: bool = Fa
 
     adapter_dir = check_adapter_folder(adapter_dir)
     out_dir = Path(out_dir)
-    if out_dir.resolve() == adapter_dir.resolve():
-        raise ExportError("--out must differ from --adapter: the export would overwrite the adapter")
+    replace = _check_out(out_dir, adapter_dir, force)  # before the slow part: fail fast
     torch_dtype = resolve_dtype(dtype)
     model, tokenizer = load_adapter_folder(adapter_dir, dtype=torch_dtype, device="cpu")
     ids = probe_ids(tokenizer)
     expected = model(input_ids=ids).logits.float()
     merged = model.merge_and_unload()
-    _prepare_out(out_dir, force)
+    if replace:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     eos_id = end_of_turn_id(tokenizer)
     for config in (merged.config, merged.generation_config):
         config.eos_token_id = eos_id  # generate() stops at the end-of-turn token with no argument

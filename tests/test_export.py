@@ -1,0 +1,139 @@
+"""`sftkit export`: an adapter merged into its base and saved as a standalone model that transformers loads without peft.
+
+The exported model must give the logits of base + adapter to fp32 rounding, the trained
+turn-token rows included (peft's ``trainable_token_indices`` merge into the embedding), carry the
+training chat template, and stop `generate` at the end-of-turn token by its generation config.
+The smoke test builds a tiny adapter (tests/tiny_adapter.py); the slow one exports the
+committed demo adapter (Gemma 3 270M base) and reads it back in an interpreter where peft cannot
+be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_adapter import build_tiny_adapter
+
+from sftkit.chat import GEMMA, end_of_turn_id, training_template, turn_token_ids
+from sftkit.cli import main
+from sftkit.export import ExportError, export_merged, load_adapter_folder, probe_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_ADAPTER = ROOT / "results" / "cpu-demo-base" / "adapter"
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory, make_tiny_model, tokenizer):
+    return build_tiny_adapter(tmp_path_factory.mktemp("run"), make_tiny_model, tokenizer)
+
+
+def test_export_of_a_smoke_adapter_loads_without_peft_and_equals_base_plus_adapter(tiny_adapter, tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = export_merged(tiny_adapter, tmp_path / "merged")
+    out = result.out_dir
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+    assert {"run.json", "metrics.json", "sftkit_export.json"} <= set(result.files), result.files
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    merged_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert merged_tokenizer.chat_template == tokenizer.chat_template
+    assert merged.generation_config.eos_token_id == end_of_turn_id(tokenizer) == merged_tokenizer.eos_token_id
+    peft_model, _ = load_adapter_folder(tiny_adapter)
+    ids = probe_ids(tokenizer)
+    assert set(turn_token_ids(tokenizer)) <= set(ids[0].tolist()), "the probe must use the trained token rows"
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+        with peft_model.disable_adapter():
+            base = peft_model(input_ids=ids).logits
+    assert (expected - base).abs().max() > 0.1, "the adapter must change the logits for the check to mean anything"
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert result.max_logit_diff <= 1e-5
+    # The turn-token rows were merged into the embedding, not dropped with the adapter.
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_adapter.parent / "base_model")
+    rows = turn_token_ids(tokenizer)
+    row_change = merged.get_input_embeddings().weight[rows] - base_model.get_input_embeddings().weight[rows]
+    assert row_change.abs().max() > 0.1
+
+
+def test_export_refuses_what_it_must_not_overwrite_or_cannot_read(tiny_adapter, tmp_path, capsys):
+    not_adapter = tmp_path / "plain"
+    not_adapter.mkdir()
+    (not_adapter / "notes.txt").write_text("x")
+    assert main(["export", "--adapter", str(not_adapter), "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "is not a peft adapter folder" in err and "adapter_config.json" in err and len(err.splitlines()) == 1
+
+    assert main(["export", "--adapter", str(tmp_path / "missing"), "--out", str(tmp_path / "b")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    assert main(["export", "--adapter", str(tiny_adapter), "--out", str(busy)]) == 1
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--force" in err and (busy / "keep.txt").read_text() == "mine"
+
+    for out in (tiny_adapter, tiny_adapter.parent):  # the adapter, or the run folder holding it
+        with pytest.raises(ExportError, match="holds the adapter"):
+            export_merged(tiny_adapter, out, force=True)
+    assert (tiny_adapter / "adapter_config.json").is_file()
+    with pytest.raises(ExportError, match="not an exported model"):  # --force replaces only an earlier export
+        export_merged(tiny_adapter, busy, force=True)
+    assert (busy / "keep.txt").read_text() == "mine"
+
+    earlier = tmp_path / "earlier"
+    assert main(["export", "--adapter", str(tiny_adapter), "--out", str(earlier)]) == 0
+    (earlier / "stale.txt").write_text("from the earlier export")
+    assert main(["export", "--adapter", str(tiny_adapter), "--out", str(earlier), "--force"]) == 0
+    assert "logits equal base + adapter" in capsys.readouterr().out
+    assert not (earlier / "stale.txt").exists() and (earlier / "model.safetensors").is_file()
+
+
+# Runs in a new interpreter in which peft cannot be imported: the export must stand alone.
+USER_CODE = """
+import json, sys
+sys.modules["peft"] = None
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, ids_file, logits_file = sys.argv[1:4]
+model = AutoModelForCausalLM.from_pretrained(folder).eval()
+tok = AutoTokenizer.from_pretrained(folder)
+ids = torch.load(ids_file)
+with torch.no_grad():
+    torch.save(model(input_ids=ids).logits, logits_file)
+# generate() stops at the generation config's EOS when no eos_token_id is passed
+print(json.dumps({"eos_id": tok.eos_token_id, "eos": tok.eos_token, "generation_eos": model.generation_config.eos_token_id,
+                  "template": tok.chat_template}))
+"""
+
+
+@pytest.mark.slow
+def test_export_of_the_committed_demo_adapter_stands_alone(tmp_path):
+    if not (DEMO_ADAPTER / "adapter_model.safetensors").is_file():
+        pytest.fail(f"{DEMO_ADAPTER} has no adapter_model.safetensors")
+    result = export_merged(DEMO_ADAPTER, tmp_path / "merged")
+    peft_model, tokenizer = load_adapter_folder(DEMO_ADAPTER)
+    ids = probe_ids(tokenizer)
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+    del peft_model
+    torch.save(ids, tmp_path / "ids.pt")
+    done = subprocess.run([sys.executable, "-c", USER_CODE, str(result.out_dir), str(tmp_path / "ids.pt"),
+                           str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    got = torch.load(tmp_path / "logits.pt")
+    # fp32 rounding at the scale of Gemma's logits (|logit| up to ~40)
+    assert (got - expected).abs().max().item() <= max(1e-4, 1e-5 * expected.abs().max().item())
+    assert seen["eos"] == "<end_of_turn>" and seen["eos_id"] == seen["generation_eos"] == end_of_turn_id(tokenizer)
+    assert seen["template"] == tokenizer.chat_template == training_template(GEMMA, bos=True)
+    record = json.loads((result.out_dir / "sftkit_export.json").read_text())
+    assert record["max_logit_diff"] == result.max_logit_diff and Path(record["base_model"]).name == "gemma3-270m-base"
