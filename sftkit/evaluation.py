@@ -99,7 +99,7 @@ def evaluate_model(
         for (row, _), value in zip(checked, correct):
             by_task.setdefault(row["task"], []).append(value)
         per_task = {task: sum(v) / len(v) for task, v in sorted(by_task.items())}
-    per_example["rouge_l"] = metrics.rouge_l(texts, references)
+    per_example["rouge_l"], rouge_backend = metrics.rouge_l_scores(texts, references)
     per_example["bleu"] = metrics.sentence_bleu(texts, references)
 
     ppl = metrics.assistant_perplexity(model, reference_rows(eval_set, tokenizer, max_length), tokenizer.pad_token_id)
@@ -118,6 +118,8 @@ def evaluate_model(
         "assistant_token_nll": ppl["nll"],
         "assistant_tokens": ppl["tokens"],
         "n": len(prompts),
+        # Which library computed ROUGE-L (`metrics.rouge_backend`): "evaluate" or "rouge-score".
+        "rouge_backend": rouge_backend,
     }
     return ModelEval(name, generations, per_example, summary, per_task)
 

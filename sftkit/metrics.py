@@ -6,7 +6,8 @@ be fed to `bootstrap_ci` or `paired_bootstrap_diff` to say how sure we are. The 
 covers three kinds of evidence:
 
 - overlap with a reference answer: ROUGE-L and BLEU (via `rouge-score` and `sacrebleu`,
-  the reference implementations, so numbers match what papers report) and exact match;
+  the reference implementations, so numbers match what papers report; ROUGE through Hugging
+  Face `evaluate` where the Hub is reachable, the same numbers) and exact match;
 - behaviour of the generations themselves: diversity (distinct-n), degenerate looping
   (repeated n-grams), whether generation stopped on its own, and length;
 - assistant-token perplexity: the loss the model assigns to the reference answers, on
@@ -42,20 +43,59 @@ def _check_same_length(predictions: list[str], references: list[str]) -> None:
 # --------------------------------------------------------------------------- overlap
 
 
-def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
+#: Where ROUGE comes from: Hugging Face `evaluate`'s "rouge" metric (a script on the Hub, a thin
+#: wrapper around rouge-score) where its users expect it, or rouge-score called directly.
+ROUGE_BACKENDS = ("evaluate", "rouge-score")
+# One RougeScorer configuration for both paths: ROUGE-L F-measure with the Porter stemmer
+# ("cats"/"cat" match); rouge-score also lowercases and drops punctuation.
+_ROUGE_TYPES = ["rougeL"]
+_ROUGE_STEMMER = True
+
+
+def rouge_backend() -> str:
+    """"evaluate" when the Hub is reachable (and HF_HUB_OFFLINE is not set), else "rouge-score".
+
+    `evaluate.load("rouge")` fetches the metric's script from the Hub, so offline (CI, laptops
+    without the Hub) the same numbers come from rouge-score directly; the two agree
+    (tests/test_metrics.py runs `evaluate` on a local metric script to show it).
+    """
+    from .models import hub_reachable
+
+    return "evaluate" if hub_reachable() else "rouge-score"
+
+
+def rouge_l_scores(predictions: list[str], references: list[str], backend: str | None = None,
+                   metric: str = "rouge") -> tuple[list[float], str]:
+    """Per-example ROUGE-L F-measure (0..1) and the backend that computed it.
+
+    `backend`: "evaluate" (``evaluate.load(metric)``; `metric` may be a local folder holding
+    a metric script), "rouge-score", or None to choose with `rouge_backend`.
+    """
+    _check_same_length(predictions, references)
+    backend = backend or rouge_backend()
+    if backend == "evaluate":
+        import evaluate
+
+        scorer = evaluate.load(metric)
+        # use_aggregator=False: one score per example (for the bootstrap), as rouge-score gives.
+        result = scorer.compute(predictions=predictions, references=references, rouge_types=_ROUGE_TYPES,
+                                use_stemmer=_ROUGE_STEMMER, use_aggregator=False)
+        return [float(x) for x in result["rougeL"]], backend
+    if backend != "rouge-score":
+        raise ValueError(f"unknown ROUGE backend {backend!r}; known: {ROUGE_BACKENDS}")
+    scorer = rouge_scorer.RougeScorer(_ROUGE_TYPES, use_stemmer=_ROUGE_STEMMER)
+    # rouge-score's signature is score(target, prediction): reference first.
+    return [float(scorer.score(ref, pred)["rougeL"].fmeasure) for pred, ref in zip(predictions, references)], backend
+
+
+def rouge_l(predictions: list[str], references: list[str], backend: str | None = None) -> list[float]:
     """Per-example ROUGE-L F-measure (0..1), longest-common-subsequence overlap.
 
     Per-example (not aggregated) so the caller can bootstrap it; the mean is the usual
-    corpus figure for ROUGE-L F.
+    corpus figure for ROUGE-L F. See `rouge_l_scores` for the backend (`evaluate` where the
+    Hub is reachable, rouge-score otherwise) and to learn which one computed the number.
     """
-    _check_same_length(predictions, references)
-    # Stemming makes "cats"/"cat" match; rouge-score also lowercases and drops punctuation.
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    # rouge-score's signature is score(target, prediction): reference first.
-    return [
-        float(scorer.score(ref, pred)["rougeL"].fmeasure)
-        for pred, ref in zip(predictions, references)
-    ]
+    return rouge_l_scores(predictions, references, backend)[0]
 
 
 def bleu(predictions: list[str], references: list[str]) -> float:

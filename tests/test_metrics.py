@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,44 @@ def test_rouge_l_stems_and_ignores_case():
 def test_rouge_l_length_mismatch():
     with pytest.raises(ValueError, match="2 predictions vs 1 references"):
         metrics.rouge_l(["a", "b"], ["a"])
+
+
+ROUGE_METRIC_FOLDER = str(Path(__file__).parent / "fixtures" / "rouge_metric")
+ROUGE_PREDS = ["The cats sat on the mat.", "hello world", "Running quickly, the dogs barked", "", "a b c"]
+ROUGE_REFS = ["a cat lay on the mats", "goodbye world", "the dog runs and barks quickly", "x", "a b c"]
+
+
+def test_rouge_backends_agree_through_evaluate_load():
+    # `evaluate.load` on a local metric script with the Hub "rouge" script's interface
+    # (tests/fixtures/rouge_metric): the evaluate machinery runs offline, and the evaluate
+    # backend's arguments (rouge_types, use_stemmer, per-example output, reference/prediction
+    # order) must reproduce the rouge-score backend exactly.
+    direct, direct_backend = metrics.rouge_l_scores(ROUGE_PREDS, ROUGE_REFS, backend="rouge-score")
+    via, via_backend = metrics.rouge_l_scores(ROUGE_PREDS, ROUGE_REFS, backend="evaluate", metric=ROUGE_METRIC_FOLDER)
+    assert (direct_backend, via_backend) == ("rouge-score", "evaluate")
+    assert via == pytest.approx(direct, abs=1e-12)
+    # Not a trivially equal pair: partial overlaps, a stemmed match and an empty prediction.
+    assert 0.0 < direct[0] < 1.0 and direct[3] == 0.0 and direct[4] == 1.0
+
+
+@pytest.mark.skipif(not __import__("sftkit.models", fromlist=["hub_reachable"]).hub_reachable(),
+                    reason="the Hub's 'rouge' metric script needs the Hub (Colab); CI runs the local-script test above")
+def test_rouge_backends_agree_with_the_hub_script():
+    direct, _ = metrics.rouge_l_scores(ROUGE_PREDS, ROUGE_REFS, backend="rouge-score")
+    via, _ = metrics.rouge_l_scores(ROUGE_PREDS, ROUGE_REFS, backend="evaluate")
+    assert via == pytest.approx(direct, abs=1e-12)
+
+
+def test_rouge_backend_is_chosen_by_hub_reachability(monkeypatch):
+    import sftkit.models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert metrics.rouge_backend() == "rouge-score"
+    assert metrics.rouge_l_scores(["a b"], ["a b"])[1] == "rouge-score"
+    monkeypatch.setattr(sftkit.models, "hub_reachable", lambda timeout=3.0: True)
+    assert metrics.rouge_backend() == "evaluate"
+    with pytest.raises(ValueError, match="unknown ROUGE backend 'nltk'"):
+        metrics.rouge_l_scores(["a"], ["a"], backend="nltk")
 
 
 # ---------------------------------------------------------------------------- BLEU
