@@ -81,3 +81,34 @@ def test_compare_writes_a_flipped_zero_as_zero_not_minus_zero():
         assert table["invented_turn"][field] == 0.0 and math.copysign(1.0, table["invented_turn"][field]) == 1.0
     assert table["invented_turn"]["lower_is_better"] and not table["rouge_l"]["lower_is_better"]
     assert table["rouge_l"]["diff"] > 0.09 and table["rouge_l"]["low"] > 0
+
+
+def test_suite_writes_an_ifeval_section_per_model(tiny_model, tokenizer, tmp_path, monkeypatch):
+    """`sftkit eval`'s path: IFEval by the official checkers, per model, in eval.json and eval.md."""
+    import json
+
+    from sftkit.config import get_preset
+    from sftkit.evaluation import evaluate_suite, ifeval_for_model, write_eval_outputs
+    from sftkit.ifeval import lm_eval_version
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = get_preset("smoke")
+    suite = evaluate_suite("tiny", tiny_model, tokenizer, cfg)
+    result = suite.instructions
+    assert result["protocol"] == f"IFEval, official checkers via lm-eval {lm_eval_version()}, offline prompts"
+    assert result["n_prompts"] == 43 == len(suite.reference.per_example["instruction_loose"])
+    assert suite.reference.per_example["instruction_strict"] == [float(p["passed"]) for p in result["per_prompt"]]
+    assert suite.reference.summary["rouge_backend"] == "rouge-score"
+    # The demo's helper scores the same prompts the same way (greedy decoding).
+    alone = ifeval_for_model(tiny_model, tokenizer, cfg)
+    assert alone["per_prompt"] == result["per_prompt"]
+
+    written = write_eval_outputs(tmp_path, {"tiny": suite}, cfg, "test machine", 1.0)
+    section = json.loads((tmp_path / "eval.json").read_text())["models"]["tiny"]["ifeval"]
+    assert section == json.loads(json.dumps(written["models"]["tiny"]["ifeval"]))
+    for key in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"):
+        assert set(section[key]) == {"mean", "low", "high"}
+    assert section["fallback_kinds"] == {} and "per_prompt" not in section
+    report = (tmp_path / "eval.md").read_text()
+    assert "## IFEval (official checkers)" in report and f"lm-eval {lm_eval_version()}, offline prompts" in report
+    assert "Fallback kinds (not official): none" in report
