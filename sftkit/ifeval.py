@@ -1,9 +1,9 @@
 """IFEval scored by its official checkers: a named protocol, so the number can stand beside published ones.
 
 Why a named protocol decides the number. For the same model, SmolLM2-360M-Instruct, the model
-card reports IFEval 41.0 (its authors' protocol: lighteval, chat template, the average of
-prompt- and instruction-level loose accuracy) while the Open LLM Leaderboard reports 8.3 (its
-own protocol: lm-eval, prompt-level strict accuracy, its own generation settings). Neither is
+card reports IFEval 41.0 (its authors' protocol: lighteval with the chat template, "average
+prompt/inst" accuracy) while the Open LLM Leaderboard reports 8.3 (its own protocol: lm-eval,
+instruction- and prompt-level *strict* accuracy, normalised, its own generation settings). Neither is
 wrong; they answer different questions. A figure is only comparable to another figure measured
 the same way, so this module does not write its own checks: it runs the instruction registry
 of IFEval (Zhou et al. 2023, arXiv:2311.07911) as maintained inside EleutherAI's lm-eval
