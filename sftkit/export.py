@@ -94,7 +94,8 @@ def load_adapter_tokenizer(adapter_dir: str | Path, base: str) -> Any:
         adapter_dir / "tokenizer_config.json").is_file() else {}
     for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
         if isinstance(settings.get(key), str):
-            if settings[key] not in tokenizer.get_vocab():
+            token_id = tokenizer.convert_tokens_to_ids(settings[key])  # (get_vocab() builds a 262k-entry dict)
+            if token_id is None or (token_id == tokenizer.unk_token_id and key != "unk_token"):
                 raise ExportError(f"{adapter_dir}: its {key} {settings[key]!r} is not in the base tokenizer's vocabulary; "
                                   "save the adapter with its tokenizer.json")
             setattr(tokenizer, key, settings[key])

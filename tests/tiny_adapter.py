@@ -40,7 +40,11 @@ METRICS = {
 
 
 def build_tiny_adapter(run_dir: Path, make_tiny_model, tokenizer, seed: int = 0) -> Path:
-    """`run_dir/adapter` (pointing at `run_dir/base_model`), with `run.json` and `metrics.json` beside it."""
+    """`run_dir/adapter` (pointing at `run_dir/base_model`), with `run.json` and `metrics.json` beside it.
+
+    With seed 5 the tiny model closes some turns with the end-of-turn token and runs others to
+    the budget (tests/test_talk.py relies on both); the same seed gives the same adapter.
+    """
     from peft import get_peft_model
 
     from sftkit.adapters import point_adapter_at
@@ -51,6 +55,7 @@ def build_tiny_adapter(run_dir: Path, make_tiny_model, tokenizer, seed: int = 0)
     base = make_tiny_model()
     base.save_pretrained(run_dir / "base_model")
     tokenizer.save_pretrained(run_dir / "base_model")
+    torch.manual_seed(seed)  # peft draws LoRA's A matrices from the global generator
     model = get_peft_model(make_tiny_model(), build_lora_config(
         base, r=4, alpha=8, dropout=0.0, targets="all-linear", trainable_tokens=turn_token_ids(tokenizer)))
     generator = torch.Generator().manual_seed(seed)
