@@ -171,6 +171,9 @@ class EvalSettings:
     # A seeded subset of that many prompts of ifeval_source (0 = all; google/IFEval has 541).
     ifeval_subset: int = 0
     ifeval_seed: int = 0
+    # The demo scores IFEval for each model it evaluates (before, after, reference) too; each
+    # costs one batch of open generations (43 offline prompts at open_max_new_tokens).
+    demo_ifeval: bool = True
 
 
 @dataclass

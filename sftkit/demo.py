@@ -78,6 +78,13 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
         hard = [t for t in after.per_task if after.per_task[t] < 0.8]
         if hard:
             lines += ["", f"Still hard after training (exact match < 0.80): {', '.join(hard)}."]
+    if "ifeval" in before.summary:
+        from .ifeval import markdown as ifeval_markdown
+
+        evals = {"before": before.summary["ifeval"], "after": after.summary["ifeval"]}
+        if results.get("reference") and "ifeval" in results["reference"]:
+            evals[cfg.model.reference_name] = results["reference"]["ifeval"]
+        lines += ["", "## IFEval (official checkers, 95% intervals)", "", *ifeval_markdown(evals)]
     lines += ["", "## Side by side", ""]
     for row in results["side_by_side"]:
         lines += [
@@ -129,13 +136,15 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     e = cfg.eval
 
     print(f"[sftkit] baseline on {len(eval_set)} held-out prompts")
-    before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
+    ifeval_cfg = cfg if e.demo_ifeval else None  # IFEval per model: summary["ifeval"] (sftkit.ifeval)
+    before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length,
+                            ifeval_cfg=ifeval_cfg)
     print(f"[sftkit] training on {len(train_set)} conversations")
     result = train_and_record(cfg, model, tokenizer, train_set, out, data_report=data_report)
     print("[sftkit] evaluation after training")
     with merged_adapter(result.model):  # the base model's decoding speed; equal to rounding (verify_adapter)
         after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
-                               cfg.data.max_length)
+                               cfg.data.max_length, ifeval_cfg=ifeval_cfg)
 
     reference = evaluate_reference(cfg, eval_set)
     diffs = compare(before, after, e.bootstrap_resamples)
@@ -181,7 +190,8 @@ def evaluate_reference(cfg: RunConfig, eval_set: Any) -> ModelEval | None:
     tokenizer = prepare_tokenizer(load_tokenizer(name))
     model = load_model(name, dtype=cfg.model.dtype)
     e = cfg.eval
-    result = evaluate_model("instruct", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
+    result = evaluate_model("instruct", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length,
+                            ifeval_cfg=cfg if e.demo_ifeval else None)
     del model
     return result
 

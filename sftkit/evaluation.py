@@ -76,8 +76,13 @@ def evaluate_model(
     max_new_tokens: int = 128,
     batch_size: int = 16,
     max_length: int | None = None,
+    ifeval_cfg: Any = None,
 ) -> ModelEval:
-    """Generate for every prompt of `eval_set` and score it (see the module docstring)."""
+    """Generate for every prompt of `eval_set` and score it (see the module docstring).
+
+    With `ifeval_cfg` (a run config), IFEval too (`ifeval_for_model`): its result without the
+    per-prompt rows is ``summary["ifeval"]`` (the demo's metrics.json and report).
+    """
     prompts, references = _prompts_and_references(eval_set)
     generations = generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     texts = [g.text for g in generations]
@@ -121,6 +126,10 @@ def evaluate_model(
         # Which library computed ROUGE-L (`metrics.rouge_backend`): "evaluate" or "rouge-score".
         "rouge_backend": rouge_backend,
     }
+    if ifeval_cfg is not None:
+        from .ifeval import summary as ifeval_summary
+
+        summary["ifeval"] = ifeval_summary(ifeval_for_model(model, tokenizer, ifeval_cfg))
     return ModelEval(name, generations, per_example, summary, per_task)
 
 
