@@ -102,6 +102,13 @@ def test_suite_writes_an_ifeval_section_per_model(tiny_model, tokenizer, tmp_pat
     # The demo's helper scores the same prompts the same way (greedy decoding).
     alone = ifeval_for_model(tiny_model, tokenizer, cfg)
     assert alone["per_prompt"] == result["per_prompt"]
+    # ... and so does evaluate_model for the demo, into its summary (metrics.json), without per_prompt.
+    from datasets import Dataset
+
+    scored = evaluate_model("tiny", tiny_model, tokenizer, Dataset.from_list(make_task_examples(2, "dev")),
+                            max_new_tokens=4, batch_size=2, max_length=96, ifeval_cfg=cfg)
+    assert scored.summary["ifeval"]["prompt_strict"] == result["prompt_strict"]
+    assert "per_prompt" not in scored.summary["ifeval"]
 
     written = write_eval_outputs(tmp_path, {"tiny": suite}, cfg, "test machine", 1.0)
     section = json.loads((tmp_path / "eval.json").read_text())["models"]["tiny"]["ifeval"]
