@@ -153,10 +153,34 @@ def hf_judge(model: Any, tokenizer: Any, max_new_tokens: int = 4) -> Callable[[s
     return judge
 
 
-def load_judge(name: str = DEFAULT_JUDGE, dtype: str = "auto") -> Callable[[str, str, str], str | None] | None:
-    """The judge `name` loaded as an `hf_judge`; None, after one line saying so, when it cannot be had (offline)."""
+def prompt_text(messages: Sequence[dict[str, str]]) -> str:
+    """A conversation up to the reply being judged, as plain text for the judge (every turn, role first)."""
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def judge_evaluations(conversations: Sequence[Sequence[dict[str, str]]], base_replies: Sequence[str],
+                      tuned_replies: Sequence[str], judge: Judge, judge_name: str = DEFAULT_JUDGE,
+                      n_resamples: int = 1000, seed: int = 0) -> PairwiseResult:
+    """`judge_pairs` on held-out conversations (each ending with the user turn the replies answer)."""
+    return judge_pairs([prompt_text(c) for c in conversations], base_replies, tuned_replies, judge,
+                       judge_name=judge_name, n_resamples=n_resamples, seed=seed)
+
+
+def load_judge(name: str = DEFAULT_JUDGE, dtype: str = "auto",
+               require_gpu: bool = True) -> Callable[[str, str, str], str | None] | None:
+    """The judge `name` loaded as an `hf_judge`; None, after one line saying why, when it cannot run here.
+
+    Offline (the Hub unreachable and the model not cached) it says which judge it would use.
+    With `require_gpu` it also skips on a CPU: a 1.5B judge reading two replies per prompt
+    twice is minutes per few prompts there.
+    """
+    import torch
+
     from .models import ModelSourceError, load_model, load_tokenizer
 
+    if require_gpu and not torch.cuda.is_available():
+        print(f"[sftkit] model-judged comparison skipped: it would use {name} on a GPU (none here)")
+        return None
     try:
         tokenizer = load_tokenizer(name)
         model = load_model(name, dtype=dtype).eval()
