@@ -118,6 +118,9 @@ def _lifecycle_parsers(commands: Any) -> None:
     push.add_argument("--folder", required=True, help="adapter folder or merged folder")
     push.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
     push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--eval", default=None, metavar="EVAL_JSON",
+                      help="an eval.json (sftkit eval, notebook 04) for the card's evaluation table, "
+                           "instead of the metrics.json next to the folder")
 
 
 def _lifecycle(args: argparse.Namespace) -> int:
@@ -142,10 +145,11 @@ def _lifecycle(args: argparse.Namespace) -> int:
                                    temperature=args.temperature, dtype=args.dtype)
             run_chat(session, banner=f"[sftkit] chatting with {args.model}")
         else:
-            from .hub import HubError, push_folder
+            from .hub import HubError, metrics_from_eval, push_folder
 
             try:
-                url = push_folder(args.folder, args.repo_id, private=args.private)
+                metrics = metrics_from_eval(args.eval) if args.eval else None
+                url = push_folder(args.folder, args.repo_id, private=args.private, metrics=metrics)
             except HubError as error:
                 print(f"[sftkit] {error}", file=sys.stderr)
                 return 1

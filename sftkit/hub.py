@@ -93,6 +93,24 @@ def run_record(folder: str | Path) -> dict[str, Any]:
     return record
 
 
+def metrics_from_eval(eval_json: str | Path, tuned: str = "tuned", reference: str | None = "instruct") -> dict[str, Any]:
+    """An ``eval.json`` of `sftkit eval` or notebook 04 in the shape of the demo's ``metrics.json``, for the card.
+
+    `tuned` names the model whose differences from the baseline (the first model evaluated)
+    are reported; `reference`, if evaluated, fills the card's reference column.
+    """
+    results = json.loads(Path(eval_json).read_text())
+    models = results.get("models", {})
+    differences = next((v for k, v in results.items() if k.startswith("differences_vs_")), {})
+    if tuned not in differences:
+        raise HubError(f"{eval_json} has no differences for a model named {tuned!r} (models: {sorted(models)})")
+    metrics: dict[str, Any] = {"hardware": results.get("hardware"), "paired_differences": differences[tuned],
+                               "after": {"n": models.get(tuned, {}).get("summary", {}).get("n")}}
+    if reference and reference in models:
+        metrics["reference"] = {"model": reference, **models[reference].get("summary", {})}
+    return metrics
+
+
 def base_model_of(folder: str | Path, record: dict[str, Any] | None = None) -> tuple[str, str | None, str | None]:
     """(the base as the folder names it, its Hub id or None, its license or None)."""
     folder = Path(folder)
@@ -165,7 +183,7 @@ def _evaluation_lines(metrics: dict[str, Any]) -> list[str]:
     ref_name = reference.get("model")
     header = "| metric | base | tuned | tuned - base (paired 95% CI) |" + (f" {ref_name} |" if ref_name else "")
     lines = [f"Greedy decoding on {n} held-out conversations" if n else "Held-out evaluation",
-             f"({metrics.get('hardware', 'hardware not recorded')}); written by `sftkit demo`/`sftkit eval`.", "",
+             f"({metrics.get('hardware') or 'hardware not recorded'}), measured by sftkit's harness.", "",
              header, "| --- | --- | --- | --- |" + (" --- |" if ref_name else "")]
     for name, d in diffs.items():
         row = (f"| {name}{' (lower is better)' if d.get('lower_is_better') else ''} | {_fmt(d['before'])} | "
@@ -176,8 +194,12 @@ def _evaluation_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(folder: str | Path, repo_id: str | None = None) -> Any:
-    """The `huggingface_hub.ModelCard` of an adapter or merged folder, from the run's records (module docstring)."""
+def model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str, Any] | None = None) -> Any:
+    """The `huggingface_hub.ModelCard` of an adapter or merged folder, from the run's records (module docstring).
+
+    `metrics` (the shape of ``metrics.json``; `metrics_from_eval` makes it from an ``eval.json``)
+    replaces the ``metrics.json`` found next to the folder.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
@@ -185,7 +207,7 @@ def model_card(folder: str | Path, repo_id: str | None = None) -> Any:
     if not adapter and not is_model_folder(folder):
         raise HubError(f"{folder} is neither an adapter folder nor a model folder: nothing to describe")
     record = run_record(folder)
-    run, metrics = record.get("run", {}), record.get("metrics", {})
+    run, metrics = record.get("run", {}), metrics or record.get("metrics", {})
     named, hub_id, license_id = base_model_of(folder, record)
     tags = ["sftkit", "sft", "lora", "text-generation"] + ([] if adapter else ["merged"])
     data = ModelCardData(base_model=hub_id, library_name="peft" if adapter else "transformers", license=license_id,
@@ -222,7 +244,7 @@ def model_card(folder: str | Path, repo_id: str | None = None) -> Any:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
-def write_model_card(folder: str | Path, repo_id: str | None = None) -> Path:
+def write_model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str, Any] | None = None) -> Path:
     """Write the card as ``folder/README.md`` (replacing peft's empty template or an earlier sftkit card) and return its path.
 
     A README written by someone else is kept: the card then goes to ``folder/MODEL_CARD.md``
@@ -234,7 +256,7 @@ def write_model_card(folder: str | Path, repo_id: str | None = None) -> Path:
         existing = path.read_text(errors="replace")
         if CARD_MARK not in existing and "[More Information Needed]" not in existing:
             path = folder / "MODEL_CARD.md"
-    model_card(folder, repo_id).save(path)
+    model_card(folder, repo_id, metrics).save(path)
     return path
 
 
@@ -269,7 +291,8 @@ def _operations(folder: Path, card_path: Path, hub_base: str | None) -> list[Any
     return operations
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: Any = None) -> str:
+def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: Any = None,
+                metrics: dict[str, Any] | None = None) -> str:
     """Write the model card and upload `folder` to the Hub repository `repo_id` in one commit; the repo's URL.
 
     Raises `HubError` (one line) when the folder is not a model or adapter, the Hub is
@@ -281,7 +304,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: An
                        "nor a model folder (config.json + model*.safetensors)")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"--repo-id {repo_id!r} must be USER/NAME (or ORG/NAME)")
-    card_path = write_model_card(folder, repo_id)
+    card_path = write_model_card(folder, repo_id, metrics)
     if not hub_reachable():
         raise HubError(f"the Hugging Face Hub is unreachable (offline or HF_HUB_OFFLINE=1): nothing pushed; "
                        f"the model card is in {card_path}")

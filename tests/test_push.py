@@ -153,3 +153,21 @@ def test_sftkit_push_offline_is_one_line_and_the_token_is_nowhere(tiny_adapter, 
     assert SENTINEL not in done.stdout + done.stderr
     assert (run / "adapter" / "README.md").is_file(), "the card is written even when nothing can be pushed"
     assert not _files_containing(tmp_path, SENTINEL)
+
+
+def test_card_takes_the_evaluation_of_an_eval_json(tiny_adapter, tmp_path):
+    from sftkit.hub import metrics_from_eval
+
+    diffs = METRICS["paired_differences"]
+    eval_json = tmp_path / "eval.json"  # the layout sftkit.evaluation.write_eval_outputs writes
+    eval_json.write_text(json.dumps({
+        "hardware": "GPU: test", "preset": "smoke",
+        "models": {"base": {"summary": {"n": 8}}, "tuned": {"summary": {"n": 8}},
+                   "instruct": {"summary": {"n": 8, "stopped": 0.25}}},
+        "differences_vs_base": {"tuned": diffs, "instruct": {}}}))
+    metrics = metrics_from_eval(eval_json)
+    text = model_card(tiny_adapter, metrics=metrics).text
+    assert "Greedy decoding on 8 held-out conversations" in text and "GPU: test" in text
+    assert "| stopped | 0.000 | 0.875 | +0.875 [+0.625, +1.000] | 0.250 |" in text
+    with pytest.raises(sftkit.hub.HubError, match="no differences for a model named 'adapter'"):
+        metrics_from_eval(eval_json, tuned="adapter")
