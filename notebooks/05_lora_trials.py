@@ -95,7 +95,9 @@ print(f"overrides: {OVERRIDES}" if OVERRIDES else "overrides: none")
 # - the **same training rows and the same held-out rows** for every trial. With the built-in
 #   tasks the held-out rows come from their **dev split** (names, words and numbers that are in
 #   neither the training nor the test split): choosing a configuration is model selection, and
-#   a test split used for it would no longer measure anything;
+#   a test split used for it would no longer measure anything. On the `t4` preset (a Hub
+#   dataset) they are a seeded hold-out of a sample of its `train` split, for the same reason:
+#   its `test` split is what chapters 03 and 04 report on;
 # - a trial changes only the settings it names; the rest come from the preset. One coupling is
 #   deliberate: when a trial sets the rank but not alpha, alpha follows the rank so that the
 #   update's scale $\alpha / r$ stays the preset's (otherwise a higher rank would also silently
@@ -118,19 +120,28 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 import sftkit.chapters.trials
+import sftkit.data
 import sftkit.demo
 import sftkit.runs
 import sftkit.viz
 
 datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation in every trial
+
+# %%
 tcfg = copy.deepcopy(cfg)  # the trials' copy of the preset; the preset itself is not changed
 if PRESET == "cpu-demo":  # 13 trials on 2 CPU cores: one pass over 160 rows each, short generations
     tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps, tcfg.eval.max_new_tokens = 160, 32, 20, 40
-elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversations each
-    tcfg.data.train_size, tcfg.data.eval_size, tcfg.train.max_steps = 1000, 100, 60
-tcfg.data.eval_split, tcfg.data.curriculum = "dev", {}  # select on dev (t4: a Hub slice); the mix only
-train_set, eval_set = sftkit.demo.load_demo_data(tcfg)
-print(f"{len(train_set)} training / {len(eval_set)} held-out conversations ({tcfg.data.eval_split} split for built-in tasks); "
+elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversations each (fewer if overridden smaller)
+    tcfg.data.train_size, tcfg.data.eval_size = min(1000, cfg.data.train_size), min(100, cfg.data.eval_size)
+    tcfg.train.max_steps = 60 if cfg.train.max_steps < 0 else min(60, cfg.train.max_steps)
+tcfg.data.eval_split, tcfg.data.curriculum = "dev", {}  # select on dev; the mix only
+if PRESET == "t4":  # a Hub dataset: select on rows held out of its train split, never on the test split 03/04 report on
+    pool, _ = sftkit.data.sample_conversations(tcfg.data.source, tcfg.data.train_size + tcfg.data.eval_size, "train",
+                                               seed=tcfg.data.seed, buffer_size=tcfg.data.shuffle_buffer)
+    train_set, eval_set = sftkit.data.split_dataset(pool, tcfg.data.eval_size, seed=tcfg.data.seed)
+else:
+    train_set, eval_set = sftkit.demo.load_demo_data(tcfg)
+print(f"{len(train_set)} training / {len(eval_set)} held-out conversations; "
       f"{tcfg.train.max_steps} steps per trial, batch {tcfg.train.per_device_train_batch_size} x {tcfg.train.gradient_accumulation_steps}")
 
 # %% [markdown]
@@ -168,6 +179,15 @@ pd.DataFrame([{"trial": spec.name, **spec.resolve(tcfg)} for spec in SPECS]).set
 # the cell skips every finished trial** and a grid interrupted by a disconnect resumes where
 # it stopped (a trial whose name is in the file with *different* settings is refused, not
 # silently reused).
+#
+# **How long on a T4 (`t4` preset): an estimate, not a measurement** (no T4 run is recorded
+# yet; the method and assumed rate of chapter 03). A trial trains 60 steps of 16 conversations,
+# about $4.8\times10^{5}$ tokens at an assumed 500 tokens each; at about $6N$ FLOPs per token
+# with gradient checkpointing, $6 \times 3.6\times10^{8} \times 4.8\times10^{5} \approx
+# 1.0\times10^{15}$ FLOPs, about 2 minutes at an assumed sustained 10 TFLOP/s. Its held-out
+# NLL on 100 conversations is a forward pass ($2N$ per token, seconds). The 9 trials of stage 1
+# take about 16 minutes and the 4 of stage 2 about 7, plus loading a fresh model for each trial:
+# about 25 minutes in all.
 
 # %%
 LOAD = functools.partial(sftkit.runs.load_for, tcfg)  # called once per trial: a fresh model every time

@@ -118,8 +118,9 @@ if PRESET == "cpu-demo":  # full fine-tuning of 135M parameters on 2 CPU cores: 
     acfg.train.max_steps = 20  # one pass over 160 rows at batch 8
 elif PRESET == "smoke":
     N_TRAIN, N_TEST, MAX_NEW = cfg.data.train_size, cfg.data.eval_size, cfg.eval.max_new_tokens
-else:  # t4: one pass over 2,000 rows, sequences up to 512 tokens
-    acfg.data.max_length = 512
+else:  # t4: one pass over 2,000 rows, sequences up to 512 tokens (less when the preset's sizes are overridden smaller)
+    N_TRAIN, N_TEST = min(N_TRAIN, cfg.data.train_size), min(N_TEST, cfg.data.eval_size)
+    MAX_NEW, acfg.data.max_length = min(MAX_NEW, cfg.eval.max_new_tokens), min(512, cfg.data.max_length)
 print(f"{N_TRAIN} train + {N_TEST} test rows (the exercise asks for 2,000 + 200); max_length {acfg.data.max_length}; "
       f"{'one epoch' if acfg.train.max_steps < 0 else f'{acfg.train.max_steps} steps'} at batch "
       f"{acfg.train.per_device_train_batch_size} x {acfg.train.gradient_accumulation_steps}; fp32 weights")
@@ -127,8 +128,9 @@ print(f"{N_TRAIN} train + {N_TEST} test rows (the exercise asks for 2,000 + 200)
 # %% [markdown]
 # ## The data, and rows with nothing to learn
 #
-# On the `t4` preset the rows are Stanford Alpaca from the Hub (`tatsu-lab/alpaca`, 52k rows).
-# Offline they are sftkit's built-in verifiable tasks written as Alpaca rows: the tasks that
+# On the `t4` preset the rows are Stanford Alpaca from the Hub (`data.alpaca_source`:
+# `tatsu-lab/alpaca`, 52k rows, 24 MB: the whole split is read and the split below draws from
+# it by seed). Offline (`data.alpaca_source` unset, as on `cpu-demo` and `smoke`) they are sftkit's built-in verifiable tasks written as Alpaca rows: the tasks that
 # come with data (reverse a name, upper-case a sentence, extract JSON) put it in `input`, the
 # others keep everything in `instruction`, so both templates occur and every answer can still
 # be checked exactly. Two deliberately broken rows are appended offline so that the filter has
@@ -137,12 +139,12 @@ print(f"{N_TRAIN} train + {N_TEST} test rows (the exercise asks for 2,000 + 200)
 # numbers.
 
 # %%
-if cfg.data.source == "builtin-tasks":  # offline: the built-in tasks as Alpaca rows
+if cfg.data.alpaca_source is None:  # offline: the built-in tasks as Alpaca rows
     raw = sftkit.chapters.alpaca.alpaca_from_tasks(N_TRAIN + N_TEST, "train", seed=cfg.data.seed)
     raw += [{"instruction": "Say nothing.", "input": "", "output": "  "},  # two broken rows, to see the filter work
             {"instruction": "", "input": "some text", "output": "an answer to no question"}]
-else:  # t4: Stanford Alpaca from the Hub
-    raw = list(sftkit.chapters.alpaca.load_alpaca_hub())
+else:  # t4: Stanford Alpaca from the Hub (data.alpaca_source: a Hub id or a local folder laid out as it)
+    raw = list(sftkit.chapters.alpaca.load_alpaca_hub(cfg.data.alpaca_source))
 rows, report = sftkit.chapters.alpaca.filter_empty_outputs(raw)
 pd.Series({"rows read": report["rows"], "kept": report["kept"],
            **{f"dropped: {reason}": n for reason, n in report["dropped"].items()},
@@ -281,6 +283,16 @@ print(f"{len(replaced)} layers replaced by LoRALinear; (b) and (c) train the sam
 pd.DataFrame(COUNTS).T.astype({"trainable": int, "total": int}).round(3)
 
 # %% [markdown]
+# **How long on a T4 (`t4` preset): an estimate, not a measurement** (no T4 run is recorded
+# yet; the method and assumed rate of chapter 03). Each variant makes one pass over 2,000 rows
+# of an assumed 200 tokens (the template, the instruction and a short response): $4\times10^{5}$
+# tokens. With gradient checkpointing a LoRA variant costs about $6N$ FLOPs per token,
+# $6 \times 3.6\times10^{8} \times 4\times10^{5} \approx 8.6\times10^{14}$, under 2 minutes at an
+# assumed sustained 10 TFLOP/s; full fine-tuning adds the weight gradients ($8N$ per token,
+# $1.2\times10^{15}$ FLOPs, about 2 minutes) and an AdamW update of every weight. About 5 minutes
+# of training for the three; the greedy generations (200 prompts, up to 128 new tokens, four
+# models) are bound by per-step overhead rather than FLOPs and add a few minutes more.
+#
 # Training uses `transformers.Trainer` with TRL's `DataCollatorForLanguageModeling`, which pads
 # the prebuilt labels with -100 and leaves them otherwise as they are. Every variant gets the
 # same rows in the same order (same seed), the same schedule and the same number of steps; only

@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 
 from ..adapters import save_adapter
 from ..config import RunConfig
-from ..data import DataSourceError, load_hub_dataset
+from ..data import SAMPLE_BUFFER, DataSourceError, load_hub_dataset, stream_sample
 from ..generate import Generation, generate_batch
 from ..lora import build_lora_config, trainable_parameters
 from ..measure import NonFiniteLossError, peak_memory_mb
@@ -127,19 +127,39 @@ def generate_on_policy(model: Any, tokenizer: Any, examples: Iterable[dict[str, 
 
 
 def load_hub_preferences(name: str = "trl-lib/ultrafeedback_binarized", limit: int | None = None,
-                         split: str = "train"):
-    """A preference data set from the Hub (the Colab path), as a `datasets.Dataset`.
+                         split: str = "train", seed: int = 0, buffer_size: int = SAMPLE_BUFFER):
+    """A preference data set from the Hub (the Colab path), or a local folder laid out as one, as a
+    `datasets.Dataset`.
 
     ``trl-lib/ultrafeedback_binarized`` is already in TRL's conversational preference format
-    (``chosen``/``rejected`` message lists sharing the prompt; TRL extracts it). Raises
-    `sftkit.data.DataSourceError` in one line when the Hub cannot be reached.
+    (``chosen``/``rejected`` message lists sharing the prompt); the shared prompt is split off
+    with TRL's `maybe_extract_prompt`, so the result has ``prompt``, ``chosen`` and ``rejected``
+    as `train_dpo` needs (without it, the Colab path failed there). With `limit`,
+    a seeded sample of that many pairs is streamed (`sftkit.data.stream_sample`), not the
+    split's first rows after downloading all of it: UltraFeedback's rows come grouped by the
+    data set their prompt came from. Raises `sftkit.data.DataSourceError` in one line when the
+    Hub cannot be reached.
     """
-    data = load_hub_dataset(name, split, limit, offline_hint=(
-        "offline, build on-policy pairs with sftkit.chapters.preference.build_preference_pairs on the built-in tasks"))
-    keep = [column for column in ("prompt", "chosen", "rejected") if column in data.column_names]
-    if not {"chosen", "rejected"} <= set(keep):
+    from datasets import Dataset
+
+    hint = "offline, build on-policy pairs with sftkit.chapters.preference.build_preference_pairs on the built-in tasks"
+    if limit is None:
+        data = load_hub_dataset(name, split, offline_hint=hint)
+    elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    else:
+        stream = stream_sample(name, split, seed=seed, buffer_size=buffer_size, offline_hint=hint)
+        data = Dataset.from_list(list(stream.take(limit)), features=stream.features)
+    if not {"chosen", "rejected"} <= set(data.column_names):
         raise DataSourceError(f"{name!r} has no chosen/rejected columns (columns: {data.column_names})")
-    return data.select_columns(keep)
+    data = data.select_columns([c for c in ("prompt", "chosen", "rejected") if c in data.column_names])
+    if "prompt" not in data.column_names:
+        # An implicit prompt (ultrafeedback_binarized: both conversations start with the user turn):
+        # TRL's extract_prompt splits off the shared prefix, so train_dpo gets prompt/chosen/rejected.
+        from trl import maybe_extract_prompt
+
+        data = data.map(maybe_extract_prompt)
+    return data
 
 
 # --------------------------------------------------------------------------- training
