@@ -101,6 +101,24 @@ if not (ADAPTER / "adapter_config.json").is_file():
     del _model, _tokenizer
 print(f"adapter: {ADAPTER}")
 
+# %% [markdown]
+# **How long on a T4 (`t4` preset): a FLOP estimate, not a measurement** (no T4 run is recorded
+# yet; the method and assumptions are chapter 03's). Three models of $N = 3.6\times10^{8}$
+# parameters each (SmolLM2-360M base, tuned, and -Instruct) generate at most
+# $200\times256$ tokens on the held-out prompts, the same again inside the suite below, and
+# $236\times128$ on its open prompts (200 IFEval + 36 refusal): about $1.3\times10^{5}$ tokens per
+# model. Reading the prompts and scoring the reference replies passes about $4\times10^{5}$ more
+# tokens per model through the network (200 conversations at an assumed 500 tokens, twice for
+# generation and twice for the assistant NLL). At $2N$ FLOPs per token (a forward pass only) that is
+# $2 \times 3.6\times10^{8} \times 3 \times 5.3\times10^{5} \approx 1.2\times10^{15}$ FLOPs: about
+# 2 minutes at the assumed sustained 10 TFLOP/s. Decoding is not FLOP-bound, though: each of the
+# $3 \times (2 \times 7 \times 256 + 8 \times 128) \approx 13{,}800$ batched decoding steps reads
+# all 0.72 GB of fp16 weights, at least 31 s at the T4's 320 GB/s, and `generate`'s own per-step
+# overhead comes on top; so read the estimate as a floor. The optional judge at the end adds
+# 96 judgements by a 1.5B model (about $2\times10^{14}$ FLOPs at an assumed 700 tokens each, some
+# 20 s) plus its download. The evaluation cells print their measured wall time on the hardware that
+# ran them.
+
 # %%
 base, tokenizer = sftkit.runs.load_for(cfg)
 MODELS = {"base": (base.eval(), tokenizer), "tuned": (sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer), tokenizer)}
@@ -332,7 +350,91 @@ print("bertviz views (open in a browser with internet access):", *views.values()
 # flow, not what the model uses. The bertviz views (saved next to the evaluation outputs) show
 # every head of every layer. With the `smoke` preset the weights are random and the map has no
 # meaning.
+
+# %% [markdown]
+# ## After evaluation: a merged model, a chat, the Hub, and a judge
 #
+# The adapter needs peft and its base model to run. `sftkit.export.export_merged` (the
+# `sftkit export` command) folds it into the base weights (the LoRA products and the trained
+# turn-token rows alike, with peft's `merge_and_unload`) and saves an ordinary safetensors
+# model with the tokenizer, the training chat template and a generation config whose EOS is the
+# end-of-turn token. It then reads the folder back with transformers alone and checks that its
+# logits equal base + adapter to rounding; otherwise it raises.
+
+# %%
+import sftkit.export
+
+MERGED = RUNS / "04_merged"
+export = sftkit.export.export_merged(ADAPTER, MERGED, force=True)  # force replaces only an earlier export
+print(f"merged model in {MERGED} ({export.dtype}): largest |logit difference| from base + adapter "
+      f"{export.max_logit_diff:.2g}, against logits up to {export.max_abs_logit:.3g}")
+print("files:", ", ".join(export.files))
+
+# %% [markdown]
+# **A conversation with the merged model**, as `sftkit chat --model runs/<preset>/04_merged` holds
+# one in a terminal (it also takes the adapter folder). Each reply is generated from the whole
+# conversation so far through the saved template, is printed piece by piece while `generate` runs
+# (a `transformers.TextStreamer`), and ends at the end-of-turn token. Here two turns are scripted.
+
+# %%
+import functools
+
+import sftkit.talk
+
+merged_model, merged_tokenizer = sftkit.export.load_saved_model(MERGED)
+session = sftkit.talk.ChatSession(merged_model, merged_tokenizer, max_new_tokens=e.open_max_new_tokens)
+for message in ("Name three colours.", "Which of them is the colour of the sky?"):
+    print(f"you> {message}\nmodel> ", end="")
+    turn = session.reply(message, on_text=functools.partial(print, end="", flush=True))
+    print("" if turn.stopped else f" [no end-of-turn within {session.max_new_tokens} tokens]")
+print(f"\nthe second prompt carried the first exchange: {session.turns[0].reply in session.turns[1].prompt}")
+del merged_model
+
+# %% [markdown]
+# **Sharing it.** `sftkit.hub.write_model_card` writes the adapter's `README.md`: base model and
+# its license, the data sample (rows per source), the hyperparameters and the evaluation table
+# above with its paired intervals. `push_folder` (`sftkit push --folder DIR --repo-id USER/NAME`)
+# uploads the folder with it, given a token in `HF_TOKEN` or Colab's secrets (never printed or
+# saved). Set `HUB_REPO` to push; without a repository, a token or the Hub, the cell says so in one line.
+
+# %%
+import sftkit.hub
+
+HUB_REPO = None  # e.g. "your-name/smollm2-360m-sft"
+card_metrics = sftkit.hub.metrics_from_eval(EVAL_OUT / "eval.json", reference="instruct")
+card = sftkit.hub.write_model_card(ADAPTER, HUB_REPO, card_metrics)
+print(f"model card: {card}")
+try:
+    if HUB_REPO is None:
+        raise sftkit.hub.HubError("no HUB_REPO set: nothing pushed")
+    print("pushed:", sftkit.hub.push_folder(ADAPTER, HUB_REPO, private=True, metrics=card_metrics))
+except sftkit.hub.HubError as error:
+    print(f"[sftkit] push skipped: {error}")
+
+# %% [markdown]
+# **A model-judged comparison (optional).** Overlap with one reference reply says little about
+# open conversation. Where a GPU and the Hub are at hand, a larger instruct model
+# (`sftkit.judge.DEFAULT_JUDGE`, Qwen2.5-1.5B-Instruct) reads each held-out prompt with the base
+# and the tuned reply and names the better one, once in each order: judges prefer whichever
+# reply they read first, and a prompt counts as a win only when the tuned reply comes out ahead
+# over both orders. These are a model's opinions, with its own biases (length, style), and are
+# labelled model-judged. Offline or on a CPU the cell says which judge it would use and skips.
+
+# %%
+import sftkit.judge
+
+judge = sftkit.judge.load_judge()
+if judge is not None:
+    JUDGE_N = min(48, len(eval_set))  # prompts judged, each in both orders
+    JUDGED = sftkit.judge.judge_evaluations(
+        [row["messages"][:-1] for row in eval_set.select(range(JUDGE_N))],
+        [g.text for g in EVALS["base"].generations[:JUDGE_N]], [g.text for g in EVALS["tuned"].generations[:JUDGE_N]],
+        judge, n_resamples=e.bootstrap_resamples)
+    display(pd.DataFrame({f"tuned vs base, judged by {JUDGED.judge} (model-judged)": JUDGED.table()}))
+    print(f"{JUDGED.n} prompts; both orders agreed on {JUDGED.position_consistency:.0%}; "
+          f"unparsable verdicts: {JUDGED.unparsable}")
+
+# %% [markdown]
 # ## Limitations, challenges, and what to do next
 #
 # **Limitations of this evaluation.**
