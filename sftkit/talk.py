@@ -107,7 +107,14 @@ def run_chat(session: ChatSession, stdin: TextIO | None = None, stdout: TextIO |
     """The terminal loop: read a line, stream the reply; ``/reset``, ``/exit`` and end of input handled."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    interactive = stdin.isatty()
+    # A person at a terminal gets input() with line editing and history (readline); piped or
+    # scripted input is read line by line and echoed, so the transcript reads like a typed one.
+    interactive = stdin is sys.stdin and stdin.isatty() and stdout is sys.stdout
+    if interactive:
+        try:
+            import readline  # noqa: F401  (imported for its effect on input())
+        except ImportError:
+            pass
 
     def write(text: str) -> None:
         stdout.write(text)
@@ -117,14 +124,19 @@ def run_chat(session: ChatSession, stdin: TextIO | None = None, stdout: TextIO |
         write(banner + "\n")
     write("[sftkit] /reset starts a new conversation, /exit (or Ctrl-D) quits\n")
     while True:
-        write("you> ")
-        line = stdin.readline()
-        if not line:  # end of input
-            write("\n" if interactive else "")
-            break
-        text = line.strip()
-        if not interactive:
-            write(text + "\n")  # a piped transcript reads like a typed one
+        if interactive:
+            try:
+                text = input("you> ").strip()
+            except EOFError:  # Ctrl-D
+                write("\n")
+                break
+        else:
+            write("you> ")
+            line = stdin.readline()
+            if not line:  # end of input
+                break
+            text = line.strip()
+            write(text + "\n")
         if not text:
             continue
         if text == "/exit":
