@@ -152,6 +152,91 @@ def test_overrides_point_the_t4_preset_at_the_standins(paths):
     assert cfg.data.source == str(paths.dataset)
     assert cfg.model.name == str(paths.base_model)
     assert cfg.model.reference_name == str(paths.instruct_model)
+    assert (cfg.data.preference_source, cfg.data.alpaca_source, cfg.data.classification_source) == (
+        str(paths.preferences), str(paths.alpaca), str(paths.news))
+    assert (cfg.model.encoder_name, cfg.model.student_name) == (str(paths.encoder), str(paths.student_model))
+    t4 = get_preset("t4")  # the preset itself names the Hub ids the stand-ins replace
+    assert (t4.data.preference_source, t4.data.alpaca_source, t4.data.classification_source) == (
+        standins.PREFERENCE_ID, standins.ALPACA_ID, standins.NEWS_ID)
+    assert (t4.model.encoder_name, t4.model.student_name) == (standins.ENCODER_ID, standins.STUDENT_ID)
+    assert get_preset("cpu-demo").data.preference_source is None  # offline: on-policy pairs, no Hub
+
+
+# --------------------------------------------------------------------------- the later chapters' stand-ins
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_preference_standin_has_ultrafeedback_binarized_layout_and_loads_as_dpo_pairs(paths):
+    from sftkit.chapters.preference import load_hub_preferences
+
+    assert _files(paths.preferences) == ["README.md", "data/test-00000-of-00001.parquet",
+                                         "data/train-00000-of-00001.parquet"]
+    front = _front_matter(paths.preferences / "README.md")
+    assert [c["path"] for c in front["configs"][0]["data_files"]] == ["data/train-*", "data/test-*"]
+    train = datasets.load_dataset(str(paths.preferences), split="train")
+    assert train.features == standins.PREFERENCE_FEATURES
+    assert all(c > r for c, r in zip(train["score_chosen"], train["score_rejected"]))
+    assert all(row["chosen"][0] == row["rejected"][0] and row["chosen"][0]["role"] == "user" for row in train)
+    pairs = load_hub_preferences(str(paths.preferences), limit=8)  # what chapter 06 calls on t4
+    assert pairs.column_names == ["chosen", "rejected", "prompt"] and len(pairs) == 8
+    assert all([m["role"] for m in row["prompt"]] == ["user"] and [m["role"] for m in row["chosen"]] == ["assistant"]
+               for row in pairs)
+
+
+def test_alpaca_standin_has_the_hub_layout_one_split_and_the_template_text(paths):
+    from sftkit.chapters.alpaca import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, load_alpaca_hub
+
+    assert _files(paths.alpaca) == ["README.md", "data/train-00000-of-00001-a09b74b3ef9c3b56.parquet"]
+    front = _front_matter(paths.alpaca / "README.md")
+    assert "configs" not in front and front["license"] == "cc-by-nc-4.0"
+    assert datasets.get_dataset_split_names(str(paths.alpaca)) == ["train"]
+    train = datasets.load_dataset(str(paths.alpaca), split="train")
+    assert train.features == standins.ALPACA_FEATURES
+    with_input = [row for row in train if row["input"]]
+    assert 0.2 < len(with_input) / len(train) < 0.6
+    for row in train:  # the `text` column is the Alpaca template (the chapter's own) with the output
+        template = PROMPT_WITH_INPUT if row["input"] else PROMPT_NO_INPUT
+        assert row["text"] == template.format(**row) + row["output"]
+    assert load_alpaca_hub(str(paths.alpaca)).column_names == ["instruction", "input", "output"]
+
+
+def test_news_standin_has_ag_news_features_and_balanced_labels(paths):
+    assert _files(paths.news) == ["README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"]
+    test = datasets.load_dataset(str(paths.news), split="test")
+    assert test.features["label"].names == ["World", "Sports", "Business", "Sci/Tech"]
+    counts = [list(test["label"]).count(label) for label in range(4)]
+    assert max(counts) - min(counts) <= 1
+
+
+def test_encoder_standin_is_bert_base_uncased_shaped_with_its_special_token_ids(paths):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = json.loads((paths.encoder / "config.json").read_text())
+    reduced = {"num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size"}
+    assert {k: config[k] for k in standins.BERT_BASE_UNCASED_CONFIG if k not in reduced} == {
+        k: v for k, v in standins.BERT_BASE_UNCASED_CONFIG.items() if k not in reduced}
+    tokenizer = AutoTokenizer.from_pretrained(paths.encoder)
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [
+        0, 100, 101, 102, 103]
+    assert len(tokenizer) == config["vocab_size"]
+    tokens = tokenizer("Shares in Northwind FALL").tokens()
+    assert tokens == ["[CLS]", "shares", "in", "northwind", "fall", "[SEP]"]  # uncased, whole words of the news
+    model = AutoModelForSequenceClassification.from_pretrained(paths.encoder, num_labels=4)
+    assert model(**tokenizer(["a test"], return_tensors="pt")).logits.shape == (1, 4)
+
+
+def test_student_standin_has_smollm2_135m_config_and_the_base_tokenizer(paths):
+    from transformers import AutoTokenizer
+
+    config = json.loads((paths.student_model / "config.json").read_text())
+    for key in ("num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings"):
+        assert config[key] == standins.SMOLLM2_135M_CONFIG[key], key
+    assert config["hidden_size"] % (2 * config["num_attention_heads"]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(paths.student_model)
+    assert tokenizer.bos_token == tokenizer.eos_token == "<|endoftext|>" and tokenizer.chat_template is None
 
 
 def test_model_width_must_split_into_fifteen_even_heads(tmp_path):
