@@ -176,13 +176,15 @@ def _check_out(out_dir: Path, adapter_dir: Path, force: bool) -> bool:
 
 @torch.no_grad()
 def export_merged(adapter_dir: str | Path, out_dir: str | Path, force: bool = False,
-                  dtype: str = "float32") -> ExportResult:
+                  dtype: str = "float32", loaded: tuple[Any, Any] | None = None) -> ExportResult:
     """Merge an adapter into its base and save a standalone model in `out_dir`; check it by logits.
 
     `dtype` is the precision of the merge and of the saved weights (fp32 by default: the check
     then holds to fp32 rounding; "bfloat16" halves the file). Raises `ExportError` for a folder
     that is not an adapter, an `out_dir` that is not empty (unless `force`), or an export whose
-    logits differ from base + adapter by more than rounding.
+    logits differ from base + adapter by more than rounding. `loaded` is the adapter already
+    loaded by `load_adapter_folder` (model, tokenizer), to save loading it twice; the model is
+    merged in place, so it is consumed.
     """
     from transformers import AutoModelForCausalLM
 
@@ -192,7 +194,7 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, force: bool = Fa
     out_dir = Path(out_dir)
     replace = _check_out(out_dir, adapter_dir, force)  # before the slow part: fail fast
     torch_dtype = resolve_dtype(dtype)
-    model, tokenizer = load_adapter_folder(adapter_dir, dtype=torch_dtype, device="cpu")
+    model, tokenizer = loaded or load_adapter_folder(adapter_dir, dtype=torch_dtype, device="cpu")
     ids = probe_ids(tokenizer)
     expected = model(input_ids=ids).logits.float()
     merged = model.merge_and_unload()

@@ -118,11 +118,11 @@ print(json.dumps({"eos_id": tok.eos_token_id, "eos": tok.eos_token, "generation_
 def test_export_of_the_committed_demo_adapter_stands_alone(tmp_path):
     if not (DEMO_ADAPTER / "adapter_model.safetensors").is_file():
         pytest.fail(f"{DEMO_ADAPTER} has no adapter_model.safetensors")
-    result = export_merged(DEMO_ADAPTER, tmp_path / "merged")
     peft_model, tokenizer = load_adapter_folder(DEMO_ADAPTER)
     ids = probe_ids(tokenizer)
     with torch.no_grad():
-        expected = peft_model(input_ids=ids).logits
+        expected = peft_model(input_ids=ids).logits.clone()
+    result = export_merged(DEMO_ADAPTER, tmp_path / "merged", loaded=(peft_model, tokenizer))  # loaded once
     del peft_model
     torch.save(ids, tmp_path / "ids.pt")
     done = subprocess.run([sys.executable, "-c", USER_CODE, str(result.out_dir), str(tmp_path / "ids.pt"),
