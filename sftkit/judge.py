@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .metrics import bootstrap_ci
 
-Judge = Callable[[str, str, str], str]
+# (prompt, reply shown first as A, reply shown second as B) -> "A", "B", "tie", or None when unparsable
+Judge = Callable[[str, str, str], "str | None"]
 VERDICTS = ("A", "B", "tie")
 # Instruct models that fit a free Colab T4 next to the tuned model, permissively licensed
 # (Apache-2.0); the first is the default.
@@ -87,7 +88,6 @@ class PairwiseResult:
     first_position_rate: float | None
     unparsable: int = 0
     label: str = "model-judged"
-    notes: list[str] = field(default_factory=list)
 
     def table(self) -> dict[str, str]:
         """{outcome: "mean [low, high]"} for display."""
@@ -137,7 +137,7 @@ def judge_pairs(prompts: Sequence[str], base_replies: Sequence[str], tuned_repli
                           first_position_rate=first_chosen / decisive if decisive else None, unparsable=unparsable)
 
 
-def hf_judge(model: Any, tokenizer: Any, max_new_tokens: int = 4) -> Callable[[str, str, str], str | None]:
+def hf_judge(model: Any, tokenizer: Any, max_new_tokens: int = 4) -> Judge:
     """A judge from an instruct model and its own chat template: greedy, a one-word verdict (None if unparsable)."""
     import torch
 
@@ -167,7 +167,7 @@ def judge_evaluations(conversations: Sequence[Sequence[dict[str, str]]], base_re
 
 
 def load_judge(name: str = DEFAULT_JUDGE, dtype: str = "auto",
-               require_gpu: bool = True) -> Callable[[str, str, str], str | None] | None:
+               require_gpu: bool = True) -> Judge | None:
     """The judge `name` loaded as an `hf_judge`; None, after one line saying why, when it cannot run here.
 
     Offline (the Hub unreachable and the model not cached) it says which judge it would use.
