@@ -69,19 +69,41 @@ def cpu_native_bf16(cpuinfo: str | None = None) -> list[str]:
     return [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
 
 
-def measure_matmul_peak(hidden: int = 640, intermediate: int = 2048, tokens: int = 1024,
-                        dtype: torch.dtype = torch.float32, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
-    """This machine's matrix-multiply throughput on a model's shapes, in GFLOP/s: best of `repeats`.
+# Rows of the LM-head chunk `sftkit.lm_head.head_loss_sum` multiplies at once: 2**26 logits / vocabulary.
+HEAD_CHUNK_LOGITS = 2**26
+
+
+def model_matmul_shapes(model: nn.Module | None = None, tokens: int = 1024) -> list[tuple[int, int, int]]:
+    """The (m, k, n) matrix products a training step of `model` spends its time in.
+
+    (tokens x width) @ (width x MLP width), its transpose (the MLP's down projection),
+    (tokens x width) @ (width x width), and the LM head as `head_loss_sum` runs it: a chunk of
+    2**26 / vocabulary positions times (width x vocabulary), its vocabulary cut to 32,768 columns
+    so the measurement stays short. Without a model: Gemma 3 270M's (width 640, MLP 2048,
+    vocabulary 262,144), the main job's.
+    """
+    hidden, intermediate, vocab = 640, 2048, 262_144
+    if model is not None:
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = getattr(causal_lm.config, "text_config", None) or causal_lm.config
+        hidden, vocab = config.hidden_size, config.vocab_size
+        intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    head_rows = max(1, min(tokens, HEAD_CHUNK_LOGITS // vocab))
+    return [(tokens, hidden, intermediate), (tokens, intermediate, hidden), (tokens, hidden, hidden),
+            (head_rows, hidden, min(vocab, 32_768))]
+
+
+def measure_matmul_peak(shapes: list[tuple[int, int, int]], dtype: torch.dtype = torch.float32, repeats: int = 5,
+                        device: str = "cpu") -> dict[str, Any]:
+    """This machine's matrix-multiply throughput on the given (m, k, n) shapes, in GFLOP/s: best of `repeats`.
 
     A CPU has no data-sheet peak that holds for a shared 2-core slice of a server, so MFU on a
     CPU is measured against what torch's matmul reaches here, in the same process and with the
-    same threads as the training: (tokens x hidden) @ (hidden x intermediate), its transpose
-    shape (the MLP's down projection) and (tokens x hidden) @ (hidden x hidden). Each shape is
-    run once to warm up, then `repeats` times; its rate is the fastest run (best-of-N, which
-    discounts the moments another process took the cores), and the peak is the fastest shape.
-    About 0.2 s per repeat for Gemma 3 270M's shapes in fp32 on 2 EPYC cores.
+    same threads as the training, on the shapes the model multiplies (`model_matmul_shapes`).
+    Each shape is run once to warm up, then `repeats` times; its rate is the fastest run
+    (best-of-N, which discounts the moments another process took the cores), and the peak is
+    the fastest shape. About 1 s for Gemma 3 270M's shapes in fp32 on 2 EPYC cores.
     """
-    shapes = [(tokens, hidden, intermediate), (tokens, intermediate, hidden), (tokens, hidden, hidden)]
     generator = torch.Generator(device=device).manual_seed(0)
     per_shape = {}
     for m, k, n in shapes:
@@ -116,16 +138,11 @@ def cpu_matmul_peaks(model: nn.Module | None = None, repeats: int = 5) -> dict[s
     bf16 is only measured where the CPU lists avx512_bf16 or amx_bf16: elsewhere torch emulates
     it and a bf16 "peak" would say nothing about the hardware.
     """
-    hidden, intermediate = 640, 2048
-    if model is not None:
-        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-        config = getattr(causal_lm.config, "text_config", None) or causal_lm.config
-        hidden = config.hidden_size
-        intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    shapes = model_matmul_shapes(model)
     native = cpu_native_bf16()
     return {
-        "fp32": measure_matmul_peak(hidden, intermediate, dtype=torch.float32, repeats=repeats),
-        "bf16": measure_matmul_peak(hidden, intermediate, dtype=torch.bfloat16, repeats=repeats) if native else None,
+        "fp32": measure_matmul_peak(shapes, dtype=torch.float32, repeats=repeats),
+        "bf16": measure_matmul_peak(shapes, dtype=torch.bfloat16, repeats=repeats) if native else None,
         "native_bf16": native,
     }
 
@@ -165,8 +182,9 @@ def training_flops_per_token(model: nn.Module, labelled_fraction: float = 1.0, c
     - **backward, activation gradients**: only from the top down to the lowest block the
       gradient must reach -- the lowest block with a trainable parameter, or block 0 when the
       embedding trains (peft's trainable token rows: then the gradient reaches the bottom of
-      the network, LoRA or not). Each linear's input gradient costs 2 x weight size, attention
-      8 x context x heads x head_dim. In that lowest block, with nothing trainable below it,
+      the network, LoRA or not -- in every batch that contains one of those tokens, as every
+      chat row contains the turn tokens). Each linear's input gradient costs 2 x weight size,
+      attention 8 x context x heads x head_dim. In that lowest block, with nothing trainable below it,
       the projections that read the block input (`INPUT_PROJECTIONS`, LoRA's A included) need
       no input gradient and are not counted;
     - **backward, weight gradients**: 2 x size of every trainable linear weight (LoRA's A and

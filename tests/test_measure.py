@@ -18,6 +18,7 @@ from sftkit.measure import (
     cpu_matmul_peaks,
     cpu_native_bf16,
     measure_matmul_peak,
+    model_matmul_shapes,
     model_flops_utilisation,
     training_flops_per_token,
 )
@@ -32,12 +33,18 @@ W, L, QKV, QKV_A, A, V, H = 2304, 512, 512, 96, 16, 64, 16
 LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def tiny_llama(lora_blocks: list[int] | None, token_rows: list[int] | None = None, seed: int = 0):
+def tiny_llama(lora_blocks: list[int] | None, token_rows: list[int] | None = None, seed: int = 0,
+               family: str = "llama"):
+    """The tiny model above (Llama, or Gemma 3 with the same sizes: the main job's family), LoRA'd or not."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
-                         head_dim=8, num_hidden_layers=3, vocab_size=64, tie_word_embeddings=True,
-                         attn_implementation="eager")
-    model = LlamaForCausalLM(config)
+    sizes = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                 num_hidden_layers=3, vocab_size=64, tie_word_embeddings=True, attn_implementation="eager")
+    if family == "gemma3":
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**sizes, sliding_window=4))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**sizes))
     if lora_blocks is None:
         return model  # full fine-tuning: every weight trains
     return get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=LINEARS,
@@ -69,12 +76,16 @@ def test_flops_full_fine_tuning_is_6n_plus_attention():
     assert training_flops_per_token(tiny_llama(None), labelled_fraction=1.0) == pytest.approx(6 * (3 * W + V * H))
 
 
-@pytest.mark.parametrize("lora_blocks, token_rows", [([2], None), ([1, 2], [3, 5]), (None, None)])
-def test_flops_match_torch_flop_counter_on_a_training_step(lora_blocks, token_rows):
-    model = tiny_llama(lora_blocks, token_rows)
+@pytest.mark.parametrize("family, lora_blocks, token_rows", [("llama", [2], None), ("llama", [1, 2], [3, 5]),
+                                                              ("llama", None, None), ("gemma3", [1, 2], [3, 5])])
+def test_flops_match_torch_flop_counter_on_a_training_step(family, lora_blocks, token_rows):
+    model = tiny_llama(lora_blocks, token_rows, family=family)
     model.train()
     batch, length = 2, 6
     input_ids = torch.randint(0, 64, (batch, length), generator=torch.Generator().manual_seed(1))
+    # A trainable row in every row, as the turn tokens are in every chat row: only then does
+    # the embedding get a gradient (and the backward pass reach block 0).
+    input_ids[:, 0] = 3
     labels = input_ids.clone()
     labels[:, :3] = -100  # a prompt of 3 tokens: positions 2..4 predict a labelled token
     labelled = int((labels[:, 1:] != -100).sum())
@@ -107,11 +118,19 @@ def test_cpu_native_bf16_reads_the_flags():
 
 
 def test_measure_matmul_peak_is_the_best_shape_of_best_of_n():
-    peak = measure_matmul_peak(hidden=64, intermediate=128, tokens=128, repeats=3)
+    peak = measure_matmul_peak([(128, 64, 128), (64, 128, 64)], repeats=3)
     assert peak["dtype"] == "fp32" and peak["gflops"] > 0, peak
     assert peak["gflops"] == max(peak["per_shape_gflops"].values()), peak
-    assert set(peak["per_shape_gflops"]) == {"128x64x128", "128x128x64", "128x64x64"}, peak
+    assert set(peak["per_shape_gflops"]) == {"128x64x128", "64x128x64"}, peak
     assert "best of 3" in peak["method"] and f"{torch.get_num_threads()} threads" in peak["method"], peak
+
+
+def test_model_matmul_shapes_are_the_models():
+    # Width 16, MLP 32, vocabulary 64: the head chunk is capped at the tokens measured.
+    assert model_matmul_shapes(tiny_llama([2]), tokens=256) == [(256, 16, 32), (256, 32, 16), (256, 16, 16),
+                                                                 (256, 16, 64)]
+    # Gemma 3 270M (no model): 2**26 / 262,144 = 256 head rows, the vocabulary cut to 32,768.
+    assert model_matmul_shapes() == [(1024, 640, 2048), (1024, 2048, 640), (1024, 640, 640), (256, 640, 32768)]
 
 
 def test_cpu_matmul_peaks_measures_bf16_only_where_native(monkeypatch):
@@ -120,7 +139,7 @@ def test_cpu_matmul_peaks_measures_bf16_only_where_native(monkeypatch):
     monkeypatch.setattr(measure, "cpu_native_bf16", lambda: [])
     peaks = cpu_matmul_peaks(tiny_llama([2]), repeats=1)
     assert peaks["bf16"] is None and peaks["native_bf16"] == [] and peaks["fp32"]["gflops"] > 0
-    assert "16x32" in next(iter(peaks["fp32"]["per_shape_gflops"])), "the model's own shapes"
+    assert list(peaks["fp32"]["per_shape_gflops"])[0] == "1024x16x32", "the model's own shapes"
     monkeypatch.setattr(measure, "cpu_native_bf16", lambda: ["avx512_bf16"])
     assert cpu_matmul_peaks(tiny_llama([2]), repeats=1)["bf16"]["dtype"] == "bf16"
 
