@@ -70,6 +70,10 @@ class DataConfig:
     # groups in a seeded order, then a shuffle buffer of this many rows (`sftkit.data.stream_sample`).
     # Larger mixes more row groups (a more representative sample) and reads more rows.
     shuffle_buffer: int = 10_000
+    # Draw each `source` (a sub-dataset's name, as smol-smoltalk has) in its share of the split
+    # (`sftkit.data.sample_conversations`): reads the split's source column first, and the stream
+    # further for rare sources. Off: a plain seeded sample, whose shares vary by chance.
+    stratify_by_source: bool = False
     # Hub datasets of the later chapters (Hub ids or local folders laid out as them; None: the
     # offline substitute). Chapter 06's preference pairs (t4: "trl-lib/ultrafeedback_binarized";
     # None: on-policy pairs from the built-in tasks), chapter 07's Alpaca rows (t4:

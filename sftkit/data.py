@@ -782,6 +782,56 @@ def _convert_rows(source: str, rows: Iterable[_RawRow], detected: str | None, st
     return dataset, report
 
 
+def split_rows_per_source(name: str, split: str, offline_hint: str = OFFLINE_HINT) -> dict[str, int]:
+    """How many rows of a split come from each ``source``, reading that column only (parquet
+    column projection: a streamed Hub split sends the ``source`` pages, not the conversations)."""
+    _check_hub(name, offline_hint)
+    counts: dict[str, int] = {}
+    with _HubErrors(name, offline_hint):
+        stream = datasets.load_dataset(name, split=split, streaming=True, columns=["source"])
+        for batch in stream.iter(batch_size=10_000):
+            for value in batch["source"]:
+                counts[str(value)] = counts.get(str(value), 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def source_quotas(counts: Mapping[str, int], n: int) -> dict[str, int]:
+    """Rows per source for a sample of `n` in proportion to `counts` (largest remainder: the
+    quotas sum to `n`, and each is the source's exact share rounded down or up)."""
+    total = sum(counts.values())
+    if total <= 0:
+        raise ValueError("no rows to take a share of")
+    exact = {key: n * count / total for key, count in counts.items()}
+    quotas = {key: math.floor(value) for key, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda key: (-(exact[key] - quotas[key]), key))
+    for key in by_remainder[: n - sum(quotas.values())]:
+        quotas[key] += 1
+    return quotas
+
+
+def _stratified(rows: Iterable[_RawRow], quotas: dict[str, int], fmt: str | None,
+                skipped: dict[str, int]) -> Iterator[_RawRow]:
+    """Pass rows of sources whose quota is not yet filled by valid rows; count the others in `skipped`.
+
+    An invalid row is passed on (the converter drops it with its reason) without using the
+    quota, so the kept rows fill every quota when the stream has enough valid ones.
+    """
+    filled = dict.fromkeys(quotas, 0)
+    for number, value, error in rows:
+        label = value.get("source") if isinstance(value, Mapping) else None
+        if label in filled and filled[label] >= quotas[label]:
+            skipped[label] = skipped.get(label, 0) + 1
+            continue
+        if label in filled and error is None:
+            try:
+                conversation = value if (fmt or "messages") == "messages" else to_messages(value, fmt)
+                valid = validate_conversation(conversation) is None
+            except ValueError:
+                valid = False
+            filled[label] += valid
+        yield number, value, error
+
+
 def sample_conversations(
     source: str,
     n: int,
@@ -790,6 +840,7 @@ def sample_conversations(
     buffer_size: int = SAMPLE_BUFFER,
     strict: bool = False,
     fmt: str | None = None,
+    stratify_by_source: bool = False,
 ) -> tuple[datasets.Dataset, dict[str, Any]]:
     """A seeded, representative sample of `n` valid conversations from one split of a Hub dataset
     (or a local folder laid out as one), streamed (`stream_sample`) instead of downloaded whole.
@@ -800,6 +851,12 @@ def sample_conversations(
     Row numbers in the report are positions in the shuffled stream (the source's own row
     numbers are unknown there). The report adds ``split``, ``seed``, ``buffer_size`` and
     ``rows_per_source``.
+
+    With `stratify_by_source`, each ``source`` gets its share of the split's rows
+    (`split_rows_per_source`, `source_quotas`): rows of a source whose quota is filled are
+    skipped (counted in the report's ``skipped_by_stratification``, not as dropped), so a rare
+    source may need the stream read further, up to the whole split. The report then adds
+    ``split_rows_per_source``.
     """
     source = os.fspath(source)
     if fmt is not None and fmt not in FORMATS:
@@ -814,8 +871,17 @@ def sample_conversations(
         detected = fmt or _detect_source_format(rows)
         keep_source = any(isinstance(row, Mapping) and isinstance(row.get("source"), str) for _, row, _ in rows)
         more = ((number, row, None) for number, row in enumerate(stream.skip(n), start=n))
-        dataset, report = _convert_rows(source, _chain(rows, more), detected, strict, keep_source=keep_source, want=n)
+        stream_rows: Iterable[_RawRow] = _chain(rows, more)
+        skipped: dict[str, int] = {}
+        if stratify_by_source:
+            if not keep_source:
+                raise DataSourceError(f"{source!r} has no string 'source' column to stratify by")
+            split_counts = split_rows_per_source(source, split)
+            stream_rows = _stratified(stream_rows, source_quotas(split_counts, n), detected, skipped)
+        dataset, report = _convert_rows(source, stream_rows, detected, strict, keep_source=keep_source, want=n)
     report.update(split=split, seed=seed, buffer_size=buffer_size, rows_per_source=rows_per_source(dataset))
+    if stratify_by_source:
+        report.update(split_rows_per_source=split_counts, skipped_by_stratification=skipped)
     return dataset, report
 
 

@@ -82,15 +82,16 @@ def _load(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
         train, held_out = split_dataset(data, d.eval_size, seed=d.seed)
         return train, held_out, {"train": {**report, "split": "train"}, "eval": {**report, "split": "train"}}
     # A Hub id or a folder laid out as one: a streamed, seeded sample (not the first rows).
-    train, held_out, reports = _sample_splits(d.source, d.train_size, d.eval_size, d.seed, d.shuffle_buffer)
+    train, held_out, reports = _sample_splits(d.source, d.train_size, d.eval_size, d.seed, d.shuffle_buffer,
+                                              d.stratify_by_source)
     for report in reports.values():
         print(format_report(report))
     return train, held_out, copy.deepcopy(reports)
 
 
 @functools.lru_cache(maxsize=4)
-def _sample_splits(source: str, train_size: int, eval_size: int, seed: int,
-                   shuffle_buffer: int) -> tuple[Any, Any, dict[str, Any]]:
+def _sample_splits(source: str, train_size: int, eval_size: int, seed: int, shuffle_buffer: int,
+                   stratify_by_source: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """The streamed sample of a Hub dataset, drawn once per process for the same settings.
 
     Chapter 04 asks for the held-out rows once per model; streaming the Hub again each time
@@ -101,12 +102,15 @@ def _sample_splits(source: str, train_size: int, eval_size: int, seed: int,
 
     if "test" in dataset_split_names(source):
         train, train_report = sample_conversations(source, train_size, "train", seed=seed,
-                                                   buffer_size=shuffle_buffer)
+                                                   buffer_size=shuffle_buffer,
+                                                   stratify_by_source=stratify_by_source)
         held_out, eval_report = sample_conversations(source, eval_size, "test", seed=seed,
-                                                     buffer_size=shuffle_buffer)
+                                                     buffer_size=shuffle_buffer,
+                                                     stratify_by_source=stratify_by_source)
     else:  # no held-out split of its own: a seeded split of one train sample
         data, train_report = sample_conversations(source, train_size + eval_size, "train", seed=seed,
-                                                  buffer_size=shuffle_buffer)
+                                                  buffer_size=shuffle_buffer,
+                                                  stratify_by_source=stratify_by_source)
         train, held_out = split_dataset(data, eval_size, seed=seed)
         eval_report = {**train_report, "split": "train (held out by seed)"}
     return train, held_out, {"train": train_report, "eval": eval_report}
