@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from .lm_head import CHUNK_FLOATS
+
 # Dense peak tensor throughput (TFLOP/s) for the precision each card trains in here (fp16 below
 # compute capability 8, bf16 from 8), without 2:4 sparsity. Sources: NVIDIA data sheets --
 # T4: 65 fp16 (Tesla T4 data sheet); V100: 125 fp16 (V100 SXM2 data sheet); A10/A10G: 125 bf16
@@ -69,18 +71,14 @@ def cpu_native_bf16(cpuinfo: str | None = None) -> list[str]:
     return [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
 
 
-# Rows of the LM-head chunk `sftkit.lm_head.head_loss_sum` multiplies at once: 2**26 logits / vocabulary.
-HEAD_CHUNK_LOGITS = 2**26
-
-
 def model_matmul_shapes(model: nn.Module | None = None, tokens: int = 1024) -> list[tuple[int, int, int]]:
     """The (m, k, n) matrix products a training step of `model` spends its time in.
 
     (tokens x width) @ (width x MLP width), its transpose (the MLP's down projection),
     (tokens x width) @ (width x width), and the LM head as `head_loss_sum` runs it: a chunk of
-    2**26 / vocabulary positions times (width x vocabulary), its vocabulary cut to 32,768 columns
-    so the measurement stays short. Without a model: Gemma 3 270M's (width 640, MLP 2048,
-    vocabulary 262,144), the main job's.
+    2**26 / vocabulary positions times (width x vocabulary), its vocabulary cut to 8,192 columns
+    so the measurement stays short (a matmul this wide already runs at the kernel's full rate).
+    Without a model: Gemma 3 270M's (width 640, MLP 2048, vocabulary 262,144), the main job's.
     """
     hidden, intermediate, vocab = 640, 2048, 262_144
     if model is not None:
@@ -88,9 +86,9 @@ def model_matmul_shapes(model: nn.Module | None = None, tokens: int = 1024) -> l
         config = getattr(causal_lm.config, "text_config", None) or causal_lm.config
         hidden, vocab = config.hidden_size, config.vocab_size
         intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-    head_rows = max(1, min(tokens, HEAD_CHUNK_LOGITS // vocab))
+    head_rows = max(1, min(tokens, CHUNK_FLOATS // vocab))  # `head_loss_sum`'s chunk
     return [(tokens, hidden, intermediate), (tokens, intermediate, hidden), (tokens, hidden, hidden),
-            (head_rows, hidden, min(vocab, 32_768))]
+            (head_rows, hidden, min(vocab, 8_192))]
 
 
 def measure_matmul_peak(shapes: list[tuple[int, int, int]], dtype: torch.dtype = torch.float32, repeats: int = 5,
@@ -102,7 +100,7 @@ def measure_matmul_peak(shapes: list[tuple[int, int, int]], dtype: torch.dtype =
     same threads as the training, on the shapes the model multiplies (`model_matmul_shapes`).
     Each shape is run once to warm up, then `repeats` times; its rate is the fastest run
     (best-of-N, which discounts the moments another process took the cores), and the peak is
-    the fastest shape. About 1 s for Gemma 3 270M's shapes in fp32 on 2 EPYC cores.
+    the fastest shape. Under a second for Gemma 3 270M's shapes in fp32 on 2 EPYC cores.
     """
     generator = torch.Generator(device=device).manual_seed(0)
     per_shape = {}
