@@ -1,7 +1,9 @@
 """Training throughput: batching strategies, the loss path and how many blocks carry LoRA.
 
 Each variant trains the same LoRA on the same data for the same number of steps and prints
-tokens/s (non-pad tokens), padding efficiency, and MFU where a GPU is present:
+tokens/s (non-pad tokens), padding efficiency, and MFU (against a GPU's data-sheet peak, or on
+a CPU against the matmul peak each run measures; FLOPs from `sftkit.measure.training_flops_per_token`,
+so a variant that computes the head at every position is credited with those FLOPs):
 
 - plain padding, length grouping (the presets' choice) and packing (TRL's best-fit-decreasing
   packing with padding-free batches). Packing is refused (and reported as such) unless the
