@@ -179,7 +179,7 @@ pd.Series({
     "hardware": m["hardware"], "precision": m["precision"], "optimizer steps": m["steps"],
     "wall time (s)": m["wall_s"], "trained tokens (non-pad)": m["tokens"],
     "tokens / s (non-pad)": m["tokens_per_s"], "padding efficiency": m["padding_efficiency"],
-    "MFU vs data-sheet peak": m["mfu"] if m["mfu"] is not None else "n/a (CPU)",
+    "MFU": m["mfu"] if m["mfu"] is not None else "n/a", "MFU against": m.get("mfu_peak") or "n/a",
     "MFU vs sustained T4": m["mfu_vs_t4_sustained"] if m["mfu_vs_t4_sustained"] is not None else "n/a",
     "peak GPU memory (MB)": m.get("peak_gpu_mb", "n/a (CPU)"), "peak process RSS (MB)": m["peak_rss_mb"],
     "trainable / total parameters": f"{m['trainable_params']:,} / {m['total_params']:,}",
@@ -189,18 +189,20 @@ pd.Series({
 # %% [markdown]
 # **Throughput and memory.** Tokens per second count only real tokens, so padding does not
 # inflate them; the padding efficiency is the share of computed positions that were real tokens,
-# which length-grouped batching keeps high. MFU (model FLOPs utilisation) compares the useful
-# work (about four times the parameter count per token for LoRA: forward, and backward through
-# the activations; frozen weights need no weight gradient) with the GPU's data-sheet peak;
-# against that peak a T4 looks poor, so the card also reports MFU against the rate a T4
-# actually sustains. On a GPU the peak memory is torch's peak allocation during training,
+# which length-grouped batching keeps high. MFU (model FLOPs utilisation) divides the useful
+# work by a peak. The work is counted from the model's shapes (`sftkit.measure.training_flops_per_token`):
+# the forward through every block, the backward only as far down as a gradient must go, LoRA's
+# weight gradients (frozen weights need none), and the 262k-row LM head only at the positions
+# that carry a label. The peak is the card's data-sheet dense peak on a GPU (against which a T4
+# looks poor, so the card also reports MFU against the rate a T4 actually sustains) and, on a
+# CPU, this machine's matrix-multiply rate measured with the model's own shapes at the start
+# of the same run. On a GPU the peak memory is torch's peak allocation during training,
 # to compare with the estimate of chapter 01 (which left out activations).
 #
 # The committed run is the `cpu-demo` preset on 2 Xeon cores in fp32 (bf16 autocast off, what
 # an AVX2-only laptop gets): 75 optimizer steps over 48,324 real tokens in 416 s, 116 tokens/s,
 # with 93% of the computed positions real tokens. The process's peak resident memory was
-# 9.1 GB; this run predates the chunked head loss, which README's results section measures. On a CPU the card
-# gives no MFU: there is no data-sheet peak to divide by.
+# 9.1 GB; this run predates the chunked head loss, which README's results section measures.
 
 # %%
 fig = sftkit.viz.plot_loss_curves(result.log_history, FIGURES / "03_loss.png", note=NOTE)
