@@ -137,7 +137,8 @@ elif PRESET == "t4":  # 13 trials on a T4: about one pass over 1,000 conversatio
 tcfg.data.eval_split, tcfg.data.curriculum = "dev", {}  # select on dev; the mix only
 if PRESET == "t4":  # a Hub dataset: select on rows held out of its train split, never on the test split 03/04 report on
     pool, _ = sftkit.data.sample_conversations(tcfg.data.source, tcfg.data.train_size + tcfg.data.eval_size, "train",
-                                               seed=tcfg.data.seed, buffer_size=tcfg.data.shuffle_buffer)
+                                               seed=tcfg.data.seed, buffer_size=tcfg.data.shuffle_buffer,
+                                               stratify_by_source=tcfg.data.stratify_by_source)
     train_set, eval_set = sftkit.data.split_dataset(pool, tcfg.data.eval_size, seed=tcfg.data.seed)
 else:
     train_set, eval_set = sftkit.demo.load_demo_data(tcfg)
