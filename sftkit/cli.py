@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     trials = commands.add_parser("trials", help="LoRA configuration trials from a JSON grid file (resumable)")
     _common(trials)
     trials.add_argument("--grid", required=True, help="JSON: a list of trials or {'base': {...}, 'grid': {...}}")
-    standins = commands.add_parser("standins", help="write offline stand-ins of smol-smoltalk, SmolLM2-360M and "
-                                                    "SmolLM2-360M-Instruct (Hub layout, random weights)")
+    standins = commands.add_parser("standins", help="write offline stand-ins of the t4 preset's Hub datasets and models "
+                                                    "(smol-smoltalk, SmolLM2-360M/-Instruct/-135M, ultrafeedback_binarized, "
+                                                    "alpaca, ag_news, bert-base-uncased; Hub layout, random weights)")
     standins.add_argument("--out", required=True, help="folder; the stand-ins go to OUT/HuggingFaceTB/...")
     standins.add_argument("--layers", type=int, default=2, help="transformer blocks (SmolLM2-360M has 32; default 2)")
     standins.add_argument("--hidden", default="120",
