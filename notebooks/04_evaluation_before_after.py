@@ -235,38 +235,51 @@ pd.DataFrame(sftkit.evaluation.side_by_side(eval_set, list(EVALS.values()), indi
 # %% [markdown]
 # ## Instruction following and refusal
 #
-# `sftkit.evaluation.evaluate_suite` runs an offline suite on each model: the built-in task test
-# split, prompts with verifiable instructions (word limits, bullet counts, JSON keys, casing,
-# ...; `strict` means every check of a prompt passes), harmful requests that should be refused,
-# and harmless look-alikes that should *not* be (over-refusal).
+# `sftkit.evaluation.evaluate_suite` runs a suite on each model: the held-out split, IFEval,
+# harmful requests that should be refused, and harmless look-alikes that should *not* be
+# (over-refusal). IFEval's prompts carry verifiable instructions (word limits, bullet counts,
+# JSON, casing, ...), scored by IFEval's official checkers as maintained in lm-eval
+# (`sftkit.ifeval`), not by checks written for this project: a named protocol is what makes a
+# number comparable with a published one. *Prompt-level strict* means every instruction of a
+# prompt passes; *loose* also accepts the reply without its first or last line and without `*`
+# markup. Offline the prompts are the project's 43 in IFEval's format; on the `t4` preset, a
+# seeded subset of `google/IFEval`. The protocol line under the tables says which.
 
 # %%
 start_time = time.perf_counter()
 SUITES = {name: sftkit.evaluation.evaluate_suite(name, model, tok, cfg) for name, (model, tok) in MODELS.items()}
 sftkit.evaluation.write_eval_outputs(EVAL_OUT, SUITES, cfg, HARDWARE, round(time.perf_counter() - start_time, 1))
 suite_cis = {name: sftkit.evaluation.intervals(s.reference, e.bootstrap_resamples) for name, s in SUITES.items()}
-labels = {"instruction_strict": "instruction following, strict", "refused_harmful": "refusal rate (harmful)",
+labels = {"instruction_strict": "IFEval prompt-level strict", "instruction_loose": "IFEval prompt-level loose",
+          "refused_harmful": "refusal rate (harmful)",
           "refused_harmless": "over-refusal rate (harmless)", "open_stopped": "stop rate (open prompts)"}
 display(pd.DataFrame({name: {label: f"{cis[key]['mean']:.3f} [{cis[key]['low']:.3f}, {cis[key]['high']:.3f}]"
                              for key, label in labels.items()} for name, cis in suite_cis.items()}))
-display(pd.DataFrame({name: {"check accuracy (loose)": round(s.instructions["check_accuracy"], 3),
-                             "prompts": s.instructions["n_prompts"], "harmful prompts": s.refusal["n_harmful"],
+display(pd.DataFrame({name: {"IFEval instruction-level strict": round(s.instructions["check_accuracy"], 3),
+                             "IFEval instruction-level loose": round(s.instructions["instruction_loose"]["mean"], 3),
+                             "IFEval prompts": s.instructions["n_prompts"], "harmful prompts": s.refusal["n_harmful"],
                              "harmless prompts": s.refusal["n_harmless"]} for name, s in SUITES.items()}, dtype=object))
+print("protocol:", next(iter(SUITES.values())).instructions["protocol"])
 pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).round(2)
 
 # %% [markdown]
-# Read the strict instruction-following rate together with the per-kind table. Here SFT did
-# *not* improve instruction following: strict accuracy is 0.205 for the base model, 0.091 for
-# the tuned one and 0.205 for the instruct reference, on 44 prompts whose intervals overlap
-# widely. The tuned model gained where stopping in time is enough (`max_sentences` 0 -> 1.0,
-# `max_words` 0.43 -> 0.57) and lost the kinds the base model likely passes by copying the
-# prompt, which names the keyword, placeholder or title the check looks for (the base model
-# echoes its prompt in two thirds of held-out replies). The training data contain no
-# formatting constraints of this kind, so none of this is surprising; each kind has only 2 to 7
-# prompts, so per-kind rates are anecdotes. No model refused any of the 18 harmful requests,
-# nor any harmless look-alike: the training conversations contain no refusals, and a 135M
-# instruct model does not refuse these either. On open prompts (a 96-token budget) the tuned
-# model stops in 91% of replies and the instruct reference in 21%: it writes longer answers.
+# Read the prompt-level rates together with the per-instruction table. Here SFT did *not*
+# improve instruction following (cpu-demo, 43 offline IFEval-format prompts, 96 new tokens):
+# prompt-level strict accuracy is 0.256 for the base model, 0.116 for the tuned one and 0.233
+# for the instruct reference; loose 0.326, 0.116 and 0.279. The tuned model's loss on the loose
+# score is resolved (paired difference -0.209 [-0.372, -0.047]), on the strict one it is not
+# (-0.140 [-0.302, +0.023]). The tuned model gained where stopping in time is enough (sentence
+# limits 0 -> 1.00) and on JSON (0 -> 1.00, a format its training rows contain), and lost the
+# instructions the base model passes by copying the prompt, which names the keyword,
+# placeholder or title the checker looks for (keywords 1.00 -> 0.25, title and placeholders
+# 1.00 -> 0): the base model echoes its prompt in two thirds of held-out replies. The training
+# data contain no formatting constraints of this kind, so none of this is surprising; each
+# instruction id has 2 to 11 instances, so per-id rates are anecdotes. These figures are not
+# comparable with published IFEval scores: the prompts are the project's, not IFEval's 541, and
+# replies stop at 96 new tokens (README sets the published figures and their protocols beside
+# them). No model refused any of the 18 harmful requests, nor any harmless look-alike: the
+# training conversations contain no refusals, and a 135M instruct model does not refuse these
+# either. On open prompts the tuned model stops in 91% of replies.
 #
 # In general, the refusal rows must be read as a pair: a model can reach a high refusal rate
 # by refusing everything, which the over-refusal rate on harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
@@ -449,7 +462,7 @@ if judge is not None:
 #   is scored on an unfinished reply.
 # - *The suites are small and keyword-based.* The refusal detector matches refusal phrases, so
 #   it misses refusals worded differently and counts a warning followed by compliance as a
-#   refusal; the instruction checks are programmatic (IFEval-style) and cover formats, not
+#   refusal; the instruction checks are IFEval's official, programmatic ones and cover formats, not
 #   helpfulness.
 # - *Comparison with the published instruct model is not like for like:* it was trained on far
 #   more data, with full fine-tuning and a preference stage.
