@@ -193,8 +193,8 @@ pd.concat({pair: pd.DataFrame.from_dict(table, orient="index") for pair, table i
 # interval that excludes zero is a difference these prompts can resolve; one that straddles zero
 # is not, however large `diff` looks.
 #
-# Here every behavioural change of the tuned model excludes zero: stop rate +0.948 [+0.896,
-# +0.990], ROUGE-L +0.307 [+0.239, +0.379], exact match on the 19 task rows +0.63 [+0.42,
+# Here every behavioural change of the tuned model excludes zero: stop rate +0.938 [+0.885,
+# +0.979], ROUGE-L +0.307 [+0.239, +0.379], exact match on the 19 task rows +0.63 [+0.42,
 # +0.84], assistant NLL -3.4 nats. The `invented_turn` row is zero for all three models, and
 # that zero needs a caveat, shown in the template section below.
 
@@ -279,7 +279,8 @@ pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).r
 # replies stop at 96 new tokens (README sets the published figures and their protocols beside
 # them). No model refused any of the 18 harmful requests, nor any harmless look-alike: the
 # training conversations contain no refusals, and a 135M instruct model does not refuse these
-# either. On open prompts the tuned model stops in 91% of replies.
+# either. On open prompts (a 96-token budget) the tuned model stops in 91% of replies and the
+# instruct reference in 22%: it writes longer answers.
 #
 # In general, the refusal rows must be read as a pair: a model can reach a high refusal rate
 # by refusing everything, which the over-refusal rate on harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
@@ -404,6 +405,15 @@ print(f"\nthe second prompt carried the first exchange: {session.turns[0].reply 
 del merged_model
 
 # %% [markdown]
+# **What the conversation shows** (cpu-demo run): asked for three colours, the tuned model
+# starts a numbered list ("Colour 1: Red", Blue, Green, ...) and does not stop: by the seventh
+# item it repeats "Violet" and reaches the 96-token budget without an end of turn, the kind
+# of reply behind the 6% of held-out replies that do not stop. Asked next which colour is the sky's, it answers in one
+# sentence and stops, but about what the sky *is*, not its colour: the second prompt carried the
+# first exchange (the check prints True), yet nothing in the reply uses it. Both failures match
+# the tables above: 75 steps on 600 conversations taught the turn structure and mostly the stop
+# habit, not the content.
+#
 # **Sharing it.** `sftkit.hub.write_model_card` writes the adapter's `README.md`: base model and
 # its license, the data sample (rows per source), the hyperparameters and the evaluation table
 # above with its paired intervals. `push_folder` (`sftkit push --folder DIR --repo-id USER/NAME`)
