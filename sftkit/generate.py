@@ -46,15 +46,19 @@ def generate_ids(
     do_sample: bool = False,
     temperature: float = 0.7,
     top_p: float = 0.9,
-    seed: int = 0,
+    seed: int | None = 0,
     stop_id: int | None = None,
+    streamer: Any = None,
 ) -> list[Generation]:
     """Continue each token-id prompt; the batched, left-padded core of `generate_batch`.
 
     Prompts are sorted by length before batching (less padding) and results returned in the
     input order. With greedy decoding the output equals one-at-a-time generation.
-    `stop_id` defaults to the end-of-turn token.
+    `stop_id` defaults to the end-of-turn token. `streamer` (a transformers streamer, as
+    `sftkit chat` uses) receives the new tokens while they are generated; it takes one prompt.
     """
+    if streamer is not None and len(prompts) != 1:
+        raise ValueError(f"a streamer follows one reply at a time; got {len(prompts)} prompts")
     eos_id = end_of_turn_id(tokenizer) if stop_id is None else stop_id
     start_token = turn_format_of(tokenizer).start
     pad_id = tokenizer.pad_token_id
@@ -66,7 +70,7 @@ def generate_ids(
     results: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
-    if do_sample:
+    if do_sample and seed is not None:  # None: sample from the generator's current state
         torch.manual_seed(seed)
     try:
         for start in range(0, len(order), batch_size):
@@ -86,6 +90,7 @@ def generate_ids(
                 eos_token_id=eos_id,
                 pad_token_id=pad_id,
                 do_sample=do_sample,
+                streamer=streamer,
                 **sampling,
             )
             for row, index in enumerate(batch):

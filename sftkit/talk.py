@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import torch
-
-from .chat import end_of_turn_id
+from .generate import generate_batch
 
 
 def _streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
@@ -78,26 +76,18 @@ class ChatSession:
         """Forget the conversation; keep the system prompt."""
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
-    @torch.no_grad()
     def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> Turn:
         """Add a user message, generate the reply (streamed to `on_text` piece by piece), and add it."""
         messages = self.messages + [{"role": "user", "content": text}]
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        # The template writes BOS itself where the family needs it: no special tokens added again.
-        encoded = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(self.model.device)
-        eos_id = end_of_turn_id(self.tokenizer)
-        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} if self.temperature > 0 else {
-            "do_sample": False}
         streamer = _streamer(self.tokenizer, on_text) if on_text is not None else None
-        output = self.model.generate(**encoded, max_new_tokens=self.max_new_tokens, eos_token_id=eos_id,
-                                     pad_token_id=self.tokenizer.pad_token_id, streamer=streamer, **sampling)
-        new = output[0, encoded["input_ids"].shape[1]:].tolist()
-        stopped = eos_id in new
-        if stopped:
-            new = new[: new.index(eos_id)]
-        answer = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        # The batched generator with one prompt: it cuts the reply at the end-of-turn token.
+        [generation] = generate_batch(self.model, self.tokenizer, [messages], self.max_new_tokens, batch_size=1,
+                                      do_sample=self.temperature > 0, temperature=self.temperature,
+                                      top_p=self.top_p, seed=None, streamer=streamer)
+        answer = generation.text
         self.messages = messages + [{"role": "assistant", "content": answer}]
-        turn = Turn(prompt=prompt, reply=answer, new_tokens=len(new), stopped=stopped)
+        turn = Turn(prompt=prompt, reply=answer, new_tokens=generation.new_tokens, stopped=generation.stopped)
         self.turns.append(turn)
         return turn
 
