@@ -238,7 +238,7 @@ def config_for(model_name: str, args: argparse.Namespace) -> RunConfig:
     cfg.train.per_device_train_batch_size = args.batch_size
     cfg.train.gradient_accumulation_steps = 1  # one batch per optimizer step, as SFTConfig's default
     cfg.train.logging_steps = max(1, args.steps)
-    cfg.train.cpu_bf16_autocast = False
+    cfg.train.cpu_amp = "off"
     return cfg
 
 

@@ -44,22 +44,57 @@ class AdapterCheckError(RuntimeError):
     """The saved adapter is not the trained one, or it does not change the model."""
 
 
+@contextlib.contextmanager
+def upcast_to_fp32(model: Any) -> Iterator[Any]:
+    """Run `model` with every floating parameter and buffer in fp32, then restore each one's dtype.
+
+    fp16 and bf16 values are exactly representable in fp32, so the round trip changes nothing.
+    In place rather than on a copy: TRL's trainers patch the model's forward with a closure over
+    the original model, which a `copy.deepcopy` would keep calling in the original dtype.
+    """
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    dtypes = [t.dtype for t in tensors]
+    for tensor in tensors:
+        tensor.data = tensor.data.float()
+    try:
+        yield model
+    finally:
+        for tensor, dtype in zip(tensors, dtypes):
+            tensor.data = tensor.data.to(dtype)
+
+
+# In fp32, reload computes the same operations on the same weights (exactly 0 in practice);
+# merging rounds W + BA once, which moves logits by about 1e-6 of their scale.
+RELOAD_ATOL = 1e-5
+MERGE_RTOL = 1e-5
+
+
 @torch.no_grad()
 def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, input_ids: torch.Tensor) -> dict[str, float]:
     """Check the saved adapter is the trained one and actually changes the model.
 
-    `base_model` is a fresh copy of the base weights. Returns max absolute logit differences:
-    ``reload`` (saved vs in-memory, should be 0), ``merge`` (merged vs adapter, ~1e-6 in
-    fp32) and ``vs_base`` (tuned vs base, must be > 0: an adapter that silently does not
-    load is a known failure). Raises `AdapterCheckError` when a check fails.
+    `base_model` is a fresh copy of the base weights (consumed: the saved adapter is loaded onto
+    it and merged). Returns max absolute logit differences: ``reload`` (saved vs in-memory,
+    0 in practice), ``merge`` (merged vs adapter, ~1e-6 of the logits' scale) and ``vs_base``
+    (tuned vs base, must be > 0: an adapter that silently does not load is a known failure).
+    Raises `AdapterCheckError` when a check fails.
+
+    The checks run in fp32. In fp16 the merge alone moves logits of magnitude ~40 by several
+    of fp16's steps there (0.03 apart; bf16's are 0.25 apart), as W + BA is rounded to the
+    format, so any fixed tolerance either fails a correct fp16 run or lets a wrong adapter
+    through. So the checks run with the trained model upcast to fp32 (exactly: every fp16 or
+    bf16 value is an fp32 value; its dtypes are restored afterwards) and the saved adapter loaded
+    onto the base upcast the same way: reload and merge must then agree to fp32 rounding, whatever
+    precision the run trained in, and a wrong adapter still fails.
     """
     from peft import PeftModel
 
     device = next(peft_model.parameters()).device
     input_ids = input_ids.to(device)
     peft_model.eval()
-    tuned = peft_model(input_ids=input_ids).logits.float()
-    base_model = base_model.to(device).eval()
+    with upcast_to_fp32(peft_model):
+        tuned = peft_model(input_ids=input_ids).logits.float()
+    base_model = base_model.to(device=device, dtype=torch.float32).eval()
     base = base_model(input_ids=input_ids).logits.float()
     reloaded_model = PeftModel.from_pretrained(base_model, str(adapter_dir)).eval()
     reloaded = reloaded_model(input_ids=input_ids).logits.float()
@@ -70,11 +105,13 @@ def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, in
         "merge": (merged - tuned).abs().max().item(),
         "vs_base": (tuned - base).abs().max().item(),
     }
-    tolerance = 1e-5 if peft_model.dtype == torch.float32 and base_model.dtype == torch.float32 else 1e-2
-    if diffs["reload"] > tolerance:
-        raise AdapterCheckError(f"reloaded adapter differs from the trained one by {diffs['reload']:.3g}")
-    if diffs["merge"] > max(tolerance, 1e-5 * tuned.abs().max().item()):
-        raise AdapterCheckError(f"merged model differs from the adapter model by {diffs['merge']:.3g}")
+    if diffs["reload"] > RELOAD_ATOL:
+        raise AdapterCheckError(f"reloaded adapter differs from the trained one by {diffs['reload']:.3g} "
+                                f"(tolerance {RELOAD_ATOL:g}): the saved adapter is not the trained one")
+    merge_tolerance = max(RELOAD_ATOL, MERGE_RTOL * tuned.abs().max().item())
+    if diffs["merge"] > merge_tolerance:
+        raise AdapterCheckError(f"merged model differs from the adapter model by {diffs['merge']:.3g} "
+                                f"(tolerance {merge_tolerance:.3g})")
     if not diffs["vs_base"] > 0:
         raise AdapterCheckError("the adapter does not change the model's logits: it was not trained or not loaded")
     return diffs

@@ -134,9 +134,12 @@ class TrainSettings:
     # examples (needs FlashAttention to keep them apart); "pad" is plain padding.
     batching: str = "group"
     gradient_checkpointing: bool = False
-    # On a CPU with native bf16 instructions, train under bf16 autocast (about 1.5x faster
-    # here); ignored on GPUs, whose precision follows the compute capability.
-    cpu_bf16_autocast: bool = False
+    # Mixed precision on a CPU (`sftkit.precision`): "off" (fp32), "bf16" (bf16 autocast: about
+    # 1.5x faster on CPUs with native bf16, emulated and slower on AVX2-only ones) or "fp16" (fp16
+    # autocast with a loss scaler, as a T4 trains). With model.dtype=float16 and "fp16" a CPU runs a
+    # T4's numerics; with bfloat16 and "bf16" an Ampere-or-later card's. Ignored on GPUs, whose
+    # precision follows the compute capability.
+    cpu_amp: str = "off"
     # Where the loss comes from. TRL's SFTTrainer scores tokens with a fused, chunked LM head
     # that never materialises the (batch, length, vocabulary) logits; it is fast where Triton
     # runs it (CUDA), but its torch fallback scores every position in fp32 passes and made a
@@ -210,14 +213,19 @@ class RunConfig:
             "train": TrainSettings,
             "eval": EvalSettings,
         }
+        values = dict(values)
+        train = dict(values.get("train", {}))
+        if "cpu_bf16_autocast" in train:  # config.json of runs written before train.cpu_amp existed
+            train.setdefault("cpu_amp", "bf16" if train.pop("cpu_bf16_autocast") else "off")
+            values["train"] = train
         kwargs = {k: sections[k](**v) if k in sections else v for k, v in values.items()}
         return cls(**kwargs)
 
 
 def _t4() -> RunConfig:
     # Sized for a free Colab T4 (16 GB, fp16 only, no FlashAttention-2): 4,000 smol-smoltalk
-    # conversations x 1 epoch at <= 1024 tokens is about 2M tokens, an estimate of 15-20
-    # minutes for a 360M model with LoRA (not yet measured on a T4: see the closing notes).
+    # conversations x 1 epoch at <= 1024 tokens. Its time and memory on a T4 come from one place,
+    # `sftkit.estimates.estimate(get_preset("t4"))` (an estimate until a T4 run is measured).
     # Why these values:
     # - learning rate 2e-4: LoRA wants about 10x the full fine-tuning rate (Schulman et al.
     #   2025, "LoRA Without Regret"; full SFT of SmolLM2 used ~1e-5 to 3e-5);
@@ -286,8 +294,8 @@ def _cpu_demo() -> RunConfig:
             logging_steps=5,
             batching="group",
             # Off, so the budget holds on AVX2-only CPUs (where bf16 is emulated); where the CPU has
-            # native bf16, --set train.cpu_bf16_autocast=true is about 1.5x faster.
-            cpu_bf16_autocast=False,
+            # native bf16, --set train.cpu_amp=bf16 is about 1.5x faster.
+            cpu_amp="off",
             seed=0,
         ),
         # Teacher replies are at most 120 SmolLM2 tokens; Gemma's tokenizer writes them in fewer.

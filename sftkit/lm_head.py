@@ -146,8 +146,11 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
                 targets: torch.Tensor, cap: float, chunk: int) -> torch.Tensor:
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.zeros_like(hidden) if need_grad else None
-        grad_deltas = torch.zeros_like(deltas) if need_grad else None
+        # Gradients are summed in fp32 whatever the matmuls compute in (fp16/bf16 under autocast):
+        # they are O(1) per position here and only scaled by the loss scaler in `backward`.
+        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if need_grad else None
+        grad_deltas = torch.zeros_like(deltas, dtype=torch.float32) if need_grad else None
+        ctx.dtypes = hidden.dtype, deltas.dtype
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start:start + chunk]
             logits = F.linear(h, weight).float()
@@ -168,16 +171,18 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
             if index.numel():
                 grad_rows = grad[:, index]
                 grad[:, index] = 0.0  # those columns come from `deltas`, not from the frozen rows
-                grad_deltas += (grad_rows.t() @ h.float()).to(deltas.dtype)
-                grad_hidden[start:start + chunk] += (grad_rows @ deltas.float()).to(hidden.dtype)
-            grad_hidden[start:start + chunk] += (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_deltas += grad_rows.t() @ h.float()
+                grad_hidden[start:start + chunk] += grad_rows @ deltas.float()
+            grad_hidden[start:start + chunk] += grad.to(weight.dtype) @ weight
         ctx.save_for_backward(grad_hidden, grad_deltas)
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[Any, ...]:
         grad_hidden, grad_deltas = ctx.saved_tensors
-        return (grad_hidden * grad_total.to(grad_hidden.dtype), None, grad_deltas * grad_total.to(grad_deltas.dtype),
+        hidden_dtype, deltas_dtype = ctx.dtypes
+        grad_total = grad_total.float()
+        return ((grad_hidden * grad_total).to(hidden_dtype), None, (grad_deltas * grad_total).to(deltas_dtype),
                 None, None, None, None)
 
 

@@ -2,7 +2,7 @@
 
 Numbers in the README and the notebooks are read from run cards, never typed in, so a
 card holds everything needed to judge a run: the whole config, the package versions, the
-hardware and precision, throughput and MFU (with the peak it is measured against: a GPU's
+hardware and precision (weights, autocast, loss scaler), throughput and MFU (with the peak it is measured against: a GPU's
 data sheet, or on a CPU the matmul peak measured in the same run), peak memory, the loss, the LoRA placement, the
 rows per curriculum stage and where the adapter is.
 """
@@ -46,6 +46,13 @@ def _data_rows(data: dict | None) -> list[tuple[str, str]]:
     return rows
 
 
+def _scaler_row(scaler: dict | None) -> str:
+    """The run card's loss-scaler row: none, or its final scale and the steps it skipped."""
+    if not scaler:
+        return "none"
+    return f"final scale {scaler['final_scale']:g}, skipped steps {scaler['skipped_steps']}"
+
+
 def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) -> tuple[Path, Path]:
     """`run.json` (machine-readable) and `run.md` (for people) next to the run's outputs."""
     output_dir = Path(output_dir)
@@ -62,6 +69,9 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
     rows = [
         ("hardware", m["hardware"]),
         ("precision", m["precision"]),
+        ("weights / trainable / autocast dtype",
+         f"{m.get('weights_dtype', 'n/a')} / {m.get('trainable_dtype', 'n/a')} / {m.get('autocast_dtype') or 'none'}"),
+        ("loss scaler", _scaler_row(m.get("loss_scaler"))),
         ("steps", m["steps"]),
         ("wall time (s)", m["wall_s"]),
         ("tokens/s (non-pad)", m["tokens_per_s"]),

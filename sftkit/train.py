@@ -50,31 +50,16 @@ from .measure import (
     peak_tflops,
     training_flops_per_token,
 )
-from .models import hardware_name, pick_dtype
+from .models import hardware_name
+from .precision import (
+    CpuAmpTrainerMixin,
+    LossScalerCallback,
+    cpu_has_native_bf16,  # noqa: F401  (re-exported: sftkit.train.cpu_has_native_bf16)
+    precision_flags,
+    precision_record,
+)
 
 # --------------------------------------------------------------------------- configuration
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX-BF16 instructions (recent Xeon and EPYC)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def precision_flags(device: str | None = None, cpu_bf16: bool = False) -> dict[str, bool]:
-    """`fp16`/`bf16` flags for `SFTConfig`: by compute capability, never by `is_bf16_supported()`.
-
-    On a CPU training is fp32 unless `cpu_bf16` asks for bf16 autocast *and* the CPU has native
-    bf16 instructions (measured here on an AVX512-BF16 EPYC: a LoRA step of the 135M model
-    took 1.5 s instead of 2.4 s). Weights stay fp32 either way (mixed precision).
-    """
-    dtype = pick_dtype(device)
-    if dtype == torch.float32 and cpu_bf16 and cpu_has_native_bf16():
-        return {"fp16": False, "bf16": True}
-    return {"fp16": dtype == torch.float16, "bf16": dtype == torch.bfloat16}
 
 
 def trainer_arguments(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -109,7 +94,7 @@ def trainer_arguments(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
         # Without CUDA, say so explicitly: under `accelerate launch`/torchrun this makes the
         # processes form a gloo (MULTI_CPU) group instead of each training alone.
         use_cpu=not torch.cuda.is_available(),
-        **precision_flags(cpu_bf16=t.cpu_bf16_autocast),
+        **precision_flags(cpu_amp=t.cpu_amp),
     )
 
 
@@ -179,7 +164,8 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
 def sft_trainer_class(fused_lm_head: bool, labelled_head: bool = False):
     """TRL's `SFTTrainer`, or a subclass whose loss is the model's own (`fused_lm_head=False`).
 
-    The subclass changes one thing: `compute_loss` is `transformers.Trainer`'s, i.e. the
+    Both run fp16 on a CPU as a T4 does (`sftkit.precision.CpuAmpTrainerMixin`). The loss subclass
+    changes one more thing: `compute_loss` is `transformers.Trainer`'s, i.e. the
     model's forward with `labels`, the same token-mean cross-entropy over labelled positions
     (tests/test_train.py checks loss and gradients against TRL's on one batch), or, with
     `labelled_head`, the same loss with head logits only where labels are (`labelled_head_loss`).
@@ -188,16 +174,23 @@ def sft_trainer_class(fused_lm_head: bool, labelled_head: bool = False):
     from transformers import Trainer
     from trl import SFTTrainer
 
-    if fused_lm_head:
-        return SFTTrainer
+    class CpuAmpSFTTrainer(CpuAmpTrainerMixin, SFTTrainer):
+        """TRL's `SFTTrainer`, with a T4's fp16 numerics (autocast + loss scaler) on a CPU too."""
 
-    class ModelLossSFTTrainer(SFTTrainer):
+    if fused_lm_head:
+        return CpuAmpSFTTrainer
+
+    class ModelLossSFTTrainer(CpuAmpSFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
             # Under DDP the forward must go through the wrapper (it syncs gradients), so the
             # labelled-head shortcut is for a single process; several fall back to the model loss.
             if labelled_head and not return_outputs and not hasattr(model, "module"):
-                loss = labelled_head_loss(model, inputs, num_items_in_batch)
+                # The decoder is called directly here, not through the forward that accelerate
+                # wrapped in autocast: enter the same autocast, or mixed precision silently
+                # computes this loss in the weights' dtype.
+                with self.accelerator.autocast():
+                    loss = labelled_head_loss(model, inputs, num_items_in_batch)
                 if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                     loss = loss * self.accelerator.num_processes
                 return loss
@@ -369,6 +362,8 @@ def train_lora(
                                     peak=cpu_peak["gflops"] / 1000 if cpu_peak else None)
     # First in line, so the printing and progress callbacks see the numbers it adds.
     trainer.callback_handler.callbacks.insert(0, throughput)
+    scaler_steps = LossScalerCallback(trainer.accelerator)
+    trainer.add_callback(scaler_steps)
 
     stage_ends = None
     if stages:
@@ -427,7 +422,8 @@ def train_lora(
         "lora_targets": sorted(lora_config.target_modules),
         "lora_blocks": describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers),
         "trainable_token_ids": lora_config.trainable_token_indices,
-        "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        # precision, weights_dtype, trainable_dtype, autocast_dtype, loss_scaler (final scale, skipped steps)
+        **precision_record(peft_model, args, trainer.accelerator, scaler_steps),
         "loss": "TRL fused LM head" if fused_lm_head else "head on labelled positions" if labelled_head else "model forward",
         # Rows per curriculum stage, trained in this order (None: one shuffled set).
         "stages": stages,

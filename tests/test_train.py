@@ -35,7 +35,6 @@ from sftkit.run_card import write_run_card
 from sftkit.tasks import make_task_splits
 from sftkit.train import (
     build_sft_config,
-    precision_flags,
     sft_trainer_class,
     stage_end_steps,
     staged_order,
@@ -301,14 +300,6 @@ def no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-def test_precision_flags(monkeypatch, no_cuda):
-    assert precision_flags() == {"fp16": False, "bf16": False}
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    assert precision_flags("cuda") == {"fp16": True, "bf16": False}
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    assert precision_flags("cuda") == {"fp16": False, "bf16": True}
-
-
 def test_describe_blocks():
     assert describe_blocks(None, 30) == "all 30"
     assert describe_blocks(list(range(15, 30)), 30) == "top 15 of 30 (15-29)"
@@ -391,23 +382,6 @@ def test_build_sft_config_batching_strategies(tmp_path, no_cuda):
     cfg.train.batching = "sorted"
     with pytest.raises(ValueError, match="batching must be one of"):
         build_sft_config(cfg, tmp_path)
-
-
-@pytest.mark.skipif(not __import__("sftkit.train", fromlist=["x"]).cpu_has_native_bf16(),
-                    reason="needs a CPU with native bf16 instructions")
-def test_bf16_autocast_on_cpu_leaves_a_plain_fp32_model(tmp_path):
-    """Mixed precision wraps forward in autocast; after training the model must be unwrapped,
-    or the adapter check compares bf16 logits with fp32 ones (seen once: 0.5 apart)."""
-    from sftkit.demo import load_demo_data
-    from sftkit.runs import load_for, train_and_record
-
-    cfg = get_preset("smoke")
-    cfg.train.cpu_bf16_autocast, cfg.train.learning_rate = True, 1e-2
-    model, tokenizer = load_for(cfg)
-    train_set, _ = load_demo_data(cfg)
-    result = train_and_record(cfg, model, tokenizer, train_set, tmp_path, disable_tqdm=True)
-    assert result.metrics["precision"] == "bf16"
-    assert result.metrics["adapter_check"]["reload"] == 0.0, result.metrics["adapter_check"]
 
 
 # --------------------------------------------------------------------------- curriculum

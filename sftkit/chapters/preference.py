@@ -36,6 +36,7 @@ from ..generate import Generation, generate_batch
 from ..lora import build_lora_config, trainable_parameters
 from ..measure import NonFiniteLossError, peak_memory_mb
 from ..models import hardware_name
+from ..precision import with_cpu_amp
 from ..tasks import check_answer
 from ..train import trainer_arguments
 
@@ -254,7 +255,7 @@ def train_dpo(
                                     layers=cfg.lora.layers)
     args = build_dpo_config(cfg, output_dir / "checkpoints", beta=beta, learning_rate=learning_rate,
                             max_steps=max_steps, **dpo_overrides)
-    trainer = DPOTrainer(
+    trainer = with_cpu_amp(DPOTrainer)(  # fp16 on a CPU as on a T4 (autocast + loss scaler)
         model=model,
         ref_model=None,  # with peft_config, the reference is the same model with the adapter disabled
         args=args,
