@@ -32,11 +32,14 @@ test-fast: install
 
 # What a new user does, in a new virtual environment: README's install, then the smoke demo
 # from the installed `sftkit` command. CI runs it before the tests, so a broken install step fails.
+# The demo gets its own model cache, which does not exist yet (a new user's machine has no
+# ~/.cache/sftkit): the offline conversions run here as they do there, not from a warm cache.
 FRESH_VENV ?= /tmp/sftkit-fresh-venv
 fresh-install:
 	rm -rf $(FRESH_VENV) && $(PYTHON) -m venv $(FRESH_VENV)
 	$(MAKE) install PYTHON=$(FRESH_VENV)/bin/python
-	cd /tmp && HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(FRESH_VENV)/bin/sftkit demo --preset smoke --out $(FRESH_VENV)/smoke-run
+	cd /tmp && SFTKIT_CACHE=$(FRESH_VENV)/cache HF_HUB_OFFLINE=1 MPLBACKEND=Agg \
+		$(FRESH_VENV)/bin/sftkit demo --preset smoke --out $(FRESH_VENV)/smoke-run
 	test -s $(FRESH_VENV)/smoke-run/metrics.json
 
 benchmarks: install

@@ -21,8 +21,12 @@ always uses safetensors and ``trust_remote_code=False`` unless the caller says o
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import secrets
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,8 @@ GEMMA_INSTALL = (
 )
 OFFLINE_MODELS = ("smollm2-135m-instruct", "tiny-smollm2", "gemma3-270m-base")
 HUB_HOST = "huggingface.co"
+# Conversions and waits for another process's conversion are logged at INFO (silent by default).
+logger = logging.getLogger(__name__)
 
 
 class ModelSourceError(RuntimeError):
@@ -105,6 +111,99 @@ def hardware_name() -> str:
     return f"CPU: {cpu} ({os.cpu_count()} cores)"
 
 
+# --------------------------------------------------------------------------- the conversion cache
+# Each cached artefact is made at most once, even when several processes start on an empty
+# cache together. A process that finds the artefact complete uses it without locking, so a
+# warm (or read-only) cache costs nothing. Otherwise it takes a lock file beside the artefact,
+# checks again (another process may have finished while it waited), writes into a partial
+# path of its own, and renames that into place: an interrupted conversion never looks complete,
+# and a reader never sees half a folder.
+
+# What `save_pretrained` of a model and its tokenizer writes and a later load needs: a cached
+# folder missing any of these is incomplete and is converted again.
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def _complete(target: Path, files: tuple[str, ...]) -> bool:
+    """Whether a cached artefact is whole: a folder holding all of `files` (or, with none, a file).
+
+    The one test of "already converted" for every cached artefact, before and after the lock.
+    """
+    if not files:
+        return target.is_file()
+    return target.is_dir() and all((target / name).is_file() for name in files)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder if it is there (a partial or an incomplete artefact)."""
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Move a fully written folder or file into place, replacing an incomplete earlier one.
+
+    Only called under the artefact's lock, after the target was found incomplete, so nothing
+    complete that another process might be reading is ever removed.
+    """
+    if target.exists() or target.is_symlink():
+        _remove(target)
+    partial.replace(target)
+
+
+def _convert_once(target: Path, files: tuple[str, ...], write: Callable[[Path], None]) -> bool:
+    """Make the cached artefact `target` by calling ``write(partial)``, unless it is complete.
+
+    `files` are what a complete folder holds (`_complete`); empty means `target` is one file.
+    `write` gets a fresh, empty partial folder (or a path for the file) to fill. Returns True
+    when this call wrote the artefact, False when it was already there (or another process
+    made it while this one waited for the lock).
+    """
+    if _complete(target, files):
+        return False
+    from filelock import FileLock, Timeout
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.with_name(target.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("waiting for another process to finish writing %s", target)
+        lock.acquire()  # no timeout: the OS releases an flock when its holder exits, even if killed
+    try:
+        if _complete(target, files):
+            return False
+        # Under the lock, any partial path is left by a process that died mid-conversion (or by
+        # an sftkit older than this lock): remove it, since a Gemma one weighs a gigabyte.
+        for stale in target.parent.glob(target.name + ".partial*"):
+            _remove(stale)
+        # A name of this process's own (not tempfile.mkdtemp, whose 0700 folder would make the
+        # cache private where it used to follow the umask): even without a working lock (a
+        # file system without flock) two writers would not share a folder.
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+        if files:
+            partial.mkdir()
+        started = time.perf_counter()
+        try:
+            write(partial)
+            if not _complete(partial, files):
+                missing = [name for name in files if not (partial / name).is_file()] or [partial.name]
+                raise ModelSourceError(f"writing {target.name} left out {', '.join(missing)}; "
+                                       f"nothing was cached, see the error above or report it")
+            _publish(partial, target)
+        except BaseException:
+            _remove(partial)
+            raise
+        logger.info("wrote %s in %.0f s (once per cache)", target, time.perf_counter() - started)
+        return True
+    finally:
+        lock.release()
+
+
 # --------------------------------------------------------------------------- offline sources
 
 
@@ -127,37 +226,37 @@ def smollm2_offline_dir() -> Path:
     """A safetensors copy of SmolLM2-135M-Instruct, converted from the GGUF on first use.
 
     The GGUF is Q4_1; transformers dequantises it to fp32 (about 20-30 s), so the result is
-    cached and later loads take a second.
+    cached and later loads take a second. Safe when several processes start on an empty cache
+    at once (`accelerate launch`, parallel tests): one converts, the others wait and load it.
     """
     target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = smollm2_wheel_dir()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE, dtype=torch.float32)
-    _save_dequantised(model, tokenizer, target)
+    def convert(partial: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = smollm2_wheel_dir()
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF_FILE, dtype=torch.float32)
+        _save_dequantised(model, tokenizer, partial)
+
+    _convert_once(target, CHECKPOINT_FILES, convert)
     return target
 
 
-def _publish(partial: Path, target: Path) -> None:
-    """Move a fully written folder into place, replacing an incomplete earlier one."""
-    import shutil
-
-    if target.exists():
-        shutil.rmtree(target)
-    partial.replace(target)
-
-
 def gemma_gguf_path() -> Path:
-    """Join the four Gemma 3 270M chunks in order and check the shipped SHA256SUMS."""
+    """Join the four Gemma 3 270M chunks in order and check the shipped SHA256SUMS.
+
+    The joined file is checked on every call (a wrong or damaged file must never be loaded);
+    a call that joins it hashes the bytes while writing them, under the lock, instead of
+    reading the ~250 MB file back.
+    """
     import hashlib
 
     target = cache_dir() / GEMMA_GGUF_FILE
     sums_file = _package_dir(GEMMA_SUMS_PACKAGE, GEMMA_INSTALL) / "data" / "SHA256SUMS"
     expected = next(line.split()[0] for line in sums_file.read_text().splitlines() if GEMMA_GGUF_FILE in line)
-    if not target.is_file():
+
+    def join(partial: Path) -> None:
         chunks = []
         for package in GEMMA_PACKAGES:
             found = sorted((_package_dir(package, GEMMA_INSTALL) / "data").glob(f"{GEMMA_GGUF_FILE}.part*"))
@@ -165,44 +264,50 @@ def gemma_gguf_path() -> Path:
                 raise FileNotFoundError(f"expected one chunk of {GEMMA_GGUF_FILE} in {package}, found {found}: "
                                         f"reinstall it ({GEMMA_INSTALL})")
             chunks.append(found[0])
-        partial = target.with_name(target.name + ".partial")
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("wb") as out:
+        digest = hashlib.sha256()
+        with partial.open("xb") as out:
             for chunk in chunks:
-                out.write(chunk.read_bytes())
-        partial.replace(target)
+                data = chunk.read_bytes()
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != expected:  # the partial is removed by _convert_once
+            raise ModelSourceError(f"{GEMMA_GGUF_FILE}: joined chunks have checksum {digest.hexdigest()}, "
+                                   f"SHA256SUMS says {expected}: reinstall the packages ({GEMMA_INSTALL})")
+
+    if _convert_once(target, (), join):
+        return target
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     if digest != expected:
-        target.unlink()
-        raise ModelSourceError(f"{GEMMA_GGUF_FILE}: checksum {digest} does not match SHA256SUMS ({expected})")
+        target.unlink(missing_ok=True)
+        raise ModelSourceError(f"{GEMMA_GGUF_FILE}: checksum {digest} does not match SHA256SUMS ({expected}); "
+                               f"the damaged copy was removed, the next call joins the chunks again")
     return target
 
 
 def gemma_base_dir() -> Path:
     """Gemma 3 270M base as a safetensors folder, converted once from the joined GGUF."""
     target = cache_dir() / "gemma3-270m-base"
-    if (target / "model.safetensors").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = gemma_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    _save_dequantised(model, tokenizer, target)
+    def convert(partial: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = gemma_gguf_path()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        _save_dequantised(model, tokenizer, partial)
+
+    _convert_once(target, CHECKPOINT_FILES, convert)
     return target
 
 
-def _save_dequantised(model: Any, tokenizer: Any, target: Path) -> None:
+def _save_dequantised(model: Any, tokenizer: Any, folder: Path) -> None:
     # The dequantised weights are plain fp32 tensors; drop the GGUF quantizer so that
     # save_pretrained writes an ordinary safetensors checkpoint.
     model.hf_quantizer = None
     model.config.quantization_config = None
     del model.config.quantization_config
-    # Write to a temporary folder first so an interrupted conversion never looks complete.
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    _publish(partial, target)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def tiny_model_dir(seed: int = 0) -> Path:
@@ -212,30 +317,30 @@ def tiny_model_dir(seed: int = 0) -> Path:
     enough to exercise every code path (templates, masks, LoRA, generation) in seconds.
     """
     target = cache_dir() / f"tiny-smollm2-seed{seed}"
-    if (target / "model.safetensors").is_file():
-        return target
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_offline_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=8,
-        intermediate_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    _publish(partial, target)
+    def build(partial: Path) -> None:
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tokenizer = AutoTokenizer.from_pretrained(smollm2_offline_dir())
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+
+    _convert_once(target, CHECKPOINT_FILES, build)
     return target
 
 
