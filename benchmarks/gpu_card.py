@@ -27,10 +27,15 @@ Each prints tokens/s (non-pad), MFU against the card's dense data-sheet peak
 (`sftkit.measure.peak_tflops`) and peak GPU memory (torch's allocator). Then batched greedy
 generation with the preset's evaluation batch (32 prompts, 128 new tokens): new tokens/s, MFU
 (2 x weights + the head per token; generation is memory-bound) and peak memory. Last, whether
-the preset's peak memory fits a 16 GB T4 and with what margin. A time guard skips what would
-run past `--budget-s` (default 420 s: under 8 minutes on an H100 with loading).
+the preset fits a 16 GB T4 and with what margin: measured on a fresh model trained by the
+preset's path for `--fit-steps` optimizer steps on rows of exactly the preset's ``max_length``
+(1024 tokens: consecutive offline conversations joined into one multi-turn conversation and
+cut there), the worst batch the preset allows -- the offline rows above are at most a few
+hundred tokens -- next to `sftkit.estimates`' estimate for the same settings. A time guard skips
+what would run past `--budget-s` (default 420 s: under 8 minutes on an H100 with loading); the
+fit check runs first and is never skipped.
 
-    python benchmarks/gpu_card.py [--steps 30] [--tokenizer DIR/HuggingFaceTB/SmolLM2-360M]
+    python benchmarks/gpu_card.py [--steps 30] [--fit-steps 2] [--tokenizer DIR/HuggingFaceTB/SmolLM2-360M]
     python benchmarks/gpu_card.py --smoke      # CPU, tiny model, 2 steps: seconds (CI)
 """
 
@@ -50,6 +55,8 @@ from torch import nn
 from sftkit.chat import prepare_model, prepare_tokenizer
 from sftkit.config import RunConfig, get_preset
 from sftkit.demo import load_demo_data
+from sftkit.estimates import CUDA_CONTEXT_GIB, estimate
+from sftkit.masking import tokenize_conversation
 from sftkit.generate import generate_batch
 from sftkit.measure import model_flops_utilisation, peak_tflops
 from sftkit.models import hardware_name, pick_dtype
@@ -57,10 +64,9 @@ from sftkit.standins import SMOLLM2_360M_CONFIG
 from sftkit.train import train_lora
 
 # A T4 has 16 GB (15,360 MiB shown by nvidia-smi); the CUDA context and cuBLAS workspace take
-# about 0.4 GiB of it before torch allocates anything (Colab, torch 2.x), which the allocator's
-# peak does not include.
+# about 0.4 GiB of it before torch allocates anything (Colab, torch 2.x; `CUDA_CONTEXT_GIB`), which
+# the allocator's peak does not include.
 T4_USABLE_GIB = 15.0
-CUDA_CONTEXT_GIB = 0.4
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -131,6 +137,48 @@ def variants(smoke: bool) -> list[tuple[str, Callable[[RunConfig], None], dict[s
     ]
 
 
+def full_length_rows(train_set: Any, tokenizer: Any, max_length: int, n_rows: int) -> Any:
+    """`n_rows` conversations of at least `max_length` tokens, so that every tokenized row is cut to exactly that.
+
+    Each joins the user and assistant turns of consecutive offline conversations (system
+    prompts left out, so one stays a valid multi-turn conversation) until it is long enough;
+    `tokenize_dataset` keeps its first `max_length` tokens, which hold assistant turns.
+    """
+    from datasets import Dataset
+
+    rows, messages, index = [], [], 0
+    while len(rows) < n_rows:
+        if index > 100 * len(train_set):
+            raise ValueError(f"could not build {n_rows} rows of {max_length} tokens from {len(train_set)} conversations")
+        turns = [m for m in train_set[index % len(train_set)]["messages"] if m["role"] != "system"]
+        index += 1
+        if not turns or turns[0]["role"] != "user" or turns[-1]["role"] != "assistant":
+            continue
+        messages = messages + turns
+        if len(tokenize_conversation(messages, tokenizer)["input_ids"]) >= max_length:
+            rows.append({"messages": messages})
+            messages = []
+    return Dataset.from_list(rows)
+
+
+def measure_fit(cfg: RunConfig, config_values: dict[str, Any], tokenizer: Any, train_set: Any,
+                steps: int) -> dict[str, Any]:
+    """The preset's training path for `steps` optimizer steps on rows of exactly `cfg.data.max_length` tokens."""
+    fit_cfg = copy.deepcopy(cfg)
+    fit_cfg.train.max_steps = fit_cfg.train.logging_steps = steps
+    rows = steps * fit_cfg.train.per_device_train_batch_size * fit_cfg.train.gradient_accumulation_steps
+    long_rows = full_length_rows(train_set, tokenizer, fit_cfg.data.max_length, rows)
+    model = build_model(config_values, tokenizer)
+    with tempfile.TemporaryDirectory() as out:
+        result = train_lora(fit_cfg, model, tokenizer, long_rows, out, disable_tqdm=True)
+    metrics = dict(result.metrics, rows=rows, full_rows=result.metrics["tokens"] == rows * fit_cfg.data.max_length)
+    result = model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return metrics
+
+
 def generation_flops_per_token(model: nn.Module) -> float:
     """Forward FLOPs of one generated token: 2 x every linear weight (blocks and head); attention left out."""
     return 2.0 * sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
@@ -162,6 +210,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per variant (default 30)")
     parser.add_argument("--tokenizer", default=None, help="a tokenizer folder (sftkit standins' SmolLM2-360M)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip what would start after this many seconds")
+    parser.add_argument("--fit-steps", type=int, default=2,
+                        help="optimizer steps of the T4-fit check on rows at max_length (default 2)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model, 2 steps (CI)")
     args = parser.parse_args()
     began = time.perf_counter()
@@ -175,7 +225,7 @@ def main() -> None:
     config_values = dict(SMOLLM2_360M_CONFIG)
     prompts_n, new_tokens = cfg.eval.batch_size, 128
     if args.smoke:
-        args.steps = 2
+        args.steps, args.fit_steps = 2, 1
         config_values.update(num_hidden_layers=2, hidden_size=120, intermediate_size=320)
         cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps = 2, 1
         cfg.data.max_length = 128
@@ -199,6 +249,10 @@ def main() -> None:
     print(f"t4 preset: {args.steps} steps x batch {cfg.train.per_device_train_batch_size} x accumulation "
           f"{cfg.train.gradient_accumulation_steps}, max_length {cfg.data.max_length}, gradient checkpointing "
           f"{cfg.train.gradient_checkpointing}; rows: the offline conversations ({len(train_set)})")
+
+    # The T4-fit check first, on a fresh model, so the time guard never skips it.
+    fit = measure_fit(cfg, config_values, tokenizer, train_set, args.fit_steps)
+    fit_estimate = estimate(cfg, "T4", model_config=dict(config_values, model_type="llama"))
 
     results: list[tuple[str, dict[str, Any] | str]] = []
     generation = None
@@ -251,16 +305,21 @@ def main() -> None:
               f"{g['tokens_per_s']} tokens/s, MFU {g['mfu'] if g['mfu'] is not None else 'n/a'}, "
               f"peak GPU MB {g['peak_gpu_mb'] if g['peak_gpu_mb'] is not None else 'n/a (CPU)'}")
 
-    preset = next((m for name, m in results if name == "preset" and not isinstance(m, str)), None)
-    if preset is not None and preset.get("peak_gpu_mb") is not None:
-        need = preset["peak_gpu_mb"] / 1024 + CUDA_CONTEXT_GIB
+    rows_note = (f"{fit['rows']} rows of {cfg.data.max_length} tokens (batch {cfg.train.per_device_train_batch_size} x "
+                 f"accumulation {cfg.train.gradient_accumulation_steps}, {args.fit_steps} step{'s' if args.fit_steps != 1 else ''}"
+                 f"{'' if fit['full_rows'] else '; NOT all rows full: ' + str(fit['tokens']) + ' tokens'})")
+    print(f"\nT4-fit rows: {rows_note}, {fit['tokens_per_s']} tokens/s")
+    print(f"T4-fit estimate (sftkit.estimates, same settings): {fit_estimate.peak_memory_gib:.2f} GiB allocated "
+          f"({', '.join(f'{k} {v:.2f}' for k, v in fit_estimate.memory_gib.items())})")
+    if fit.get("peak_gpu_mb") is not None:
+        need = fit["peak_gpu_mb"] / 1024 + CUDA_CONTEXT_GIB
         verdict = "fits" if need <= T4_USABLE_GIB else "does NOT fit"
-        print(f"\nT4 (16 GB, {T4_USABLE_GIB} GiB usable): the t4 preset needs {preset['peak_gpu_mb'] / 1024:.2f} GiB "
-              f"allocated + ~{CUDA_CONTEXT_GIB} GiB CUDA context = {need:.2f} GiB: {verdict}, margin "
-              f"{T4_USABLE_GIB - need:.2f} GiB (measured in {str(dtype).replace('torch.', '')}; a T4 trains in fp16, "
-              "the same bytes per value; its SDPA kernel differs)")
+        print(f"T4 (16 GB, {T4_USABLE_GIB} GiB usable): the t4 preset at max_length {cfg.data.max_length} needs "
+              f"{fit['peak_gpu_mb'] / 1024:.2f} GiB allocated + ~{CUDA_CONTEXT_GIB} GiB CUDA context = {need:.2f} GiB: "
+              f"{verdict}, margin {T4_USABLE_GIB - need:.2f} GiB (measured in {str(dtype).replace('torch.', '')}; a T4 "
+              "trains in fp16, the same bytes per value; its SDPA kernel differs)")
     else:
-        print("\nT4 fit: not measured (no GPU)")
+        print("T4 fit: not measured (no GPU)")
     print(f"total wall time {time.perf_counter() - began:.0f} s")
 
 
