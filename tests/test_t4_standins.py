@@ -7,7 +7,8 @@ at them with overrides only (``--set`` for the command, ``$SFTKIT_SET`` for the 
 sizes shrunk so each run takes seconds on two CPU cores. The loading code is the same as for
 the Hub ids: streaming a sample of ``train``, evaluating on ``test``, preparing the base
 tokenizer (no template, no pad, EOS ``<|endoftext|>``), the reference model comparison, and
-t4's fp16 and gradient-checkpointing settings degrading to fp32 on a CPU.
+t4's gradient checkpointing, and its fp16 numerics (fp16 weights, autocast and a loss scaler)
+emulated on the CPU, as well as bf16's and fp32.
 
 A static test checks that every preset branch of every notebook is executed somewhere: by CI
 (`smoke` for all, `t4` on the stand-ins) or by the committed run whose outputs the notebook carries.
@@ -64,25 +65,52 @@ def t4_runs(tmp_path_factory):
     return tmp_path_factory.mktemp("runs-t4")
 
 
+# A T4's numerics (fp16 weights, fp16 autocast, loss scaler) and an Ampere-or-later card's (bf16), emulated on
+# the CPU (`sftkit.precision`); fp16 matmuls have no fast CPU kernels, so those runs take smaller batches.
+NUMERICS = {
+    "fp32": [],
+    "fp16": ["model.dtype=float16", "train.cpu_amp=fp16", "train.per_device_train_batch_size=2", "data.max_length=128"],
+    "bf16": ["model.dtype=bfloat16", "train.cpu_amp=bf16", "train.per_device_train_batch_size=2", "data.max_length=128"],
+}
+
+
 @pytest.mark.slow
-def test_sftkit_demo_runs_the_t4_preset_on_the_standins(standins, tmp_path):
+@pytest.mark.parametrize("numerics", list(NUMERICS))
+def test_sftkit_demo_runs_the_t4_preset_on_the_standins(numerics, standins, tmp_path):
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "sftkit.cli", "demo", "--preset", "t4", "--out", str(out)]
-    for override in standins.overrides() + SHRINK:
+    for override in standins.overrides() + SHRINK + NUMERICS[numerics]:
         command += ["--set", override]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": os.environ.get("SFTKIT_TEST_THREADS", "1")}
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    print(f"\nsftkit demo --preset t4 on the stand-ins: {time.perf_counter() - start:.1f} s")
+    print(f"\nsftkit demo --preset t4 ({numerics}) on the stand-ins: {time.perf_counter() - start:.1f} s")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["preset"] == "t4"
     assert metrics["data"]["eval"]["split"] == "test" and metrics["data"]["train"]["split"] == "train"
     assert len(metrics["data"]["train"]["rows_per_source"]) >= 3  # a sample, not the first (sorted) rows
     assert metrics["reference"]["model"] == str(standins.instruct_model)
-    assert metrics["train"]["precision"] == "fp32"  # t4's fp16 degrades to fp32 on a CPU
-    assert metrics["train"]["steps"] == 2
+    train = metrics["train"]
+    # Without train.cpu_amp, t4's fp16 degrades to fp32 on a CPU; with it, the card's numerics run and are recorded.
+    assert train["precision"] == numerics and train["trainable_dtype"] == "float32", train
+    assert train["weights_dtype"] == {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[numerics]
+    assert train["autocast_dtype"] == {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}[numerics]
+    assert (train["loss_scaler"] is not None) == (numerics == "fp16"), train["loss_scaler"]
+    assert train["adapter_check"]["reload"] == 0.0 and train["adapter_check"]["vs_base"] > 0, train["adapter_check"]
+    assert train["steps"] == 2
+    # The merged evaluation and IFEval ran for both models (offline IFEval prompts: google/IFEval has no stand-in).
+    assert metrics["after"]["ifeval"]["n_prompts"] > 0 and metrics["before"]["ifeval"]["n_prompts"] > 0
+    from peft import AutoPeftModelForCausalLM
+
+    from sftkit.hub import write_model_card
+
+    loaded = AutoPeftModelForCausalLM.from_pretrained(out / "adapter")
+    assert sorted(loaded.peft_config["default"].target_modules) == train["lora_targets"]
+    card = write_model_card(out / "adapter").read_text()
+    assert f"| precision | {numerics} ({train['weights_dtype']} weights" in card, card
+    assert ("loss scaler: final scale" in card) == (numerics == "fp16")
     card = (out / "run.md").read_text()
     assert "| evaluation rows | 8 from the test split; per source: " in card
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
@@ -95,6 +123,8 @@ def test_sftkit_demo_runs_the_t4_preset_on_the_standins(standins, tmp_path):
 def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs, python3_kernel, monkeypatch, tmp_path,
                                                       record_property):
     overrides = standins.overrides() + SHRINK + (SHRINK_LATER if name >= "05" else []) + [f"output_dir={t4_runs}"]
+    if name.startswith("03_"):  # chapter 03 trains as a T4 does: fp16 weights, fp16 autocast and a loss scaler
+        overrides += NUMERICS["fp16"]
     for key, value in {"SFTKIT_PRESET": "t4", "SFTKIT_SET": ";".join(overrides), "HF_HUB_OFFLINE": "1",
                        "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
                        "OMP_NUM_THREADS": os.environ.get("SFTKIT_TEST_THREADS", "1")}.items():
@@ -104,6 +134,9 @@ def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs, py
     assert "preset: t4" in parameters and f"model: {standins.base_model}" in parameters, parameters
     assert f"figures: {t4_runs}/figures" in parameters  # the committed figures are never overwritten
     outputs = "".join(_text_outputs(cell) for cell in nb.cells if cell.cell_type == "code")
+    if name.startswith("03_"):
+        card = json.loads((t4_runs / "03_sft" / "run.json").read_text())["train"]
+        assert card["precision"] == "fp16" and card["loss_scaler"] is not None, card
     for expected in LATER_CHAPTER_OUTPUTS.get(name, ()):  # the Hub branches ran on the stand-ins, not an offline path
         assert expected.format(standins=standins) in outputs, expected
 
