@@ -155,13 +155,22 @@ pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
 # real (non-pad) tokens.
 #
 # **How long on a T4 (`t4` preset): an estimate, not a measurement** (no T4 run is recorded
-# yet). Training costs about $6N$ FLOPs per token with gradient checkpointing (forward,
-# recomputed forward, backward to the activations; LoRA's own weight gradients are negligible):
-# $6 \times 3.6\times10^{8}$ parameters $\times$ about $2\times10^{6}$ tokens (4,000 conversations
-# at an assumed 500 tokens each; chapter 02 measures the sample) $\approx 4.3\times10^{15}$ FLOPs.
-# At an assumed sustained 10 TFLOP/s (about 15% of the T4's 65 TFLOP/s fp16 tensor-core peak)
-# that is about 7 minutes, plus model loading and padding; the run card below gives the
-# measured tokens/s and MFU on whatever card ran it.
+# yet), printed by the next cell. `sftkit.estimates` counts the training FLOPs from the model's
+# shapes with the function behind the run card's MFU (forward and backward through the blocks,
+# the forward recomputed under gradient checkpointing, LoRA's own weight gradients), for the
+# preset's 4,000 conversations at an assumed 500 tokens each (chapter 02 measures the sample),
+# at an assumed sustained 10 TFLOP/s (about 15% of the T4's 65 TFLOP/s fp16 tensor-core peak);
+# it itemises the training memory at the preset's batch and `max_length` the same way. The README
+# and the preset quote this one function. Model loading and padding come on top; the run card
+# below gives the measured tokens/s and MFU on whatever card ran it.
+#
+# **A T4's numerics.** On a T4 the run trains in fp16: fp16 weights, matmuls under fp16 autocast,
+# and a loss scaler that multiplies the loss before the backward pass (so small gradients do not
+# flush to zero), unscales the gradients before clipping and skips a step when one overflowed;
+# peft keeps LoRA's weights in fp32, which is what lets the scaler unscale their gradients. The
+# run card records the weights' dtype, the autocast dtype and the scaler's final scale and skipped
+# steps. On a CPU the same numerics run with `OVERRIDES = ["model.dtype=float16",
+# "train.cpu_amp=fp16"]` (CI runs this chapter so), slowly: CPUs have no fast fp16 matmuls.
 #
 # **If Colab disconnects.** The `t4` preset saves a checkpoint every 50 optimizer steps
 # (`train.save_steps`) in `runs/t4/03_sft/checkpoints` (the last two are kept). Run the notebook
@@ -174,6 +183,11 @@ pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
 # later session instead of training it again.
 
 # %%
+import sftkit.estimates
+
+print(sftkit.estimates.format_estimate(sftkit.estimates.estimate(sftkit.config.get_preset("t4"), "T4")))
+
+# %%
 result = sftkit.runs.train_and_record(cfg, model, tokenizer, train_set, OUT)
 print(f"adapter saved to {result.adapter_dir}")
 
@@ -183,7 +197,9 @@ display(Markdown((OUT / "run.md").read_text()))
 # %%
 m = result.metrics
 pd.Series({
-    "hardware": m["hardware"], "precision": m["precision"], "optimizer steps": m["steps"],
+    "hardware": m["hardware"], "precision": m["precision"],
+    "weights / trainable / autocast dtype": f"{m['weights_dtype']} / {m['trainable_dtype']} / {m['autocast_dtype']}",
+    "loss scaler": m["loss_scaler"] or "none", "optimizer steps": m["steps"],
     "wall time (s)": m["wall_s"], "trained tokens (non-pad)": m["tokens"],
     "tokens / s (non-pad)": m["tokens_per_s"], "padding efficiency": m["padding_efficiency"],
     "MFU": m["mfu"] if m["mfu"] is not None else "n/a", "MFU against": m.get("mfu_peak") or "n/a",
