@@ -25,7 +25,6 @@ With ``--set model.dtype=float16 --set train.cpu_amp=fp16`` a CPU runs a T4's nu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,15 +33,6 @@ from transformers import TrainerCallback
 from .models import pick_dtype
 
 CPU_AMP_CHOICES = ("off", "bf16", "fp16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX-BF16 instructions (recent Xeon and EPYC)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def precision_flags(device: str | None = None, cpu_amp: str = "off") -> dict[str, bool]:

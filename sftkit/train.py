@@ -3,8 +3,9 @@
 `train_lora` is the one training path shared by the notebooks, `sftkit demo` and
 `sftkit train`. It:
 
-- builds an `SFTConfig` for the hardware: fp16 mixed precision on compute capability < 8
-  (T4), bf16 on >= 8, fp32 on CPU; SDPA attention; length-grouped batches by default;
+- builds an `SFTConfig` for the hardware: fp16 mixed precision with a loss scaler on compute
+  capability < 8 (T4), bf16 on >= 8, on a CPU fp32 or the card's numerics emulated
+  (`train.cpu_amp`, `sftkit.precision`); SDPA attention; length-grouped batches by default;
 - trains on rows tokenized by `sftkit.masking` (assistant-only labels, identical to TRL's
   own, plus control-string sanitising and counted drops); TRL pads them and runs the loop;
 - measures what a run card needs (`sftkit.measure`): tokens/s over non-pad tokens, padding
@@ -54,7 +55,6 @@ from .models import hardware_name
 from .precision import (
     CpuAmpTrainerMixin,
     LossScalerCallback,
-    cpu_has_native_bf16,  # noqa: F401  (re-exported: sftkit.train.cpu_has_native_bf16)
     precision_flags,
     precision_record,
 )
