@@ -149,7 +149,7 @@ def _data_lines(run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
 
 
 def _precision_text(measured: dict[str, Any]) -> str | None:
-    """"fp16 (float16 weights, float16 autocast, loss scaler: final scale 1024, 2 steps skipped)", or what is recorded."""
+    """The card's precision: "fp16 (float16 weights, float16 autocast, loss scaler: ...)", or what is recorded."""
     precision = measured.get("precision")
     if precision is None or "weights_dtype" not in measured:
         return precision  # a run card written before the dtypes were recorded

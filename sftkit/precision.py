@@ -94,7 +94,8 @@ class LossScalerCallback(TrainerCallback):
             self.skipped_steps += 1
 
 
-def precision_record(model: Any, args: Any, accelerator: Any, scaler_steps: LossScalerCallback | None) -> dict[str, Any]:
+def precision_record(model: Any, args: Any, accelerator: Any,
+                     scaler_steps: LossScalerCallback | None) -> dict[str, Any]:
     """What a run computed in, for the run card: weights, autocast, and the loss scaler if one ran."""
     weights = next((p.dtype for p in model.parameters() if not p.requires_grad), None) or model.dtype
     trainable = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad})

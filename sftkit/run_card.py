@@ -2,9 +2,9 @@
 
 Numbers in the README and the notebooks are read from run cards, never typed in, so a
 card holds everything needed to judge a run: the whole config, the package versions, the
-hardware and precision (weights, autocast, loss scaler), throughput and MFU (with the peak it is measured against: a GPU's
-data sheet, or on a CPU the matmul peak measured in the same run), peak memory, the loss, the LoRA placement, the
-rows per curriculum stage and where the adapter is.
+hardware and precision (weights, autocast, loss scaler), throughput and MFU (with the peak it
+is measured against: a GPU's data sheet, or on a CPU the matmul peak measured in the same run),
+peak memory, the loss, the LoRA placement, the rows per curriculum stage and where the adapter is.
 """
 
 from __future__ import annotations

@@ -199,7 +199,8 @@ def test_verify_adapter_holds_in_every_precision_and_still_rejects_a_wrong_adapt
 
 
 @pytest.mark.slow
-def test_verify_adapter_rejects_a_merge_that_loses_the_adapter(monkeypatch, make_tiny_model, tokenizer, probe, tmp_path):
+def test_verify_adapter_rejects_a_merge_that_loses_the_adapter(monkeypatch, make_tiny_model, tokenizer, probe,
+                                                                tmp_path):
     from peft.tuners.tuners_utils import BaseTuner
 
     trained = _adapter_on(make_tiny_model(), tokenizer, seed=0)

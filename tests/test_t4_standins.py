@@ -69,8 +69,10 @@ def t4_runs(tmp_path_factory):
 # the CPU (`sftkit.precision`); fp16 matmuls have no fast CPU kernels, so those runs take smaller batches.
 # (t4's default on a CPU, fp32, runs in the t4 notebook runs below and in every smoke test.)
 NUMERICS = {
-    "fp16": ["model.dtype=float16", "train.cpu_amp=fp16", "train.per_device_train_batch_size=2", "data.max_length=128"],
-    "bf16": ["model.dtype=bfloat16", "train.cpu_amp=bf16", "train.per_device_train_batch_size=2", "data.max_length=128"],
+    "fp16": ["model.dtype=float16", "train.cpu_amp=fp16", "train.per_device_train_batch_size=2",
+             "data.max_length=128"],
+    "bf16": ["model.dtype=bfloat16", "train.cpu_amp=bf16", "train.per_device_train_batch_size=2",
+             "data.max_length=128"],
 }
 
 
