@@ -1,7 +1,7 @@
 """Batched vs one-at-a-time greedy generation with the real offline model.
 
-Prints prompts/s for both, the speed-up, and whether the outputs are identical. Target
-(issue 5): >= 4x at batch 16 on a 2-core CPU with SmolLM2-135M-Instruct, same outputs.
+Prints prompts/s for both, the speed-up, and whether the outputs are identical. Target:
+>= 4x at batch 16 on a 2-core CPU with SmolLM2-135M-Instruct, same outputs.
 
     python benchmarks/generation_speed.py [--n 16] [--max-new-tokens 32]
 """

@@ -1,7 +1,7 @@
 """Re-run the demo's before/after evaluation for an adapter the demo already trained.
 
 For when a demo run trained and saved its adapter but did not finish writing its outputs
-(in session 6 the first Gemma run did that: a bug in `write_generations`, since fixed, after
+(the first Gemma run did that: a bug in `write_generations`, since fixed, after
 25 minutes of training). It evaluates exactly what `sftkit demo` evaluates, on the same
 prompts: the base model, base + the saved adapter, and the reference instruct model, and
 writes ``metrics.json`` (with the saved run card's training figures), ``report.md`` and

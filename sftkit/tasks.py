@@ -243,7 +243,7 @@ def addition_steps(a: int, b: int) -> str:
     Hundreds: 0 + 8 = 8, 8 + 1 = 9, write 9, carry 0. Answer: 937'
 
     Every choice answers a failure measured on held-out sums (SmolLM2-135M-Instruct, LoRA in
-    the top 15 blocks, 320 training sums, 48 dev sums; `results/cpu-demo/design_runs`):
+    the top 15 blocks, 320 training sums, 48 dev sums; `dev/LOG.md`):
     - digits are named from the *right* ("ones" is the digit just before the colon), because
       counting from the left made the model read "89" as "8 hundreds, 9 tens, 8 ones";
     - each column first adds two digits the way the pretrained model has seen sums written,

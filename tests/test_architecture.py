@@ -1,4 +1,4 @@
-"""Imports run one way: no module imports a module of a higher layer, and the core never a chapter (DESIGN.md, issue 16)."""
+"""Imports run one way: no module imports a module of a higher layer, and the core never a chapter (the layers are listed in LAYERS below)."""
 
 from __future__ import annotations
 
