@@ -400,6 +400,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
             known = ", ".join(f.name for f in dataclasses.fields(target)) if dataclasses.is_dataclass(target) else ""
             raise ValueError(f"--set {key}: unknown key" + (f" (known here: {known})" if known else ""))
+        if dataclasses.is_dataclass(getattr(target, name)):  # `model=x` would replace a whole section with a string
+            raise ValueError(f"--set {key}: is a section, not a setting; set one of its fields ({key}.<field>=value)")
         setattr(target, name, _parse_value(text.strip(), getattr(target, name), key))
     return cfg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -27,7 +28,8 @@ def test_demo_writes_metrics_report_and_figures(demo_dir):
         assert key in metrics["train"], f"train lacks {key}"
     assert metrics["train"]["tokens_per_s"] > 0
     assert 0 < metrics["train"]["padding_efficiency"] <= 1
-    assert metrics["paired_differences"]["exact_match"]["low"] <= metrics["paired_differences"]["exact_match"]["high"]
+    for key, paired in metrics["paired_differences"].items():  # each interval contains its point estimate
+        assert paired["low"] <= paired["diff"] <= paired["high"], (key, paired)
     report = (demo_dir / "report.md").read_text()
     assert "Before vs after" in report and "Side by side" in report
     for name in ("loss.png", "before_after.png", "behaviour.png"):
@@ -35,6 +37,54 @@ def test_demo_writes_metrics_report_and_figures(demo_dir):
     rows = [json.loads(line) for line in (demo_dir / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == metrics["before"]["n"] and {"before", "after", "reference", "task"} <= set(rows[0])
     assert (demo_dir / "config.json").is_file() and (demo_dir / "run.md").is_file()
+
+
+def _distinct(texts, n):
+    grams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _repeated_4grams(text):
+    words = text.split()
+    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def test_demo_metrics_are_what_its_own_generations_give(demo_dir):
+    """metrics.json against generations.jsonl: every generation metric recomputed here from the texts and flags."""
+    from rouge_score import rouge_scorer
+
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (demo_dir / "generations.jsonl").read_text().splitlines()]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    for side in ("before", "after"):
+        m, texts, refs = metrics[side], [r[side] for r in rows], [r["reference"] for r in rows]
+        assert m["n"] == len(rows) == 12
+        assert m["stop_rate"] == m["stopped"] == pytest.approx(mean([r[f"{side}_stopped"] for r in rows]))
+        assert m["invented_turn_rate"] == pytest.approx(mean([r[f"{side}_invented_turn"] for r in rows]))
+        checked = [r for r in rows if f"{side}_correct" in r]
+        assert m["exact_match"] == pytest.approx(mean([r[f"{side}_correct"] for r in checked]))
+        assert m["per_task"] == pytest.approx({t: mean([r[f"{side}_correct"] for r in checked if r["task"] == t])
+                                               for t in {r["task"] for r in checked}})
+        assert m["distinct_1"] == pytest.approx(_distinct(texts, 1))
+        assert m["distinct_2"] == pytest.approx(_distinct(texts, 2))
+        assert m["repeated_4gram_rate"] == pytest.approx(mean([_repeated_4grams(t) for t in texts]))
+        words = sum(len(t.split()) for t in texts)
+        assert m["length_ratio"] == pytest.approx(words / sum(len(r.split()) for r in refs))
+        assert m["rouge_l"] == pytest.approx(mean([scorer.score(r, t)["rougeL"].fmeasure for t, r in zip(texts, refs)]))
+        assert m["assistant_ppl"] == pytest.approx(math.exp(m["assistant_token_nll"]), rel=1e-9)
+        for key, ci in m["intervals"].items():
+            assert ci["mean"] == pytest.approx(m[key]) and ci["low"] <= ci["mean"] <= ci["high"], (side, key, ci)
+    for key, paired in metrics["paired_differences"].items():
+        assert paired["before"] == pytest.approx(metrics["before"][key]), key
+        assert paired["after"] == pytest.approx(metrics["after"][key]), key
+        assert paired["diff"] == pytest.approx(paired["after"] - paired["before"], abs=1e-12), key
+    # The smoke model's texts are not all alike, or the checks above would prove little.
+    assert 0 < metrics["after"]["distinct_1"] < 1 and 0 < metrics["after"]["repeated_4gram_rate"] < 1
+    train = metrics["train"]
+    assert train["padding_efficiency"] == round(train["tokens"] / train["padded_tokens"], 4)
+    assert train["tokens_per_s"] == pytest.approx(train["tokens"] / train["wall_s"], rel=0.01)
 
 
 def test_adapter_loads_offline_with_auto_peft(demo_dir):

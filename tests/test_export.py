@@ -96,6 +96,30 @@ def test_export_refuses_what_it_must_not_overwrite_or_cannot_read(tiny_adapter, 
     assert not (earlier / "stale.txt").exists() and (earlier / "model.safetensors").is_file()
 
 
+def _drop_the_adapter(model, merge, rows):
+    return model.unload()  # base weights back, the adapter thrown away: a merge that forgot to merge
+
+
+def _drop_the_turn_token_rows(model, merge, rows):
+    # LoRA merged, but the trained embedding rows of the turn tokens put back to the base's values
+    base_rows = model.base_model.model.get_input_embeddings().token_adapter.base_layer.weight[rows].clone()
+    merged = merge()
+    merged.get_input_embeddings().weight.data[rows] = base_rows
+    return merged
+
+
+@pytest.mark.parametrize("bad_merge", [_drop_the_adapter, _drop_the_turn_token_rows])
+def test_export_raises_when_the_saved_model_is_not_base_plus_adapter(tiny_adapter, tmp_path, tokenizer, bad_merge):
+    model, adapter_tokenizer = load_adapter_folder(tiny_adapter)
+    merge = model.merge_and_unload
+    model.merge_and_unload = lambda **kwargs: bad_merge(model, merge, turn_token_ids(tokenizer))
+    out = tmp_path / "merged"
+    with pytest.raises(ExportError, match=r"the exported model's logits differ from base \+ adapter by [0-9.e+-]+ "
+                                          r"\(tolerance 0\.0001\); the export in .*merged is not exact"):
+        export_merged(tiny_adapter, out, loaded=(model, adapter_tokenizer))
+    assert not (out / "sftkit_export.json").exists(), "a failed export must not record itself as exact"
+
+
 # Runs in a new interpreter in which peft cannot be imported: the export must stand alone.
 USER_CODE = """
 import json, sys

@@ -9,8 +9,9 @@ offline skip are tested without the Hub.
 from __future__ import annotations
 
 import pytest
+import torch
 
-from sftkit.judge import (DEFAULT_JUDGE, JudgeError, hf_judge, judge_evaluations, judge_pairs, load_judge,
+from sftkit.judge import (DEFAULT_JUDGE, JUDGE_PROMPT, JudgeError, hf_judge, judge_evaluations, judge_pairs, load_judge,
                           parse_verdict)
 
 PROMPTS = [f"question {i}" for i in range(12)]
@@ -86,9 +87,50 @@ def test_parse_verdict(answer, verdict):
     assert parse_verdict(answer) == verdict
 
 
-def test_hf_judge_runs_an_instruct_model_and_returns_a_verdict(tiny_model, tokenizer):
-    judge = hf_judge(tiny_model, tokenizer, max_new_tokens=3)
-    assert judge("What is 2+2?", "4", "5") in ("A", "B", "tie", None)
+class ScriptedModel:
+    """Stands in for an instruct model: `generate` appends the tokens of a fixed answer to the prompt, as HF's does."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, tokenizer, answer: str):
+        self.new_ids = tokenizer.encode(answer, add_special_tokens=False)
+        self.calls = []
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        self.calls.append({"input_ids": input_ids, **kwargs})
+        new = torch.tensor([self.new_ids[: kwargs["max_new_tokens"]]], dtype=input_ids.dtype)
+        return torch.cat([input_ids, new], dim=1)
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [
+    ("B", "B"), ("A. Reply A answers the question", "A"), ("tie", "tie"), ("[[B]]", "B"), ("Reply A", None),
+])
+def test_hf_judge_reads_the_verdict_from_the_new_tokens_only(tokenizer, answer, verdict):
+    model = ScriptedModel(tokenizer, answer)
+    judge = hf_judge(model, tokenizer, max_new_tokens=4)
+    assert judge("What is 2+2?", "4", "5") == verdict
+    (call,) = model.calls
+    assert call["do_sample"] is False and call["max_new_tokens"] == 4  # greedy, a one-word budget
+    shown = tokenizer.decode(call["input_ids"][0])
+    assert JUDGE_PROMPT.format(prompt="What is 2+2?", a="4", b="5") in shown
+    assert shown.endswith(tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                                        add_generation_prompt=True).split("x")[-1])
+
+
+def test_hf_judge_with_a_real_model_parses_its_greedy_continuation(tiny_model, tokenizer, monkeypatch):
+    import sftkit.judge
+
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": JUDGE_PROMPT.format(prompt="What is 2+2?", a="4", b="5")}],
+        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = tiny_model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    answer = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert answer.strip(), "the tiny model should say something for this check to compare"
+    parsed = []
+    monkeypatch.setattr(sftkit.judge, "parse_verdict", lambda text: parsed.append(text) or "tie")
+    assert hf_judge(tiny_model, tokenizer, max_new_tokens=3)("What is 2+2?", "4", "5") == "tie"
+    assert parsed == [answer]  # the judge parses exactly the model's three greedy new tokens
 
 
 def test_the_real_judge_offline_says_which_one_and_skips(capsys):

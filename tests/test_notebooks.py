@@ -37,7 +37,9 @@ NOTEBOOKS = [
     "08_classification_and_distillation",
 ]
 MAX_CELL_LINES = 25
-SMOKE_BUDGET_S = 90  # per notebook on a small CPU box; reported, asserted loosely below
+# Per notebook on a small CPU box: each run's wall_s is recorded (a test property) and a run past the
+# budget prints a warning; nothing asserts it (timed tests are banned: a shared box varies too much).
+SMOKE_BUDGET_S = 90
 DEF_RE = re.compile(r"^\s*(async\s+)?def\s+\w+\s*\(", re.MULTILINE)
 
 
