@@ -55,7 +55,7 @@ from torch import nn
 from sftkit.chat import prepare_model, prepare_tokenizer
 from sftkit.config import RunConfig, get_preset
 from sftkit.demo import load_demo_data
-from sftkit.estimates import CUDA_CONTEXT_GIB, estimate
+from sftkit.estimates import CARDS, CUDA_CONTEXT_GIB, estimate
 from sftkit.masking import tokenize_conversation
 from sftkit.generate import generate_batch
 from sftkit.measure import model_flops_utilisation, peak_tflops
@@ -66,7 +66,7 @@ from sftkit.train import train_lora
 # A T4 has 16 GB (15,360 MiB shown by nvidia-smi); the CUDA context and cuBLAS workspace take
 # about 0.4 GiB of it before torch allocates anything (Colab, torch 2.x; `CUDA_CONTEXT_GIB`), which
 # the allocator's peak does not include.
-T4_USABLE_GIB = 15.0
+T4_USABLE_GIB = CARDS["T4"].memory_gib  # the same 15 GiB `sftkit.estimates` judges fit against
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 

@@ -52,12 +52,7 @@ from .measure import (
     training_flops_per_token,
 )
 from .models import hardware_name
-from .precision import (
-    CpuAmpTrainerMixin,
-    LossScalerCallback,
-    precision_flags,
-    precision_record,
-)
+from .precision import LossScalerCallback, precision_flags, precision_record, with_cpu_amp
 
 # --------------------------------------------------------------------------- configuration
 
@@ -174,13 +169,11 @@ def sft_trainer_class(fused_lm_head: bool, labelled_head: bool = False):
     from transformers import Trainer
     from trl import SFTTrainer
 
-    class CpuAmpSFTTrainer(CpuAmpTrainerMixin, SFTTrainer):
-        """TRL's `SFTTrainer`, with a T4's fp16 numerics (autocast + loss scaler) on a CPU too."""
-
+    cpu_amp_sft_trainer = with_cpu_amp(SFTTrainer)
     if fused_lm_head:
-        return CpuAmpSFTTrainer
+        return cpu_amp_sft_trainer
 
-    class ModelLossSFTTrainer(CpuAmpSFTTrainer):
+    class ModelLossSFTTrainer(cpu_amp_sft_trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
             # Under DDP the forward must go through the wrapper (it syncs gradients), so the
