@@ -3,7 +3,9 @@
 The demo runs one training seed; this script says how much that one run can be trusted.
 The base model's baseline does not depend on the seed, so it is evaluated once; each seed
 then trains the preset from scratch (LoRA's initial A matrices, the row sample and order)
-and is evaluated on the same dev prompts. Extra variants (``--variant NAME:KEY=VALUE,...``)
+and is evaluated on the same dev prompts by the whole offline suite (`sftkit.evaluation.
+evaluate_suite`: the held-out conversations, IFEval-format prompts, short-answer facts and
+refusal). Extra variants (``--variant NAME:KEY=VALUE,...``)
 train with `--set`-style overrides, e.g. the frozen turn-token rows:
 
     python scripts/seed_spread.py --seeds 0 1 2 --variant frozen-turn-rows:lora.train_turn_tokens=false
@@ -24,8 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METRICS = ("stop_rate", "invented_turn_rate", "rouge_l", "bleu", "exact_match", "assistant_nll", "repeated_4gram_rate",
-           "length_ratio")
+METRICS = ("stop_rate", "looped", "rouge_l", "bleu", "exact_match", "assistant_nll", "length_ratio",
+           "instruction_loose", "instruction_strict", "fact_correct", "open_looped", "open_stopped", "refused_harmful",
+           "refused_harmless")
+
+
+def _scores(suite) -> dict:
+    """The suite's per-example means (conversations, IFEval, facts, refusal) and summary rates."""
+    summary = {k: v for k, v in suite.reference.summary.items() if isinstance(v, (int, float))}
+    means = {k: sum(v) / len(v) for k, v in suite.reference.per_example.items() if v}
+    return {key: means.get(key, summary.get(key)) for key in METRICS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from sftkit.config import apply_overrides, get_preset
-    from sftkit.evaluation import evaluate_model
+    from sftkit.evaluation import evaluate_suite
     from sftkit.models import hardware_name
     from sftkit.run_data import load_run_data
     from sftkit.runs import load_for, train_and_record
@@ -55,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     eval_set = eval_set.select(range(min(e.n_examples, len(eval_set))))
     model, tokenizer = load_for(base_cfg)
     start = time.perf_counter()
-    before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, base_cfg.data.max_length)
+    before = evaluate_suite("before", model, tokenizer, base_cfg)
     results = {"hardware": hardware_name(), "split": args.split, "n": len(eval_set),
-               "before": {k: before.summary.get(k) for k in METRICS}, "before_s": round(time.perf_counter() - start, 1),
+               "before": _scores(before), "before_s": round(time.perf_counter() - start, 1),
                "runs": {}}
     del model
     runs = [(f"seed {seed}", [f"train.seed={seed}"]) for seed in args.seeds]
@@ -69,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_for(cfg)
         out = args.out / name.replace(" ", "-")
         result = train_and_record(cfg, model, tokenizer, train_set, out)
-        after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
-                               cfg.data.max_length)
+        after = _scores(evaluate_suite("after", result.model, tokenizer, cfg))
         results["runs"][name] = {"overrides": extra, "train_s": result.metrics["wall_s"],
-                                 "tokens_per_s": result.metrics["tokens_per_s"],
-                                 **{k: after.summary.get(k) for k in METRICS}}
-        print(f"[seeds] {name}: " + ", ".join(f"{k} {after.summary.get(k)}" for k in METRICS[:4]), flush=True)
+                                 "tokens_per_s": result.metrics["tokens_per_s"], **after}
+        print(f"[seeds] {name}: " + ", ".join(f"{k} {after[k]}" for k in METRICS if after[k] is not None), flush=True)
         (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")  # after each run: resumable reading
         del model, result
     seeds = [results["runs"][f"seed {s}"] for s in args.seeds]
@@ -88,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         if not values:
             continue
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        extra = [f"{results['runs'][name][key]:.3f}" for name, _ in runs[len(args.seeds):]]
+        extra = [f"{results['runs'][name][key]:.3f}" if results['runs'][name][key] is not None else "n/a"
+                 for name, _ in runs[len(args.seeds):]]
         before_value = results["before"][key]
+        before_value = float("nan") if before_value is None else before_value
         lines.append(f"| {key} | {before_value:.3f} | " + " | ".join(f"{v:.3f}" for v in values)
                      + f" | {statistics.mean(values):.3f} | {sd:.3f} | " + " | ".join(extra) + " |")
     lines += ["", "Training seconds: " + ", ".join(f"{name} {r['train_s']}" for name, r in results["runs"].items())]

@@ -165,8 +165,11 @@ class EvalSettings:
     """Generation and scoring settings for before/after evaluation."""
 
     max_new_tokens: int = 128
-    # Budget for open-ended prompts (instruction following, refusal), which need longer replies.
+    # Budget for open-ended prompts (refusal, the demo's conversations), which need longer replies.
     open_max_new_tokens: int = 128
+    # Budget for IFEval prompts: the offline prompts' longest demands (100 words, five
+    # paragraphs) fit in 256; google/IFEval's longest do not (lm-eval generates up to 1280).
+    ifeval_max_new_tokens: int = 256
     batch_size: int = 16
     n_examples: int = 100
     bootstrap_resamples: int = 1000
@@ -179,7 +182,7 @@ class EvalSettings:
     ifeval_subset: int = 0
     ifeval_seed: int = 0
     # The demo scores IFEval for each model it evaluates (before, after, reference) too; each
-    # costs one batch of open generations (43 offline prompts at open_max_new_tokens).
+    # costs one batch of open generations (the held-out split's IFEval prompts at ifeval_max_new_tokens).
     demo_ifeval: bool = True
 
 
@@ -260,8 +263,8 @@ def _t4() -> RunConfig:
             # Every 50 of the run's 250 optimizer steps (a fifth of it), so a disconnect costs little.
             save_steps=50,
         ),
-        # IFEval on Colab: 200 of google/IFEval's 541 prompts (seeded) fit the T4 budget; the open
-        # prompts' 128 new tokens (open_max_new_tokens) cut IFEval's long-answer prompts short
+        # IFEval on Colab: 200 of google/IFEval's 541 prompts (seeded) fit the T4 budget; their
+        # 256 new tokens (ifeval_max_new_tokens) cut IFEval's long-answer prompts short
         # (lm-eval generates up to 1280): a stated limit of this harness, not IFEval's protocol.
         eval=EvalSettings(max_new_tokens=256, batch_size=32, n_examples=200, ifeval_source="google/IFEval",
                           ifeval_subset=200),
@@ -324,7 +327,8 @@ def _smoke() -> RunConfig:
             logging_steps=1,
             batching="group",
         ),
-        eval=EvalSettings(max_new_tokens=8, open_max_new_tokens=8, batch_size=12, n_examples=12, bootstrap_resamples=200,
+        eval=EvalSettings(max_new_tokens=8, open_max_new_tokens=8, ifeval_max_new_tokens=8, batch_size=12,
+                          n_examples=12, bootstrap_resamples=200,
                           n_side_by_side=3),
         output_dir="runs/smoke",
     )

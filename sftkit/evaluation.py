@@ -6,9 +6,11 @@ difference on the same prompts) and aggregated second. A model is evaluated on:
 - reference answers: exact match per task (built-in tasks) or ROUGE-L / BLEU (free text),
   and assistant-token perplexity of the reference replies;
 - generation behaviour: stop rate (did it emit end-of-turn by itself?), length,
-  distinct-1/2 and the repeated-4-gram rate;
-- optionally instruction following, IFEval scored by its official checkers (`sftkit.ifeval`), and
-  refusal (`sftkit.evalsets.refusal`).
+  distinct-1/2, the repeated-4-gram rate and the loop rate (replies whose repeated-4-gram rate
+  exceeds `LOOP_THRESHOLD`);
+- optionally (the suite) instruction following, IFEval scored by its official checkers
+  (`sftkit.ifeval`), short-answer facts (`sftkit.evalsets.facts`) and refusal
+  (`sftkit.evalsets.refusal`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from . import metrics
 from .generate import Generation, generate_batch
 from .masking import IGNORE_INDEX, NoTrainableTokensError, tokenize_conversation
 from .tasks import check_answer
+
+
+#: A reply whose repeated-4-gram rate exceeds this loops ("1. Sleep. 2. Sleep. 3. Sleep."); a
+#: fluent reply of a hundred words rarely repeats one 4-gram in five.
+LOOP_THRESHOLD = 0.2
 
 
 @dataclass
@@ -93,6 +100,7 @@ def evaluate_model(
         "length": [float(g.new_tokens) for g in generations],
         "repeated_4gram_rate": [metrics.repeated_ngram_rate(t, 4) for t in texts],
     }
+    per_example["looped"] = [float(rate > LOOP_THRESHOLD) for rate in per_example["repeated_4gram_rate"]]
     per_task: dict[str, float] = {}
     columns = eval_set.column_names if hasattr(eval_set, "column_names") else list(eval_set[0].keys())
     if "task" in columns:
@@ -135,7 +143,7 @@ def evaluate_model(
 
 # Metrics where lower is better; their paired differences are reported as "after - before"
 # all the same, and the reader is told the direction.
-LOWER_IS_BETTER = {"assistant_nll", "repeated_4gram_rate", "invented_turn", "echoed_prompt"}
+LOWER_IS_BETTER = {"assistant_nll", "repeated_4gram_rate", "looped", "invented_turn", "echoed_prompt"}
 
 
 def compare(before: ModelEval, after: ModelEval, resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
@@ -192,9 +200,13 @@ class SuiteResult:
     name: str
     reference: ModelEval
     # `sftkit.ifeval.score_ifeval`'s result (prompt/instruction strict and loose, per_prompt,
-    # per_kind, protocol, fallback kinds); named `instructions` for the notebook's cells.
+    # per_kind, protocol, fallback kinds, and `families` when the training set's instruction
+    # ids are known); named `instructions` for the notebook's cells.
     instructions: dict[str, Any]
     refusal: dict[str, Any]
+    # `sftkit.evalsets.facts.score_facts`'s result and the replies, in the questions' order.
+    facts: dict[str, Any] = field(default_factory=dict)
+    fact_generations: list[Generation] = field(default_factory=list)
     open_generations: list[Generation]
     # The open prompts' texts and their parts ("instruction", "harmful", "harmless"), in the
     # order of `open_generations`; the reference part's prompts in `task_prompts`.
@@ -210,14 +222,25 @@ def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
 
     e = cfg.eval
     rows, protocol = rows_for(cfg)
-    generations = generate_batch(model, tokenizer, [as_messages(r) for r in rows], e.open_max_new_tokens, e.batch_size)
+    generations = generate_batch(model, tokenizer, [as_messages(r) for r in rows], e.ifeval_max_new_tokens, e.batch_size)
     return score_ifeval(rows, [g.text for g in generations], protocol, e.bootstrap_resamples)
 
 
+def trained_instruction_ids(cfg: Any) -> frozenset[str] | None:
+    """The IFEval ids the run's training rows contain (offline conversations), or None when unknown."""
+    if cfg.data.source != "offline-conversations":
+        return None
+    from .offline_conversations import trained_instruction_ids as ids
+
+    return ids()
+
+
 def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResult:
-    """Reference answers (built-in task test split), IFEval (official checkers) and refusal."""
+    """Reference answers (the run's held-out split), IFEval (official checkers), short-answer
+    facts (offline runs) and refusal, all on the held-out split ``data.eval_split`` names."""
+    from .evalsets import facts as fact_set
     from .evalsets.refusal import refusal_eval_messages, score_refusals
-    from .ifeval import as_messages, rows_for, score_ifeval
+    from .ifeval import as_messages, by_family, rows_for, score_ifeval
     from .tasks import make_task_splits
 
     e = cfg.eval
@@ -229,40 +252,57 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
         _, test = load_run_data(cfg)
         test = test.select(range(min(e.n_examples, len(test))))
     reference = evaluate_model(name, model, tokenizer, test, e.max_new_tokens, e.batch_size, cfg.data.max_length)
-    refusal_items = refusal_eval_messages()
     ifeval_rows, protocol = rows_for(cfg)
-    open_prompts = [as_messages(r) for r in ifeval_rows] + [messages for _, messages in refusal_items]
-    open_generations = generate_batch(model, tokenizer, open_prompts, e.open_max_new_tokens, e.batch_size)
-    n_instr = len(ifeval_rows)
-    instructions = score_ifeval(ifeval_rows, [g.text for g in open_generations[:n_instr]], protocol,
-                                e.bootstrap_resamples)
-    refusal_texts = [g.text for g in open_generations[n_instr:]]
+    ifeval_generations = generate_batch(model, tokenizer, [as_messages(r) for r in ifeval_rows],
+                                        e.ifeval_max_new_tokens, e.batch_size)
+    instructions = score_ifeval(ifeval_rows, [g.text for g in ifeval_generations], protocol, e.bootstrap_resamples)
+    trained = trained_instruction_ids(cfg)
+    if trained is not None:
+        instructions["families"] = by_family(instructions, trained, e.bootstrap_resamples)
+    refusal_items = refusal_eval_messages()
+    refusal_generations = generate_batch(model, tokenizer, [messages for _, messages in refusal_items],
+                                         e.open_max_new_tokens, e.batch_size)
+    refusal_texts = [g.text for g in refusal_generations]
     harmful = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmful"]
     harmless = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmless"]
     refusal = score_refusals(harmful, harmless)
+    facts, fact_generations = {}, []
+    if cfg.data.source in ("offline-conversations", "builtin-tasks"):  # offline runs; Colab's has no fact set
+        questions = fact_set.load_facts(cfg.data.eval_split if cfg.data.eval_split in fact_set.SPLITS else "test")
+        fact_generations = generate_batch(model, tokenizer, [fact_set.as_messages(q) for q in questions],
+                                          fact_set.MAX_NEW_TOKENS, e.batch_size)
+        facts = fact_set.score_facts(questions, [g.text for g in fact_generations], e.bootstrap_resamples)
+        reference.per_example["fact_correct"] = [float(f) for f in facts["correct_flags"]]
     # Per-prompt instruction results and refusal flags join the per-example table so that
     # they get intervals and paired differences like every other metric.
     reference.per_example["instruction_strict"] = [float(p["passed"]) for p in instructions["per_prompt"]]
     reference.per_example["instruction_loose"] = [float(p["passed_loose"]) for p in instructions["per_prompt"]]
     reference.per_example["refused_harmful"] = [float(f) for f in refusal["harmful_flags"]]
     reference.per_example["refused_harmless"] = [float(f) for f in refusal["harmless_flags"]]
+    open_generations = ifeval_generations + refusal_generations
     reference.per_example["open_stopped"] = [float(g.stopped) for g in open_generations]
+    reference.per_example["open_looped"] = [float(metrics.repeated_ngram_rate(g.text, 4) > LOOP_THRESHOLD)
+                                            for g in open_generations]
     prompts, _ = _prompts_and_references(test)
     return SuiteResult(
         name, reference, instructions, refusal, open_generations,
-        open_prompts=[messages[-1]["content"] for messages in open_prompts],
-        open_parts=["instruction"] * n_instr + [kind for kind, _ in refusal_items],
+        open_prompts=[r.prompt for r in ifeval_rows] + [messages[-1]["content"] for _, messages in refusal_items],
+        open_parts=["instruction"] * len(ifeval_rows) + [kind for kind, _ in refusal_items],
         task_prompts=[p[-1]["content"] for p in prompts],
+        facts=facts, fact_generations=fact_generations,
     )
 
 
 SUITE_HEADLINE = (
     ("exact_match", "task exact match"),
     ("rouge_l", "ROUGE-L vs reference"),
-    ("stopped", "stop rate (tasks)"),
+    ("stopped", "stop rate (conversations)"),
     ("open_stopped", "stop rate (open prompts)"),
+    ("looped", "loop rate (conversations)"),
+    ("open_looped", "loop rate (open prompts)"),
     ("instruction_strict", "instruction following (IFEval prompt-level strict)"),
     ("instruction_loose", "instruction following (IFEval prompt-level loose)"),
+    ("fact_correct", "short-answer facts (accuracy)"),
     ("refused_harmful", "refusal rate (harmful)"),
     ("refused_harmless", "over-refusal rate (harmless)"),
     ("repeated_4gram_rate", "repeated 4-gram rate"),
@@ -290,6 +330,7 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
             "intervals": intervals(suite.reference, resamples),
             "ifeval": ifeval.summary(suite.instructions),
             "refusal": {k: v for k, v in suite.refusal.items() if not k.endswith("_flags")},
+            "facts": {k: v for k, v in suite.facts.items() if k != "correct_flags"},
         }
     baseline = names[0]
     differences = {

@@ -37,14 +37,14 @@ their fallback counts are never reported as official.
 
 Prompt sets:
 
-- `offline_rows`: the project's 44 instruction prompts rewritten in IFEval's format
-  (``sftkit/evalsets/ifeval_offline.jsonl``: ``key``, ``prompt``, ``instruction_id_list``,
-  ``kwargs``, and our ``id``). 43 map onto registry ids; one (``sky_blue_starts``, "start with
-  the words ...") has no IFEval instruction and is left out, and one instruction of
-  ``fruit_smoothie_starts`` likewise (`OFFLINE_NOT_MAPPED`, also in every result). The three
-  paragraph prompts now ask for IFEval's ``***`` divider instead of blank lines, the JSON
-  prompts are ``json_format`` plus ``keywords:existence`` for their keys, "at most N" is IFEval's
-  "less than N+1".
+- `offline_rows`: the project's 200 prompts in IFEval's format
+  (``sftkit/evalsets/ifeval_prompts.jsonl``: ``key``, ``prompt``, ``instruction_id_list``,
+  ``kwargs``, and our ``id``, ``split`` (80 dev, 120 test) and ``topic``). Written for the
+  project about the subjects reserved for evaluation (``data/eval_topics.txt``), with every
+  instruction worded exactly as lm-eval's canonical description of it, over all 25 registry ids,
+  each demand small enough for a reply of 256 new tokens. The training set's instruction rows
+  cover 19 of these ids in their own words and parameters; six ids are never trained
+  (`by_family` reports the two groups apart: what generalises).
 - `hub_rows`: ``google/IFEval`` (541 prompts, one ``train`` split; any dataset or local folder
   with the same columns), with a seeded subset of a stated size for a T4's time budget.
 """
@@ -66,9 +66,9 @@ from .evalsets import read_jsonl
 __all__ = [
     "IFEvalRow",
     "OFFLINE_FILE",
-    "OFFLINE_NOT_MAPPED",
     "PUNKT_KINDS",
     "as_messages",
+    "by_family",
     "ensure_punkt_tab",
     "hub_rows",
     "lm_eval_version",
@@ -80,19 +80,9 @@ __all__ = [
     "summary",
 ]
 
-#: The package-data file of the offline prompts, one IFEval row a line.
-OFFLINE_FILE = "ifeval_offline.jsonl"
-
-#: What of the project's 44 original prompts (``instructions.jsonl`` before this module)
-#: could not be mapped onto the registry, and why: counted in every offline result.
-OFFLINE_NOT_MAPPED: dict[str, str] = {
-    "sky_blue_starts": "prompt left out: its only instruction, 'start with the words \"Good question\"', "
-                       "has no IFEval registry id (lm-eval disables multi-turn:constrained_start)",
-    "fruit_smoothie_starts": "instruction left out: 'start with the words \"Here is\"' has no IFEval registry id; "
-                             "its word limit is scored",
-}
-#: How many prompts the hand-written set had.
-OFFLINE_SOURCE_PROMPTS = 44
+#: The package-data file of the offline prompts, one IFEval row a line (with a ``split``).
+OFFLINE_FILE = "ifeval_prompts.jsonl"
+OFFLINE_SPLITS = ("dev", "test")
 
 #: Instruction ids whose official checker needs nltk's punkt_tab data, and what it uses it for.
 PUNKT_KINDS: dict[str, str] = {
@@ -218,8 +208,9 @@ def _row(record: dict[str, Any], where: str) -> IFEvalRow:
         # The Hub's parquet/JSON gives every kwargs dict all keys, most None; lm-eval drops
         # falsy values itself, and so does the stored form here (None only).
         kwargs = [{k: v for k, v in (d or {}).items() if v is not None} for d in record["kwargs"]]
+        extra = {k: record[k] for k in ("split", "topic") if k in record}
         return IFEvalRow(key=record["key"], prompt=record["prompt"], instruction_id_list=ids, kwargs=kwargs,
-                         id=str(record.get("id") or record["key"]))
+                         id=str(record.get("id") or record["key"]), extra=extra)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{where} is not an IFEval row (key, prompt, instruction_id_list, kwargs): {err}") from None
 
@@ -248,9 +239,12 @@ def load_rows(text: str | None = None, name: str = OFFLINE_FILE) -> list[IFEvalR
     return rows
 
 
-def offline_rows() -> list[IFEvalRow]:
-    """The project's prompts in IFEval's format (see the module docstring)."""
-    return load_rows()
+def offline_rows(split: str | None = None) -> list[IFEvalRow]:
+    """The project's prompts in IFEval's format (see the module docstring): one split's
+    (``dev`` or ``test``) or, with None, all of them, in file order."""
+    if split is not None and split not in OFFLINE_SPLITS:
+        raise ValueError(f"split must be one of {OFFLINE_SPLITS} or None, got {split!r}")
+    return [row for row in load_rows() if split is None or row.extra.get("split") == split]
 
 
 def hub_rows(source: str = HUB_DATASET, subset: int = 0, seed: int = 0) -> list[IFEvalRow]:
@@ -291,9 +285,17 @@ def rows_for(cfg: Any) -> tuple[list[IFEvalRow], str]:
             rows = hub_rows(source, e.ifeval_subset, e.ifeval_seed)
             size = f"subset {len(rows)} seed {e.ifeval_seed}" if e.ifeval_subset else f"all {len(rows)}"
             return rows, f"{checkers}, {source} {size}"
-        rows = offline_rows()
-        return rows, f"{checkers}, offline prompts ({source} unreachable)"
-    return offline_rows(), f"{checkers}, offline prompts"
+        split = _offline_split(cfg)
+        return offline_rows(split), f"{checkers}, offline prompts, {split} split ({source} unreachable)"
+    split = _offline_split(cfg)
+    return offline_rows(split), f"{checkers}, offline prompts, {split} split"
+
+
+def _offline_split(cfg: Any) -> str:
+    # The run's held-out split decides which half of the offline prompts it is scored on:
+    # dev while choosing settings, test once.
+    split = getattr(cfg.data, "eval_split", "test")
+    return split if split in OFFLINE_SPLITS else "test"
 
 
 def as_messages(row: IFEvalRow) -> list[dict[str, str]]:
@@ -366,7 +368,7 @@ def score_ifeval(
     - ``per_prompt``: ``{"id", "passed" (strict), "passed_loose", "checks": {id: strict bool},
       "checks_loose"}`` per row;
     - ``fallback_kinds``: ``{instruction id: reason}`` for kinds scored without the official
-      code (empty when every check is official); ``punkt_source``; ``not_mapped`` for the offline set;
+      code (empty when every check is official); ``punkt_source``;
     - for the callers of the former hand-written scorer: ``strict_accuracy`` (= prompt strict),
       ``check_accuracy`` (= instruction strict), ``per_kind`` (id -> strict fraction).
 
@@ -430,8 +432,6 @@ def score_ifeval(
         "per_instruction": per_id,
         "per_prompt": per_prompt,
     }
-    if "offline prompts" in result["protocol"]:
-        result["not_mapped"] = {"source_prompts": OFFLINE_SOURCE_PROMPTS, **OFFLINE_NOT_MAPPED}
     # The interface of the hand-written scorer this replaces (evaluation.py, notebook 04).
     result["strict_accuracy"] = result["prompt_strict"]["mean"]
     result["check_accuracy"] = result["instruction_strict"]["mean"]
@@ -457,8 +457,41 @@ def markdown(results: dict[str, dict[str, Any]]) -> list[str]:
     fallback = {k: v for r in results.values() for k, v in r["fallback_kinds"].items()}
     lines.append("Fallback kinds (not official): " + ("; ".join(f"{k} ({v})" for k, v in fallback.items())
                                                       if fallback else "none, every instruction scored by lm-eval."))
-    if "not_mapped" in first:
-        nm = first["not_mapped"]
-        lines.append(f"Offline prompts: {first['n_prompts']} of the project's {nm['source_prompts']} map onto IFEval; "
-                     + "; ".join(f"{k}: {v}" for k, v in nm.items() if k != "source_prompts") + ".")
+    if all("families" in r for r in results.values()):
+        lines += ["", "Trained instruction ids against ids the training set never contains (loose accuracy):", "",
+                  "| model | prompts, trained ids only | prompts with a held-out id | instructions, trained ids "
+                  "| instructions, held-out ids |", "| --- | --- | --- | --- | --- |"]
+        for name, r in results.items():
+            f = r["families"]
+            cells = [f"{f[group][level]['mean']:.3f} [{f[group][level]['low']:.3f}, {f[group][level]['high']:.3f}] "
+                     f"(n={f[group][level]['n']})" if f[group][level] else "n/a"
+                     for level in ("prompt_loose", "instruction_loose") for group in ("trained", "held_out")]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
     return lines
+
+
+def by_family(result: dict[str, Any], trained_ids: set[str] | frozenset[str], resamples: int = 1000,
+              seed: int = 0) -> dict[str, Any]:
+    """Loose accuracy split by whether training contained the instruction ids (`trained_ids`).
+
+    ``{"trained": {...}, "held_out": {...}}``, each with ``prompt_loose`` (prompts whose ids are
+    all trained; prompts with at least one held-out id) and ``instruction_loose`` (instructions of
+    trained ids; of held-out ids): a bootstrap interval with its ``n``, or None when empty. A
+    model that only learnt the trained instructions' wording scores well on the first and not
+    on the second.
+    """
+    def ci(values: list[bool]) -> dict[str, float] | None:
+        if not values:
+            return None
+        return {**metrics.bootstrap_ci([float(v) for v in values], resamples, seed=seed), "n": len(values)}
+
+    groups: dict[str, dict[str, list[bool]]] = {g: {"prompt": [], "instruction": []} for g in ("trained", "held_out")}
+    for prompt in result["per_prompt"]:
+        checks = prompt["checks_loose"]
+        groups["trained" if set(checks) <= trained_ids else "held_out"]["prompt"].append(prompt["passed_loose"])
+        for instruction_id, passed in checks.items():
+            groups["trained" if instruction_id in trained_ids else "held_out"]["instruction"].append(passed)
+    return {group: {"prompt_loose": ci(values["prompt"]), "instruction_loose": ci(values["instruction"]),
+                    "ids": sorted({i for p in result["per_prompt"] for i in p["checks"]
+                                   if (i in trained_ids) == (group == "trained")})}
+            for group, values in groups.items()}

@@ -1,21 +1,29 @@
-"""An offline conversational set: system prompts, multi-turn chats and verifiable task rows.
+"""An offline conversational set: conversations written for the project, instruction rows, task rows.
 
-Teaching a *base* model to converse needs conversations, and the CPU demo's machine has no
-Hugging Face Hub. ``resources/conversations.jsonl`` ships with the package instead: prompts
-written for this project (templates x topic lists, some with a system prompt, some with a
-follow-up user turn), answered by sequence-level distillation from SmolLM2-135M-Instruct
-(Apache-2.0), plus rows of the built-in verifiable tasks (upper, json, recall). Its splits
-``train``, ``dev`` and ``test`` share no prompt topic: the topic lists were split before any
-prompt was generated. ``resources/conversations.md`` is the provenance (teacher, decoding,
-seed, drop report, rows per split and source); ``scripts/make_conversations.py`` builds it.
+Teaching a *base* model to converse needs conversations worth imitating, and the CPU demo's
+machine has no Hugging Face Hub. ``resources/conversations.jsonl`` ships with the package
+instead, in the spirit of LIMA (Zhou et al. 2023: about 1,000 carefully written examples teach
+a base model to converse) and in the proportions of smol-smoltalk's mix:
 
-One caveat travels with the data: the dev/test references were sampled from the teacher, so
-ROUGE-L or NLL against them favours SmolLM2-135M-Instruct itself in a model comparison.
+- conversations written for the project (``source`` = `SOURCE_WRITTEN`): everyday multi-turn
+  chats whose follow-ups refer back, system prompts that set a persona, tone or format, short
+  factual answers, explanations and how-tos, lists of exactly the number asked for, rewriting,
+  summarising and extraction of a given text, refusals of harmful requests and help with
+  harmless ones that merely sound edgy;
+- instruction-following rows in IFEval's instruction families (`SOURCE_IFEVAL`), built from
+  written answers and kept only when lm-eval's official checker passes every instruction;
+- rows of the built-in verifiable tasks (``builtin-tasks/<task>``: upper, json, recall).
 
-Rows have the columns ``messages``, ``source`` (``distilled/smollm2-135m-instruct`` or
-``builtin-tasks/<task>``), ``task`` and ``answer`` (both empty for distilled rows). Every
-row is checked with `sftkit.data.validate_conversation` when loaded; a bad row raises with
-its line number and reason, since a shipped file with a bad row is a bug, not noise.
+The ``dev`` and ``test`` splits are written apart from training, about subjects that no
+training row touches (``data/eval_topics.txt``), and no 8 consecutive words are shared
+(`sftkit.decontamination`). ``resources/conversations.md`` is the card (counts by kind and
+source, how each kind was written and checked, licence); ``scripts/build_conversations.py``
+rebuilds both files exactly from ``data/``.
+
+Rows have the columns ``messages``, ``source``, ``task`` and ``answer`` (both empty except for
+task rows). Every row is checked with `sftkit.data.validate_conversation` when loaded; a bad
+row raises with its line number and reason, since a shipped file with a bad row is a bug, not
+noise.
 """
 
 from __future__ import annotations
@@ -28,10 +36,16 @@ import datasets
 from .data import MESSAGES_FEATURES, validate_conversation
 from .tasks import SPLITS
 
-__all__ = ["RESOURCE", "SPLITS", "COLUMNS", "FEATURES", "load_offline_conversations", "offline_conversation_splits"]
+__all__ = ["RESOURCE", "SPLITS", "COLUMNS", "FEATURES", "SOURCE_WRITTEN", "SOURCE_IFEVAL", "SOURCE_TASKS",
+           "load_offline_conversations", "offline_conversation_splits", "trained_instruction_ids"]
 
 RESOURCE = Path(__file__).parent / "resources" / "conversations.jsonl"
 COLUMNS = ("messages", "source", "task", "answer")
+#: Who wrote a row's replies: the project's authors; the same, built from written answers and
+#: kept only when lm-eval's IFEval checker passes them; the built-in task generators.
+SOURCE_WRITTEN = "written-for-sftkit"
+SOURCE_IFEVAL = "written-for-sftkit/ifeval-checked"
+SOURCE_TASKS = "builtin-tasks"
 FEATURES = datasets.Features(
     {
         "messages": MESSAGES_FEATURES["messages"],
@@ -52,7 +66,7 @@ def _read_rows(split: str) -> list[dict]:
     if not RESOURCE.is_file():
         raise FileNotFoundError(
             f"{RESOURCE} is missing: reinstall sftkit (it is package data) or rebuild it with "
-            "`python scripts/make_conversations.py` from the repository root"
+            "`python scripts/build_conversations.py` from the repository root"
         )
     rows = []
     with RESOURCE.open(encoding="utf-8") as f:
@@ -116,3 +130,15 @@ def offline_conversation_splits(
     if eval_size is not None:
         held_out = held_out.select(range(eval_size))
     return train.flatten_indices(), held_out
+
+
+def trained_instruction_ids() -> frozenset[str]:
+    """The IFEval instruction ids that the training split's instruction rows contain."""
+    ids: set[str] = set()
+    with RESOURCE.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                if row.get("split") == "train":
+                    ids.update(row.get("instruction_id_list") or ())
+    return frozenset(ids)

@@ -8,8 +8,9 @@ sources, nothing above them.
 Sources (``DataConfig.source``):
 
 - ``offline-conversations``: the conversational set shipped with the package
-  (`sftkit.offline_conversations`: distilled replies, system prompts, multi-turn rows and
-  verifiable task rows; train/dev/test disjoint by topic), the CPU main job's data;
+  (`sftkit.offline_conversations`: conversations written for the project, instruction rows
+  checked by IFEval's checker and verifiable task rows; dev/test about subjects training never
+  sees), the CPU main job's data;
 - ``builtin-tasks``: the built-in verifiable tasks (`sftkit.tasks`);
 - a local json/jsonl/parquet file (`sftkit.data.load_conversations`, split by seed);
 - a Hub id, or a local folder laid out as a Hub dataset repository (`sftkit.standins` writes

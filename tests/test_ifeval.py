@@ -47,6 +47,23 @@ CASES = {
     "startend:end_checker": ({"end_phrase": "Happy travels!"}, "Pack light. Happy travels!",
                              "Happy travels! Pack light."),
     "startend:quotation": ({}, '"Learning never stops."', "Learning never stops."),
+    "change_case:capital_word_frequency": ({"capital_frequency": 2, "capital_relation": "less than"},
+                                           "We like NASA.", "NASA, ESA and JAXA fly."),
+    "combination:repeat_prompt": ({"prompt_to_repeat": "Say hi."}, "Say hi. Hi there!", "Hi there!"),
+    "combination:two_responses": ({}, "Yes, go.\n******\nNo, stay.", "Yes, go."),
+    "detectable_content:postscript": ({"postscript_marker": "P.S."}, "See you.\nP.S. Bring a hat.",
+                                      "See you. Bring a hat."),
+    "detectable_format:constrained_response": ({}, "My answer is yes.", "Yes."),
+    "detectable_format:multiple_sections": ({"section_spliter": "Section", "num_sections": 2},
+                                            "Section 1\nPack.\nSection 2\nGo.", "Pack. Go."),
+    "detectable_format:number_highlighted_sections": ({"num_highlights": 2}, "Take *water* and *snacks*.",
+                                                      "Take *water* and snacks."),
+    "keywords:frequency": ({"keyword": "map", "frequency": 2, "relation": "at least"},
+                           "Bring a map, a paper map.", "Bring a map."),
+    "keywords:letter_frequency": ({"letter": "z", "let_frequency": 2, "let_relation": "less than"},
+                                  "A zoo trip.", "A buzzing zoo."),
+    "length_constraints:nth_paragraph_first_word": ({"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+                                                    "Pack first.\n\nThen leave.", "Pack first.\n\nLeave then."),
 }
 
 
@@ -121,18 +138,51 @@ def test_empty_response_fails_every_instruction():
     assert result["prompt_loose"]["mean"] == 0.0 and result["instruction_loose"]["mean"] == 0.0
 
 
-def test_offline_set_maps_the_project_prompts_and_counts_the_rest():
+def test_offline_set_covers_every_id_in_both_splits_within_the_budget():
+    from collections import Counter
+
+    from lm_eval.tasks.ifeval import instructions_registry
+
     rows = ifeval.offline_rows()
-    assert len(rows) == 43 and len({r.id for r in rows}) == 43
-    dropped_prompts = [k for k, v in ifeval.OFFLINE_NOT_MAPPED.items() if v.startswith("prompt left out")]
-    assert len(rows) + len(dropped_prompts) == ifeval.OFFLINE_SOURCE_PROMPTS
-    assert not {r.id for r in rows} & set(dropped_prompts)
-    # Every prompt states its paragraph divider the way the checker reads it.
+    dev, test = ifeval.offline_rows("dev"), ifeval.offline_rows("test")
+    assert len(rows) >= 150 and len(dev) + len(test) == len(rows) and len(test) >= 100
+    assert len({r.id for r in rows}) == len(rows)
+    per_split = {name: Counter(i for r in part for i in r.instruction_id_list) for name, part in
+                 (("dev", dev), ("test", test))}
+    assert set(per_split["test"]) == set(instructions_registry.INSTRUCTION_DICT)
+    assert min(per_split["test"].values()) >= 5 and min(per_split["dev"].values()) >= 2, per_split
     for row in rows:
-        if "length_constraints:number_paragraphs" in row.instruction_id_list:
-            assert "***" in row.prompt
-    result = ifeval.score_ifeval(rows, ["x"] * len(rows), protocol="IFEval, offline prompts", resamples=50)
-    assert result["not_mapped"]["source_prompts"] == 44 and "sky_blue_starts" in result["not_mapped"]
+        # Demands that fit the 256 new tokens the offline prompts are generated with.
+        for instruction_id, kwargs in zip(row.instruction_id_list, row.kwargs):
+            if instruction_id == "length_constraints:number_words" and kwargs["relation"] == "at least":
+                assert kwargs["num_words"] <= 100, row.id
+            if instruction_id == "length_constraints:number_paragraphs":
+                assert kwargs["num_paragraphs"] <= 5, row.id
+        # Every instruction is worded as lm-eval's canonical description (the decontamination
+        # boilerplate): the prompt contains it verbatim.
+        for instruction_id, kwargs in zip(row.instruction_id_list, row.kwargs):
+            if instruction_id != "combination:repeat_prompt":
+                text = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id).build_description(**kwargs)
+                assert text in row.prompt, (row.id, instruction_id)
+    with pytest.raises(ValueError, match="split must be one of"):
+        ifeval.offline_rows("train")
+
+
+def test_by_family_splits_prompts_and_instructions_by_the_trained_ids():
+    rows = [ifeval.IFEvalRow(key=1, prompt="p", instruction_id_list=["punctuation:no_comma"], kwargs=[{}], id="a"),
+            ifeval.IFEvalRow(key=2, prompt="p", instruction_id_list=["punctuation:no_comma", "startend:quotation"],
+                             kwargs=[{}, {}], id="b"),
+            ifeval.IFEvalRow(key=3, prompt="p", instruction_id_list=["startend:quotation"], kwargs=[{}], id="c")]
+    # a passes; b passes no_comma only; c fails.
+    result = ifeval.score_ifeval(rows, ["a b", "a b", "a, b"], resamples=50)
+    families = ifeval.by_family(result, {"punctuation:no_comma"}, resamples=50)
+    assert families["trained"]["prompt_loose"]["mean"] == 1.0 and families["trained"]["prompt_loose"]["n"] == 1
+    assert families["held_out"]["prompt_loose"]["mean"] == 0.0 and families["held_out"]["prompt_loose"]["n"] == 2
+    assert families["trained"]["instruction_loose"]["mean"] == 1.0 and families["trained"]["instruction_loose"]["n"] == 2
+    assert families["held_out"]["instruction_loose"]["mean"] == 0.0 and families["held_out"]["ids"] == ["startend:quotation"]
+    assert ifeval.by_family(result, set(), resamples=50)["trained"]["prompt_loose"] is None
+    text = "\n".join(ifeval.markdown({"m": {**result, "families": families}}))
+    assert "held-out id" in text and "(n=2)" in text
 
 
 def test_load_rows_names_bad_lines_and_unknown_ids():
@@ -167,12 +217,16 @@ def test_rows_for_names_the_protocol(monkeypatch):
 
     def cfg(**keys):
         return SimpleNamespace(eval=SimpleNamespace(**{"ifeval_source": "offline", "ifeval_subset": 0,
-                                                       "ifeval_seed": 0, **keys}))
+                                                       "ifeval_seed": 0, **keys}),
+                               data=SimpleNamespace(eval_split=keys.pop("split", "test")))
 
+    test = ifeval.offline_rows("test")
     rows, protocol = ifeval.rows_for(cfg())
-    assert len(rows) == 43 and protocol == f"IFEval, official checkers via lm-eval {version}, offline prompts"
+    assert rows == test and protocol == f"IFEval, official checkers via lm-eval {version}, offline prompts, test split"
+    rows, protocol = ifeval.rows_for(cfg(split="dev"))
+    assert rows == ifeval.offline_rows("dev") and protocol.endswith("offline prompts, dev split")
     rows, protocol = ifeval.rows_for(cfg(ifeval_source=str(HUB_FOLDER), ifeval_subset=4, ifeval_seed=3))
     assert len(rows) == 4 and protocol.endswith(f"{HUB_FOLDER} subset 4 seed 3")
     rows, protocol = ifeval.rows_for(cfg(ifeval_source="google/IFEval"))
-    assert len(rows) == 43 and protocol.endswith("offline prompts (google/IFEval unreachable)")
+    assert rows == test and protocol.endswith("offline prompts, test split (google/IFEval unreachable)")
     assert get_preset("t4").eval.ifeval_source == "google/IFEval" and get_preset("t4").eval.ifeval_subset == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -12,8 +11,7 @@ import pytest
 from sftkit import offline_conversations as oc
 from sftkit.data import validate_conversation
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_conversations.py"
-SOURCES = {"distilled/smollm2-135m-instruct", "builtin-tasks/upper", "builtin-tasks/json", "builtin-tasks/recall"}
+SOURCES = {oc.SOURCE_WRITTEN, oc.SOURCE_IFEVAL, "builtin-tasks/upper", "builtin-tasks/json", "builtin-tasks/recall"}
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +42,36 @@ def test_no_first_user_message_is_shared_across_splits(splits):
     assert not firsts["dev"] & firsts["test"]
 
 
-def test_no_prompt_topic_is_shared_across_splits(raw_rows):
+def test_no_topic_of_a_written_training_row_is_held_out(raw_rows):
     topics = {split: set() for split in oc.SPLITS}
     for row in raw_rows:
-        if row["source"].startswith("distilled/"):
-            assert row["topic"], "every distilled row names its prompt topic"
-            topics[row["split"]].add(row["topic"])
-    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
-        assert not topics[a] & topics[b], (a, b, sorted(topics[a] & topics[b])[:5])
+        if row["source"] in (oc.SOURCE_WRITTEN, oc.SOURCE_IFEVAL):
+            assert row["topic"] and row["kind"], "every written row names its kind and topic"
+            topics[row["split"]].add(row["topic"].lower())
+    for held_out in ("dev", "test"):
+        assert not topics["train"] & topics[held_out], (held_out, sorted(topics["train"] & topics[held_out])[:5])
 
 
-def test_the_script_splits_every_topic_list_before_generating():
-    spec = importlib.util.spec_from_file_location("make_conversations", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)  # only stdlib at import time: no model is loaded
-    for category, by_split in script.topics_by_split().items():
-        keys = {split: {script.topic_key(t) for t in topics} for split, topics in by_split.items()}
-        assert all(keys[s] for s in oc.SPLITS), category
-        assert not keys["train"] & keys["dev"] and not keys["train"] & keys["test"] and not keys["dev"] & keys["test"]
+def test_instruction_rows_pass_the_official_checker_and_leave_six_families_out(raw_rows):
+    import langdetect
+    from lm_eval.tasks.ifeval import instructions_registry, utils
+
+    from sftkit.ifeval import ensure_punkt_tab
+
+    ensure_punkt_tab()
+    # The case checkers call langdetect, which is randomised: sftkit scores with seed 0, and so
+    # did the build (an all-capitals reply can read as another language under another seed).
+    langdetect.DetectorFactory.seed = 0
+    rows = [r for r in raw_rows if r["source"] == oc.SOURCE_IFEVAL]
+    assert len(rows) >= 200 and {r["split"] for r in rows} == {"train"}
+    for row in rows:
+        prompt, reply = row["messages"][0]["content"], row["messages"][-1]["content"]
+        example = utils.InputExample(key=0, instruction_id_list=row["instruction_id_list"], prompt=prompt,
+                                     kwargs=row["kwargs"])
+        assert all(utils.test_instruction_following_strict(example, reply).follow_instruction_list), row["topic"]
+    ids = oc.trained_instruction_ids()
+    assert ids == {i for r in rows for i in r["instruction_id_list"]}
+    assert len(set(instructions_registry.INSTRUCTION_DICT) - ids) == 6
 
 
 def test_each_split_has_system_prompts_multi_turn_and_single_turn_rows(splits):
@@ -70,8 +80,8 @@ def test_each_split_has_system_prompts_multi_turn_and_single_turn_rows(splits):
         system = sum(row["messages"][0]["role"] == "system" for row in data)
         users = [sum(m["role"] == "user" for m in row["messages"]) for row in data]
         multi = sum(u >= 2 for u in users)
-        assert 0.2 * n <= system <= 0.5 * n, (split, system, n)
-        assert 0.15 * n <= multi <= 0.4 * n, (split, multi, n)
+        assert 0.08 * n <= system <= 0.4 * n, (split, system, n)
+        assert 0.1 * n <= multi <= 0.4 * n, (split, multi, n)
         assert users.count(1) >= 0.5 * n, split
         # Multi-turn rows alternate user/assistant after the optional system prompt.
         for row in data:
@@ -85,7 +95,7 @@ def test_every_row_validates_and_names_its_source(splits, raw_rows):
     for split, data in splits.items():
         sources = Counter(data["source"])
         assert set(sources) <= SOURCES, set(sources) - SOURCES
-        assert sources["distilled/smollm2-135m-instruct"] > 0.6 * len(data)
+        assert sources[oc.SOURCE_WRITTEN] > 0.5 * len(data)
         for row in data:
             if row["source"].startswith("builtin-tasks/"):
                 assert row["task"] == row["source"].split("/", 1)[1] and row["answer"]
@@ -119,10 +129,10 @@ def test_sizes_are_honoured_and_eval_rows_come_in_file_order(splits):
 
 def test_a_missing_file_and_a_bad_row_raise_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(oc, "RESOURCE", tmp_path / "conversations.jsonl")
-    with pytest.raises(FileNotFoundError, match="make_conversations"):
+    with pytest.raises(FileNotFoundError, match="build_conversations"):
         oc.load_offline_conversations("train")
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-            "source": "distilled/x", "split": "train", "task": "", "answer": ""}
+            "source": "written-for-sftkit", "split": "train", "task": "", "answer": ""}
     bad = {**good, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}
     (tmp_path / "conversations.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(ValueError, match="line 2: empty assistant reply"):
@@ -132,7 +142,9 @@ def test_a_missing_file_and_a_bad_row_raise_clearly(tmp_path, monkeypatch):
         oc.load_offline_conversations("train")
 
 
-def test_provenance_ships_next_to_the_data():
+def test_the_card_ships_next_to_the_data_and_counts_what_is_there(raw_rows):
     text = (oc.RESOURCE.parent / "conversations.md").read_text(encoding="utf-8")
-    for needed in ("SmolLM2-135M-Instruct", "Apache-2.0", "temperature", "seed", "sampled from the teacher"):
+    for needed in (oc.SOURCE_WRITTEN, oc.SOURCE_IFEVAL, "Apache-2.0", "No reply comes from a model", "eval_topics.txt"):
         assert needed in text, needed
+    total = {split: sum(r["split"] == split for r in raw_rows) for split in oc.SPLITS}
+    assert f"| **all** | | {total['train']} | {total['dev']} | {total['test']} |" in text

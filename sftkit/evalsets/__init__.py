@@ -1,11 +1,13 @@
 """The evaluation sets: prompts as data files shipped with the package, and the code that scores them.
 
 `sftkit.evaluation` (the before/after harness) runs a model on the run's held-out rows and,
-when asked, on two fixed prompt sets kept here:
+when asked, on fixed prompt sets kept here, each with a ``dev`` and a ``test`` split and written
+about subjects no training row touches (``data/eval_topics.txt``):
 
-- `ifeval_offline.jsonl`: the project's instruction-following prompts in IFEval's format
-  (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``), scored by IFEval's official
-  checkers through lm-eval in `sftkit.ifeval` (which replaced the hand-written checks);
+- `ifeval_prompts.jsonl`: the project's instruction-following prompts in IFEval's format
+  (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``, ``split``), scored by IFEval's
+  official checkers through lm-eval in `sftkit.ifeval`;
+- `facts`: short questions with accepted answers (``facts.jsonl``), scored by answer containment;
 - `refusal`: harmful requests paired with harmless look-alikes, in `refusal.jsonl`, and a
   transparent refusal detector.
 
