@@ -146,7 +146,7 @@ memory.round(4)
 #   `sftkit.measure.training_flops_per_token`).
 #
 # In the committed run (Gemma 3 270M base, 268M parameters) full fine-tuning needs about
-# 4.8 GB before activations, 30% of a T4's 16 GB, of which 4.3 GB is optimizer state; LoRA r=16
+# 4.8 GB before activations, 30% of a T4's 16 GB, of which 2.1 GB is Adam's two moments and 1.1 GB each the fp32 master weights and gradients; LoRA r=16
 # on every linear layer trains 3.8M parameters and needs 0.6 GB, almost all of it the frozen
 # fp16 weights. The share column uses the GPU's own memory when one is present and a T4's
 # data-sheet memory otherwise; with the `smoke` preset the model is tiny, so only the
@@ -234,9 +234,9 @@ table.astype({"trainable": int, "total": int}).round(4)
 # **Reading the table.** Trainable counts span orders of magnitude: on Gemma 3 270M from
 # 12,800 for prompt tuning (20 virtual tokens of 640 dimensions) and 59,904 for IA³ to 3.8M
 # (1.4%) for LoRA r=16 on all linear layers. One thing this model makes plain: 167.8M of its
-# 268M parameters are the 262,144 x 640 embedding, shared with the LM head, which no LoRA
+# 268M parameters are the embedding (one 640-wide row per vocabulary entry), shared with the LM head, which no LoRA
 # target touches; "all-linear" adapts the 100M parameters of the transformer blocks. (The
-# `cpu-demo` preset adapts only the top 9 of 18 blocks, 1.9M parameters, see chapter 03.) The memory column is an *estimate*: 16 bytes per trainable
+# `cpu-demo` preset adapts only the top half of the blocks, 1.9M parameters, see chapter 03.) The memory column is an *estimate*: 16 bytes per trainable
 # parameter (fp32 weight, gradient and Adam's two moments) plus every weight at fp16 (half a
 # byte for QLoRA's 4-bit base), activations excluded. Once the trainable share is small, the
 # frozen weights dominate, which is why QLoRA's quantised base is the next lever after LoRA

@@ -96,15 +96,17 @@ print(f"overrides: {OVERRIDES}" if OVERRIDES else "overrides: none")
 # with a system prompt, some with several user/assistant exchanges.
 #
 # The `cpu-demo` preset runs offline, where the Hub (and so smol-smoltalk) is unreachable. It
-# trains on sftkit's offline conversational set (`sftkit/resources/conversations.jsonl`, its
-# provenance in `conversations.md` next to it): prompts written for the project, with and
-# without system prompts, many with a follow-up turn, whose replies were written by the offline
-# SmolLM2-135M-Instruct (sequence-level distillation: the teacher's greedy replies become the
-# targets), plus a fifth of rows from sftkit's built-in verifiable tasks (upper-casing, JSON,
-# recalling a fact from an earlier turn) whose answers can be checked exactly. Train, dev and
-# test hold disjoint topics. The `smoke` preset uses the built-in tasks alone. Either way, the
-# preset's training rows are written to a JSON-lines file and read back through the same loader
-# a user's own data goes through.
+# trains on sftkit's offline conversational set (`sftkit/resources/conversations.jsonl`, its card
+# in `conversations.md` next to it), written for the project in smol-smoltalk's kinds of rows:
+# everyday chats whose follow-ups refer back, system prompts that set a persona or a format,
+# short factual answers, how-tos, lists of exactly the number asked for, rewriting, summarising
+# and extraction, refusals of harmful requests and help with harmless ones; instruction rows in
+# IFEval's families, each kept only when lm-eval's official checker passes its reply; and rows of
+# sftkit's built-in verifiable tasks (upper-casing, JSON, recalling a fact from an earlier turn).
+# No reply comes from a model. The dev and test rows are about subjects that no training row
+# touches. The `smoke` preset uses the built-in tasks alone. Either way, the preset's training
+# rows are written to a JSON-lines file and read back through the same loader a user's own data
+# goes through.
 
 # %%
 import copy

@@ -21,11 +21,11 @@
 # Did fine-tuning help, by how much, and how sure can we be? This chapter evaluates the base
 # model, the LoRA-tuned model from chapter 03 and a published instruct model as the reference
 # (SmolLM2-360M-Instruct on the `t4` preset, the offline SmolLM2-135M-Instruct on `cpu-demo`)
-# on the same held-out conversations: overlap with reference replies,
-# whether generation stops at end-of-turn, repetition and length, each with a bootstrap
-# interval and paired differences. Then an offline suite of instruction-following and refusal
-# prompts, a look at how the models handle the template, one attention map, and the limits of
-# all of it.
+# on the same held-out conversations: overlap with correct reference replies, whether
+# generation stops at end-of-turn, loops, length, each with a bootstrap interval and paired
+# differences; then instruction following (IFEval's official checkers), short-answer facts and
+# refusal, all on prompts about subjects training never saw; a look at how the models handle
+# the template, one attention map, and the limits of all of it.
 
 # %% tags=["setup"]
 import subprocess
@@ -125,22 +125,10 @@ if ADAPTER is None:
 print(f"adapter: {ADAPTER}")
 
 # %% [markdown]
-# **How long on a T4 (`t4` preset): a FLOP estimate, not a measurement** (no T4 run is recorded
-# yet; the method and assumptions are chapter 03's). Three models of $N = 3.6\times10^{8}$
-# parameters each (SmolLM2-360M base, tuned, and -Instruct) generate at most
-# $200\times256$ tokens on the held-out prompts, the same again inside the suite below, and
-# $236\times128$ on its open prompts (200 IFEval + 36 refusal): about $1.3\times10^{5}$ tokens per
-# model. Reading the prompts and scoring the reference replies passes about $4\times10^{5}$ more
-# tokens per model through the network (200 conversations at an assumed 500 tokens, twice for
-# generation and twice for the assistant NLL). At $2N$ FLOPs per token (a forward pass only) that is
-# $2 \times 3.6\times10^{8} \times 3 \times 5.3\times10^{5} \approx 1.2\times10^{15}$ FLOPs: about
-# 2 minutes at the assumed sustained 10 TFLOP/s. Decoding is not FLOP-bound, though: each of the
-# $3 \times (2 \times 7 \times 256 + 8 \times 128) \approx 13{,}800$ batched decoding steps reads
-# all 0.72 GB of fp16 weights, at least 31 s at the T4's 320 GB/s, and `generate`'s own per-step
-# overhead comes on top; so read the estimate as a floor. The judge at the end, if switched on, adds
-# 96 judgements by a 1.5B model (about $2\times10^{14}$ FLOPs at an assumed 700 tokens each, some
-# 20 s) plus its download. The evaluation cells print their measured wall time on the hardware that
-# ran them.
+# **One evaluation for every table below.** `sftkit.evaluation.evaluate_suite` runs each model
+# on every part of the held-out set: the conversations (generation and the NLL of the reference
+# replies), the IFEval-format prompts, the short-answer facts and the refusal pairs. How long it
+# takes on a T4 has not been measured; the cell prints its wall time on the hardware that ran it.
 
 # %%
 base, tokenizer = sftkit.runs.load_for(cfg)
@@ -152,10 +140,15 @@ _, eval_set = sftkit.demo.load_demo_data(cfg)  # the same held-out split chapter
 eval_set = eval_set.select(range(min(cfg.eval.n_examples, len(eval_set))))
 e = cfg.eval
 start_time = time.perf_counter()
-EVALS = {name: sftkit.evaluation.evaluate_model(name, model, tok, eval_set, e.max_new_tokens, e.batch_size,
-                                                cfg.data.max_length) for name, (model, tok) in MODELS.items()}
-print(f"{len(eval_set)} held-out prompts x {len(MODELS)} models in {time.perf_counter() - start_time:.1f} s "
-      f"on {HARDWARE}; greedy decoding, at most {e.max_new_tokens} new tokens")
+SUITES = {name: sftkit.evaluation.evaluate_suite(name, model, tok, cfg) for name, (model, tok) in MODELS.items()}
+EVAL_WALL_S = round(time.perf_counter() - start_time, 1)
+sftkit.evaluation.write_eval_outputs(EVAL_OUT, SUITES, cfg, HARDWARE, EVAL_WALL_S)
+EVALS = {name: suite.reference for name, suite in SUITES.items()}  # the held-out conversations' part
+first = next(iter(SUITES.values()))
+print(f"{len(eval_set)} held-out conversations, {first.instructions['n_prompts']} IFEval-format prompts, "
+      f"{first.facts.get('n', 0)} questions and {len(first.open_prompts) - first.instructions['n_prompts']} refusal "
+      f"prompts x {len(MODELS)} models in {EVAL_WALL_S} s on {HARDWARE}; greedy decoding, at most "
+      f"{e.max_new_tokens} new tokens per conversation and {e.ifeval_max_new_tokens} per IFEval prompt")
 
 # %% [markdown]
 # ## Metrics with intervals
@@ -169,11 +162,16 @@ print(f"{len(eval_set)} held-out prompts x {len(MODELS)} models in {time.perf_co
 # - `invented_turn`: did the reply write a turn of its own (a role marker such as "User:" or a
 #   start-of-turn token), the base model's habit of continuing the transcript?
 # - `echoed_prompt`: does the reply open by repeating the prompt, as a document continuer does?
-# - `length`: new tokens generated; `repeated_4gram_rate`: share of repeated 4-grams (looping);
+# - `length`: new tokens generated; `repeated_4gram_rate`: share of repeated 4-grams;
+#   `looped`: a reply whose repeated-4-gram rate exceeds 0.2 (the loop rate);
 # - `assistant_nll`: loss on the reference reply's tokens (lower is better), the SFT loss of
 #   chapter 00 on held-out data. It is a per-token average, so it compares models that share a
 #   tokenizer only: on `cpu-demo` the instruct reference (SmolLM2) cuts the same text into other
-#   tokens than Gemma, and its NLL is not comparable with the other two.
+#   tokens than Gemma, and its NLL is not comparable with the other two;
+# - from the other parts of the suite, one value per prompt: `instruction_strict` and
+#   `instruction_loose` (IFEval prompt-level), `fact_correct` (a short-answer question answered
+#   right), `refused_harmful` and `refused_harmless` (refusals), `open_stopped` and
+#   `open_looped` (stop and loop rates on those open prompts).
 
 # %%
 INTERVALS = {name: sftkit.evaluation.intervals(ev, e.bootstrap_resamples) for name, ev in EVALS.items()}
@@ -256,7 +254,7 @@ indices = sftkit.demo.pick_side_by_side(eval_set, e.n_side_by_side)
 pd.DataFrame(sftkit.evaluation.side_by_side(eval_set, list(EVALS.values()), indices))
 
 # %% [markdown]
-# ## Instruction following and refusal
+# ## Instruction following, facts and refusal
 #
 # `sftkit.evaluation.evaluate_suite` runs a suite on each model: the held-out split, IFEval,
 # harmful requests that should be refused, and harmless look-alikes that should *not* be
@@ -265,24 +263,29 @@ pd.DataFrame(sftkit.evaluation.side_by_side(eval_set, list(EVALS.values()), indi
 # (`sftkit.ifeval`), not by checks written for this project: a named protocol is what makes a
 # number comparable with a published one. *Prompt-level strict* means every instruction of a
 # prompt passes; *loose* also accepts the reply without its first or last line and without `*`
-# markup. Offline the prompts are the project's 43 in IFEval's format; on the `t4` preset, a
-# seeded subset of `google/IFEval`. The protocol line under the tables says which.
+# markup. Offline the prompts are the project's own in IFEval's format (the held-out split's,
+# about subjects training never saw, worded as IFEval words each instruction); on the `t4`
+# preset, a seeded subset of `google/IFEval`. The protocol line under the table says which. The
+# training set contains rows for 19 of IFEval's 25 instruction ids, in its own wording and
+# parameters; the other six are held out, and the second table scores the two groups apart:
+# did the model learn to follow instructions, or only the ones it was shown?
+#
+# The short-answer facts ask about the same held-out subjects, each with accepted answers: a
+# reply is right when its first 40 words contain one. SFT teaches a format, not knowledge, so
+# this mainly checks that the tuned model has not lost what the base model knows.
 
 # %%
-start_time = time.perf_counter()
-SUITES = {name: sftkit.evaluation.evaluate_suite(name, model, tok, cfg) for name, (model, tok) in MODELS.items()}
-sftkit.evaluation.write_eval_outputs(EVAL_OUT, SUITES, cfg, HARDWARE, round(time.perf_counter() - start_time, 1))
-suite_cis = {name: sftkit.evaluation.intervals(s.reference, e.bootstrap_resamples) for name, s in SUITES.items()}
-labels = {"instruction_strict": "IFEval prompt-level strict", "instruction_loose": "IFEval prompt-level loose",
-          "refused_harmful": "refusal rate (harmful)",
-          "refused_harmless": "over-refusal rate (harmless)", "open_stopped": "stop rate (open prompts)"}
-display(pd.DataFrame({name: {label: f"{cis[key]['mean']:.3f} [{cis[key]['low']:.3f}, {cis[key]['high']:.3f}]"
-                             for key, label in labels.items()} for name, cis in suite_cis.items()}))
-display(pd.DataFrame({name: {"IFEval instruction-level strict": round(s.instructions["check_accuracy"], 3),
-                             "IFEval instruction-level loose": round(s.instructions["instruction_loose"]["mean"], 3),
-                             "IFEval prompts": s.instructions["n_prompts"], "harmful prompts": s.refusal["n_harmful"],
-                             "harmless prompts": s.refusal["n_harmless"]} for name, s in SUITES.items()}, dtype=object))
-print("protocol:", next(iter(SUITES.values())).instructions["protocol"])
+suite_cis = INTERVALS  # the suite's per-prompt values are part of the per-example table above
+from IPython.display import Markdown  # noqa: E402
+
+import sftkit.ifeval  # noqa: E402
+
+display(Markdown("\n".join(sftkit.ifeval.markdown({name: s.instructions for name, s in SUITES.items()}))))
+display(pd.DataFrame({name: {"facts correct": f"{s.facts['accuracy']['mean']:.3f} [{s.facts['accuracy']['low']:.3f}, "
+                                              f"{s.facts['accuracy']['high']:.3f}]" if s.facts else "n/a",
+                             "questions": s.facts.get("n", 0), "harmful refused": s.refusal["refusal_rate"],
+                             "harmless refused": s.refusal["over_refusal_rate"], "harmful prompts": s.refusal["n_harmful"]}
+                      for name, s in SUITES.items()}, dtype=object))
 pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).round(2)
 
 # %% [markdown]

@@ -27,7 +27,7 @@ from .models import hardware_name
 from .run_data import load_run_data, load_run_data_with_report
 from .runs import load_for, train_and_record
 
-HEADLINE = ("exact_match", "rouge_l", "stopped", "assistant_nll", "repeated_4gram_rate")
+HEADLINE = ("exact_match", "rouge_l", "stopped", "looped", "assistant_nll", "repeated_4gram_rate")
 
 
 def load_demo_data(cfg: RunConfig, with_report: bool = False):
@@ -38,7 +38,7 @@ def load_demo_data(cfg: RunConfig, with_report: bool = False):
 
 def _summary_table(before: ModelEval, after: ModelEval, diffs: dict[str, dict]) -> list[str]:
     lines = ["| metric | before | after | after - before (95% CI) |", "| --- | --- | --- | --- |"]
-    for key in ("exact_match", "stopped", "invented_turn", "rouge_l", "bleu", "assistant_nll", "length",
+    for key in ("exact_match", "stopped", "looped", "invented_turn", "rouge_l", "bleu", "assistant_nll", "length",
                 "repeated_4gram_rate"):
         if key not in diffs:
             continue
@@ -245,7 +245,7 @@ def print_summary(results: dict[str, Any]) -> None:
     b, a, t = results["before"], results["after"], results["train"]
     print()
     print(f"{'metric':<24}{'before':>10}{'after':>10}")
-    for key in ("exact_match", "stop_rate", "invented_turn_rate", "rouge_l", "bleu", "assistant_ppl"):
+    for key in ("exact_match", "stop_rate", "looped", "invented_turn_rate", "rouge_l", "bleu", "assistant_ppl"):
         if key in b and key in a:
             print(f"{key:<24}{b[key]:>10.3f}{a[key]:>10.3f}")
     for task in b.get("per_task", {}):

@@ -195,7 +195,7 @@ def side_by_side(eval_set: Any, evals: list[ModelEval], indices: list[int]) -> l
 
 @dataclass
 class SuiteResult:
-    """One model on all three parts of the evaluation set."""
+    """One model on every part of the evaluation set."""
 
     name: str
     reference: ModelEval
@@ -204,15 +204,15 @@ class SuiteResult:
     # ids are known); named `instructions` for the notebook's cells.
     instructions: dict[str, Any]
     refusal: dict[str, Any]
-    # `sftkit.evalsets.facts.score_facts`'s result and the replies, in the questions' order.
-    facts: dict[str, Any] = field(default_factory=dict)
-    fact_generations: list[Generation] = field(default_factory=list)
     open_generations: list[Generation]
     # The open prompts' texts and their parts ("instruction", "harmful", "harmless"), in the
     # order of `open_generations`; the reference part's prompts in `task_prompts`.
     open_prompts: list[str] = field(default_factory=list)
     open_parts: list[str] = field(default_factory=list)
     task_prompts: list[str] = field(default_factory=list)
+    # `sftkit.evalsets.facts.score_facts`'s result and the replies, in the questions' order.
+    facts: dict[str, Any] = field(default_factory=dict)
+    fact_generations: list[Generation] = field(default_factory=list)
 
 
 def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:

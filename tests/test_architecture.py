@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sftkit"
 # paths inside sftkit ("chapters.trials"); a subpackage's __init__ is the subpackage's name.
 LAYERS = [
     {"config"},
-    {"data", "tasks", "offline_conversations", "run_data", "models", "standins"},
+    {"data", "tasks", "offline_conversations", "run_data", "models", "standins", "decontamination"},
     {"chat", "masking", "lora", "lm_head"},
     {"metrics", "generate", "measure", "estimates", "adapters", "precision", "train", "run_card"},
-    {"evalsets", "ifeval", "evalsets.refusal", "evaluation", "viz", "judge"},
+    {"evalsets", "ifeval", "evalsets.refusal", "evalsets.facts", "evaluation", "viz", "judge"},
     {"runs", "export", "talk", "hub", "notebook"},
     {"chapters", "chapters.trials", "chapters.preference", "chapters.alpaca", "chapters.classify", "chapters.distill"},
     {"demo"},

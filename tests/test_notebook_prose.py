@@ -7,7 +7,7 @@ in that notebook's outputs, its code (a parameter quoted in the text), or a resu
 markdown links to, allowing the rounding a writer does (0.9375 may be quoted as 0.94 or 93.8%).
 
 Not checked, by rule: integers below 10 (counts, chapter and list numbers), years (citations),
-and numbers inside a link target.
+numbers glued to letters (names such as "270M" or "4-gram"), inline code and link targets.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 # A number not glued to letters ("4-gram" and "SmolLM2" are names, not quantities).
-NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%?)(?![\w])")
+NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%?)(?![\w]|\.\d)")
 LINK = re.compile(r"\]\(([^)]+)\)")
+CODE = re.compile(r"`[^`]*`")
 
 
 def _text(value) -> str:
@@ -48,7 +49,8 @@ def quoted_numbers(markdown: str) -> list[tuple[str, float, int, bool]]:
     """(as written, value, decimals, is a percentage) for each number the rule checks."""
     found = []
     for line in markdown.splitlines():
-        line = LINK.sub("]", line)  # link targets (results/cpu-demo-base/...) are not quotes
+        # Link targets (results/cpu-demo-base/...) and inline code (`r=16`, `-100`) are not quotes of a result.
+        line = CODE.sub(" ", LINK.sub("]", line))
         for match in NUMBER.finditer(line):
             whole, frac, percent = match.groups()
             value = float((whole + (frac or "")).replace(",", ""))
@@ -85,7 +87,7 @@ def test_the_rule_accepts_roundings_and_rejects_other_numbers():
     pool = _values("stop rate 0.9375, ROUGE-L 0.4417, 1,717 s, ratio 0.817")
     assert supported(0.94, 2, False, pool) and supported(93.8, 1, True, pool) and supported(1717, 0, False, pool)
     assert not supported(0.95, 2, False, pool) and not supported(0.78, 2, False, pool)
-    numbers = quoted_numbers("It rose to 0.938 in 1,717 s (Zhou et al. 2023), r=16, top 9, "
+    numbers = quoted_numbers("It rose to 0.938 in 1,717 s (Zhou et al. 2023), r=16, top 9, 167.8M, `-100`, "
                              "[run](results/run-12345/report.md), 4-gram")
     assert [n[0] for n in numbers] == ["0.938", "1,717", "16"]
 
