@@ -5,7 +5,8 @@ a known failure of LoRA pipelines, and it looks like a model that learnt nothing
 run saves its adapter here (main process only under `accelerate launch`), can name a local
 base model in `adapter_config.json` so the adapter reloads offline, and checks by logits
 that the saved adapter reloads equal to the trained one, merges equal to it, and changes
-the base model (`verify_adapter`, raising `AdapterCheckError`).
+the base model (`verify_adapter`, raising `AdapterCheckError`). `adapter_base_name` is the one
+way every reader of an adapter (`sftkit eval`, export, chat, the model card) finds its base.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .models import OFFLINE_MODELS, ModelSourceError
 
 
 def save_adapter(trainer: Any, tokenizer: Any, adapter_dir: Path, base_dir: Path | None = None) -> Path:
@@ -38,6 +41,35 @@ def point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = str(Path(base_dir).resolve())
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+class AdapterConfigError(ModelSourceError):
+    """An adapter's ``adapter_config.json`` cannot be read or names no base model.
+
+    A `ModelSourceError`: the adapter's base cannot be had, and the command line reports it as
+    one line, like any other model that cannot be loaded.
+    """
+
+
+def adapter_base_name(adapter_dir: str | Path) -> str:
+    """The base model an adapter names, made loadable on this machine.
+
+    A committed adapter names the folder its base had on the machine that trained it. A local
+    path that does not exist here but whose last part is an offline short name
+    (``.../gemma3-270m-base``) is that short name: `sftkit.models` rebuilds its folder. Every
+    reader of an adapter uses this, so an adapter that exports or chats also evaluates.
+    """
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise AdapterConfigError(f"{config_path} is not valid JSON: {error}") from error
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base:
+        raise AdapterConfigError(f"{config_path} names no base_model_name_or_path")
+    if not Path(base).exists() and Path(base).name in OFFLINE_MODELS:
+        return Path(base).name
+    return base
 
 
 class AdapterCheckError(RuntimeError):

@@ -14,7 +14,7 @@ fp32 rounding (`ExportResult.max_logit_diff`), or `ExportError` is raised.
 `load_adapter_folder` is also what `sftkit chat` uses to open an adapter. It copes with the two
 ways a committed adapter differs from a fresh one: its ``base_model_name_or_path`` may name a
 folder on the machine that trained it (an offline short name's cache folder is found again on
-this machine), and its ``tokenizer.json`` may be left out (33 MB for Gemma, byte-identical to
+this machine, by `sftkit.adapters.adapter_base_name`), and its ``tokenizer.json`` may be left out (33 MB for Gemma, byte-identical to
 the base's), in which case the base's tokenizer is loaded and the adapter's own settings (EOS,
 pad, chat template) are put on it.
 """
@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from .adapters import adapter_base_name
 from .chat import end_of_turn_id
-from .models import OFFLINE_MODELS, load_model, load_tokenizer
+from .models import load_model, load_tokenizer
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Files of the run that produced an adapter, carried into the export so that a model card
@@ -64,21 +65,6 @@ def check_adapter_folder(folder: str | Path) -> Path:
         hint = " (it looks like a merged model: it needs no export)" if is_model_folder(folder) else ""
         raise ExportError(f"{folder} is not a peft adapter folder: {', '.join(missing)} missing{hint}")
     return folder
-
-
-def adapter_base_name(adapter_dir: str | Path) -> str:
-    """The base model an adapter names, made loadable on this machine.
-
-    A local path that does not exist here but whose last part is an offline short name
-    (``.../gemma3-270m-base``) is that short name: `sftkit.models` rebuilds its folder.
-    """
-    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise ExportError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path")
-    if not Path(base).exists() and Path(base).name in OFFLINE_MODELS:
-        return Path(base).name
-    return base
 
 
 def load_adapter_tokenizer(adapter_dir: str | Path, base: str) -> Any:

@@ -22,7 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .export import EXPORT_RECORD, RUN_FILES, adapter_base_name, is_adapter_folder, is_model_folder
+from .adapters import adapter_base_name
+from .export import EXPORT_RECORD, RUN_FILES, is_adapter_folder, is_model_folder
 from .models import hub_reachable, resolve_source
 
 # What sftkit knows of the base models it names by folder or short name: the Hub id the card
@@ -66,18 +67,41 @@ def find_token() -> str | None:
 # --------------------------------------------------------------------------- the card
 
 
+class RunRecordError(HubError):
+    """A run file next to the folder (run.json, metrics.json, sftkit_export.json) exists but cannot be read.
+
+    Taken for a missing file, it would silently drop the run's data, settings or evaluation
+    from the model card; a `HubError`, so `sftkit push` reports it in one line.
+    """
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when there is no such file (run files are optional).
+
+    A file that is there but unreadable, not JSON (a run cut off mid-write) or not an object
+    raises `RunRecordError` naming the file and the error.
+    """
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        raise RunRecordError(f"{path} cannot be read: {error}") from error
+    try:
+        found = json.loads(text)
+    except ValueError as error:  # json.JSONDecodeError, and UnicodeDecodeError
+        raise RunRecordError(f"{path} is not valid JSON ({error}); fix or remove it") from error
+    if not isinstance(found, dict):
+        raise RunRecordError(f"{path} is not a JSON object (it holds a {type(found).__name__}); fix or remove it")
+    return found
 
 
 def run_record(folder: str | Path) -> dict[str, Any]:
     """What the run left about a folder: ``run`` (run.json), ``metrics`` (metrics.json), ``export`` (sftkit_export.json).
 
     Looked for in the folder itself (an export copies them there) and in its parent (an adapter
-    sits in its run folder, ``runs/<preset>/adapter``); a missing file is simply absent.
+    sits in its run folder, ``runs/<preset>/adapter``); a missing file is simply absent, a
+    corrupt one raises `RunRecordError`.
     """
     folder = Path(folder)
     record: dict[str, Any] = {}
@@ -307,8 +331,9 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: An
                 metrics: dict[str, Any] | None = None) -> str:
     """Write the model card and upload `folder` to the Hub repository `repo_id` in one commit; the repo's URL.
 
-    Raises `HubError` (one line) when the folder is not a model or adapter, the Hub is
-    unreachable, there is no token, or the Hub refuses the upload.
+    Raises `HubError` (one line) when the folder is not a model or adapter, a run file next to
+    it is corrupt (`RunRecordError`), the Hub is unreachable, there is no token, or the Hub
+    refuses the upload.
     """
     folder = Path(folder)
     if not (is_adapter_folder(folder) or is_model_folder(folder)):

@@ -137,17 +137,48 @@ def judge_pairs(prompts: Sequence[str], base_replies: Sequence[str], tuned_repli
                           first_position_rate=first_chosen / decisive if decisive else None, unparsable=unparsable)
 
 
+JUDGE_PAD = "<pad>"
+
+
+def judge_pad_id(model: Any, tokenizer: Any) -> int:
+    """Give the judge's tokenizer a pad token distinct from its EOS, and return its id.
+
+    A pad equal to EOS is the pattern that trains and decodes wrongly elsewhere in sftkit (a
+    mask on padding hides every EOS too), and some judges ship it (SmolLM2-Instruct pads with
+    ``<|im_end|>``). The judge reads one prompt at a time with its attention mask, so the pad id
+    is never in its input and is only named to `generate`; any existing token that is not EOS
+    will do, and the least invasive one is taken: the tokenizer's own pad, else its unknown
+    token (which a byte-level tokenizer never produces from text), and only when both are EOS a
+    new ``<pad>`` special token, with the model's embeddings resized only if they lack its row.
+    """
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        return tokenizer.pad_token_id
+    if tokenizer.unk_token is not None and tokenizer.unk_token_id not in (None, eos):
+        tokenizer.pad_token = tokenizer.unk_token
+        return tokenizer.pad_token_id
+    tokenizer.add_special_tokens({"pad_token": JUDGE_PAD})
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return tokenizer.pad_token_id
+
+
 def hf_judge(model: Any, tokenizer: Any, max_new_tokens: int = 4) -> Judge:
-    """A judge from an instruct model and its own chat template: greedy, a one-word verdict (None if unparsable)."""
+    """A judge from an instruct model and its own chat template: greedy, a one-word verdict (None if unparsable).
+
+    The tokenizer gets a pad token distinct from EOS (`judge_pad_id`), which is passed to
+    `generate` as it is: ``pad_token_id or eos_token_id`` would turn a pad id of 0 into EOS.
+    """
     import torch
+
+    pad_id = judge_pad_id(model, tokenizer)
 
     @torch.no_grad()
     def judge(prompt: str, a: str, b: str) -> str | None:
         messages = [{"role": "user", "content": JUDGE_PROMPT.format(prompt=prompt, a=a, b=b)}]
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                             return_dict=True).to(model.device)
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
         return parse_verdict(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 
     return judge

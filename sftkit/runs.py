@@ -9,12 +9,11 @@ model name, or an adapter folder) on the offline evaluation set and writes ``eva
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from .adapters import point_adapter_at, verify_adapter
+from .adapters import adapter_base_name, point_adapter_at, verify_adapter
 from .chat import prepare_model, prepare_tokenizer
 from .config import RunConfig, resolve_preset
 from .models import OFFLINE_MODELS, hardware_name, load_model, load_tokenizer
@@ -98,15 +97,21 @@ def run_training(preset: str | None = None, out: str | Path | None = None, cfg: 
 
 
 def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any):
-    """'base' -> the preset's model; an adapter folder -> base + adapter; anything else -> a model name."""
+    """'base' -> the preset's model; an adapter folder -> base + adapter; anything else -> a model name.
+
+    An adapter's base is found as `sftkit export` and `sftkit chat` find it (`adapter_base_name`:
+    a committed adapter's vanished base folder named like an offline model is that model), and
+    it is aligned with the tokenizer before the adapter goes on, so that a base loaded by short
+    name gets the training run's embedding size and the adapter's weights fit it.
+    """
     path = Path(spec)
     if spec == "base":
         model = load_model(cfg.model.name, dtype=cfg.model.dtype)
     elif (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base_name = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(load_model(base_name, dtype=cfg.model.dtype), str(path))
+        base = prepare_model(load_model(adapter_base_name(path), dtype=cfg.model.dtype), tokenizer)
+        model = PeftModel.from_pretrained(base, str(path))
     else:
         model = load_model(spec, dtype=cfg.model.dtype)
     prepare_model(model, tokenizer)

@@ -133,6 +133,52 @@ def test_hf_judge_with_a_real_model_parses_its_greedy_continuation(tiny_model, t
     assert parsed == [answer]  # the judge parses exactly the model's three greedy new tokens
 
 
+def test_hf_judge_hands_generate_the_tokenizers_pad_id_even_when_it_is_0(tokenizer):
+    # The prepared SmolLM2 tokenizer pads with <|endoftext|>, id 0: `pad_token_id or eos_token_id` made it EOS.
+    assert tokenizer.pad_token_id == 0 != tokenizer.eos_token_id
+    model = ScriptedModel(tokenizer, "B")
+    assert hf_judge(model, tokenizer)("What is 2+2?", "4", "5") == "B"
+    (call,) = model.calls
+    assert call["pad_token_id"] == 0
+
+
+def _fresh_tiny():
+    """The raw tiny-smollm2 tokenizer (its pad is its EOS, <|im_end|>) and a tiny model, not prepared."""
+    from sftkit.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-smollm2")
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id, "the case under test: a judge whose pad is its EOS"
+    return load_model("tiny-smollm2", dtype="float32", device="cpu").eval(), tokenizer
+
+
+def test_hf_judge_pads_a_tokenizer_whose_pad_is_eos_with_its_unk_token(monkeypatch):
+    import sftkit.judge
+
+    model, tokenizer = _fresh_tiny()
+    rows, size = model.get_input_embeddings().weight.shape[0], len(tokenizer)
+    judge = hf_judge(model, tokenizer, max_new_tokens=3)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id and tokenizer.pad_token == tokenizer.unk_token
+    assert len(tokenizer) == size and model.get_input_embeddings().weight.shape[0] == rows  # nothing added
+    parsed = []
+    monkeypatch.setattr(sftkit.judge, "parse_verdict", lambda text: parsed.append(text) or "tie")
+    assert judge("What is 2+2?", "4", "5") == "tie" and len(parsed) == 1  # the tiny model still judges
+
+
+def test_hf_judge_adds_a_pad_token_when_unk_is_eos_too(monkeypatch):
+    import sftkit.judge
+
+    model, tokenizer = _fresh_tiny()
+    tokenizer.unk_token = tokenizer.eos_token
+    eos_id = tokenizer.eos_token_id
+    judge = hf_judge(model, tokenizer, max_new_tokens=3)
+    assert tokenizer.pad_token == "<pad>" and tokenizer.pad_token_id not in (None, eos_id)
+    assert tokenizer.eos_token_id == eos_id
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer) > tokenizer.pad_token_id
+    parsed = []
+    monkeypatch.setattr(sftkit.judge, "parse_verdict", lambda text: parsed.append(text) or "tie")
+    assert judge("What is 2+2?", "4", "5") == "tie" and len(parsed) == 1
+
+
 def test_the_real_judge_offline_says_which_one_and_skips(capsys):
     assert load_judge(require_gpu=False) is None
     line = capsys.readouterr().out.strip()

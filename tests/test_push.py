@@ -83,6 +83,32 @@ def test_card_without_run_files_says_what_is_missing(tmp_path, tiny_adapter):
     assert "Not recorded: no run card" in text and "Not recorded: no metrics.json" in text
 
 
+def test_card_refuses_a_corrupt_run_file_naming_it_and_the_json_error(tmp_path, tiny_adapter, capsys):
+    # A corrupt run.json must not look like a missing one: the run would vanish from the card.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_adapter.parent, run)
+    (run / "run.json").write_text('{"config": {"preset": "smoke",')  # cut off mid-write
+    with pytest.raises(sftkit.hub.RunRecordError, match=r"run\.json is not valid JSON .*line 1 column") as caught:
+        model_card(run / "adapter")
+    assert str(run / "run.json") in str(caught.value) and "\n" not in str(caught.value)
+    (run / "run.json").write_text("[1, 2]")  # valid JSON, but not a run card
+    with pytest.raises(sftkit.hub.RunRecordError, match="not a JSON object"):
+        model_card(run / "adapter")
+    # `sftkit push` says so in one line before it needs the Hub or a token.
+    (run / "run.json").write_text("{not json")
+    assert main(["push", "--folder", str(run / "adapter"), "--repo-id", "someone/tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(run / "run.json") in err and "not valid JSON" in err, err
+
+
+def test_run_record_leaves_out_missing_run_files_only(tmp_path, tiny_adapter):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_adapter.parent, run)
+    (run / "metrics.json").unlink()
+    record = sftkit.hub.run_record(run / "adapter")
+    assert record["run"] == RUN_CARD and "metrics" not in record and "export" not in record
+
+
 class FakeApi:
     """Records what push_folder hands huggingface_hub; optionally refuses like the Hub."""
 
