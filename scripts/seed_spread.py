@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "seeds")
     args = parser.parse_args(argv)
 
+    from sftkit.adapters import merged_adapter
     from sftkit.config import apply_overrides, get_preset
     from sftkit.evaluation import evaluate_suite
     from sftkit.models import hardware_name
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_for(cfg)
         out = args.out / name.replace(" ", "-")
         result = train_and_record(cfg, model, tokenizer, train_set, out)
-        after = _scores(evaluate_suite("after", result.model, tokenizer, cfg))
+        with merged_adapter(result.model):  # the base model's decoding speed; equal to rounding (verify_adapter)
+            after = _scores(evaluate_suite("after", result.model, tokenizer, cfg))
         results["runs"][name] = {"overrides": extra, "train_s": result.metrics["wall_s"],
                                  "tokens_per_s": result.metrics["tokens_per_s"], **after}
         print(f"[seeds] {name}: " + ", ".join(f"{k} {after[k]}" for k in METRICS if after[k] is not None), flush=True)

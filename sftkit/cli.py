@@ -5,6 +5,7 @@
     sftkit train [--preset NAME] [--out DIR]                training only, with a run card
     sftkit eval  --models base,tuned [--preset NAME] [--out DIR]
     sftkit trials --grid FILE [--preset NAME] [--out DIR]   LoRA configuration trials (resumable)
+    sftkit config [--preset NAME] [--set KEY=VALUE ...]     every --set key: its type, value and help
     sftkit standins --out DIR [--layers N] [--hidden N|full] offline Hub-shaped stand-ins of the t4
                                                             preset's dataset and models (sftkit.standins)
     sftkit export --adapter DIR --out DIR2 [--force]        merge an adapter into its base: a standalone model
@@ -27,7 +28,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="default: $SFTKIT_PRESET, else t4 on a GPU and cpu-demo on a CPU")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a RunConfig field, e.g. --set train.max_steps=3 --set model.name=DIR (repeatable)")
+                        help="override a RunConfig field, e.g. --set train.max_steps=3 --set model.name=DIR "
+                             "(repeatable; `sftkit config` lists every key)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,19 +57,32 @@ def main(argv: list[str] | None = None) -> int:
                           help="hidden size, a multiple of 30, or 'full' for SmolLM2-360M's 960 (default 120)")
     standins.add_argument("--train-rows", type=int, default=4000)
     standins.add_argument("--test-rows", type=int, default=400)
+    config = commands.add_parser("config", help="list every --set key with its type, value in a preset and help")
+    config.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="default: $SFTKIT_PRESET, else t4 on a GPU and cpu-demo on a CPU")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="show the values after these overrides (repeatable), checked as a run checks them")
     _lifecycle_parsers(commands)
     args = parser.parse_args(argv)
     if args.command == "standins":
         return _standins(parser, args)
     if args.command in ("export", "chat", "push"):
         return _lifecycle(args)
-    from .config import apply_overrides, resolve_preset
+    from .config import apply_overrides, default_preset_name, get_preset
 
+    preset = args.preset or default_preset_name()
     try:
-        cfg = apply_overrides(resolve_preset(args.preset), args.overrides)
+        cfg = get_preset(preset)
     except ValueError as error:
         parser.error(str(error))
+    try:
+        cfg = apply_overrides(cfg, args.overrides)
+    except ValueError as error:
+        # On the same line: the error is the last line a user (and tests/test_cli.py) reads.
+        parser.error(f"{error}; every key with its type, value and help: sftkit config --preset {preset}")
 
+    if args.command == "config":
+        return _print_settings(cfg, args.overrides)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -84,6 +99,22 @@ def main(argv: list[str] | None = None) -> int:
         from .chapters.trials import run_trials_cli
 
         run_trials_cli(args.grid, args.preset, args.out)
+    return 0
+
+
+def _print_settings(cfg: Any, overrides: list[str]) -> int:
+    """`sftkit config`: one line per `--set` key (key, type, value, help), so `grep` finds a key whole."""
+    from .config import settings
+
+    rows = settings(cfg)
+    after = f" after {len(overrides)} --set override{'s' if len(overrides) != 1 else ''}" if overrides else ""
+    print(f"# preset {cfg.preset}{after}: every key --set KEY=VALUE takes, its type, its value here and what it does")
+    widths = [max(len(getattr(row, column)) for row in rows) for column in ("key", "type", "value")]
+    # A long value (a Hub id, a path) would push every help far right; past 32 characters it only pushes its own.
+    widths[2] = min(widths[2], 32)
+    print(f"{'KEY':<{widths[0]}}  {'TYPE':<{widths[1]}}  {'VALUE':<{widths[2]}}  HELP")
+    for row in rows:
+        print(f"{row.key:<{widths[0]}}  {row.type:<{widths[1]}}  {row.value:<{widths[2]}}  {row.help}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Run configuration: one dataclass per concern and the three named presets.
+"""Run configuration: one dataclass per concern, the three named presets, and `--set` overrides.
 
 A notebook, the `sftkit` command and the tests all start from a `RunConfig`. Presets
 exist so that the same code path runs at three scales:
@@ -10,193 +10,373 @@ exist so that the same code path runs at three scales:
 - ``smoke``: a tiny random model with the real tokenizer, seconds; for CI and notebook checks.
 
 ``SFTKIT_PRESET`` picks one; every run writes its resolved config next to its outputs.
+
+Each setting is documented once, where it is declared, as TRL documents its configs: a
+``field(default=..., metadata={"help": ...})`` whose help `sftkit config` prints next to the
+setting's type and value. Settings with a fixed set of values are ``Literal`` types, so the
+choices are written once and checked from the declaration.
+
+Values are checked when a config is made rather than where they are used, so a mistyped
+``--set`` stops a run in its first second instead of after a model has loaded: each section's
+``__post_init__`` checks its own fields (declared types, Literal choices, ranges) and
+`RunConfig.validate` adds the rules between sections; `get_preset` and `apply_overrides` run
+it. Some of these rules are also checked where the value is used (the comments and docstrings
+next to them name the places).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+# Setting, settings, format_value and type_text are part of this module's interface (`sftkit config`).
+from .config_types import Setting, check_types, format_value, parse_value, settings, type_hints, type_text  # noqa: F401
 
 PRESET_ENV = "SFTKIT_PRESET"
 # Overrides for the notebooks' parameters cell, as `--set` takes them, separated by ";":
 # SFTKIT_SET="data.source=DIR;model.name=DIR;train.max_steps=3".
 OVERRIDES_ENV = "SFTKIT_SET"
 
+# The enumerated settings, one place each. Code that checks a value where it is used can take
+# its choices from here: `typing.get_args(Batching)` is ("group", "pack", "pad").
+# `sftkit.models.resolve_dtype` also reads aliases (fp16, bf16, ...) and other torch dtype names;
+# a config names one of the four its error message offers.
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+TurnFormatName = Literal["auto", "chatml", "gemma"]
+EvalSplit = Literal["test", "dev"]
+LoraTargets = Literal["all-linear", "attention", "mlp"]
+Batching = Literal["group", "pack", "pad"]
+CpuAmp = Literal["off", "bf16", "fp16"]
+
+
+class _Section:
+    """What every settings section shares: its key prefix and the checks run when it is made.
+
+    A section checks its own fields only; rules that span sections are `RunConfig.validate`'s
+    (its docstring says why they are not in ``RunConfig.__post_init__``).
+    """
+
+    _section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the key (``train.learning_rate``) of the first value that cannot work."""
+        check_types(self, self._section)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Ranges and rules between this section's fields (after the types are known to be right)."""
+
+    def _require(self, name: str, ok: bool, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"{self._section}.{name} {rule}, got {getattr(self, name)!r}")
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """Which model to load and how."""
 
-    # A Hub id ("HuggingFaceTB/SmolLM2-360M"), a local folder, or an offline short name
-    # from `sftkit.models.OFFLINE_MODELS` ("smollm2-135m-instruct", "tiny-smollm2").
-    name: str = "HuggingFaceTB/SmolLM2-360M"
-    # "auto" picks from the hardware: fp16 on compute capability < 8 (T4), bf16 on >= 8, fp32 on CPU.
-    dtype: str = "auto"
-    # SDPA is fast everywhere; eager is only needed when attention weights are returned.
-    attn_implementation: str = "sdpa"
-    trust_remote_code: bool = False
-    # A published instruct model to compare against in evaluation (None: no reference).
-    reference_name: str | None = None
-    # Turn tokens of the chat template (`sftkit.chat.TurnFormat`): "auto" keeps a family's own
-    # (Gemma's <start_of_turn>/<end_of_turn>), else ChatML; "chatml" or "gemma" force one.
-    turn_format: str = "auto"
-    # Chapter 08's distillation student (a Hub id or a local folder; None: this run's model).
-    # t4: "HuggingFaceTB/SmolLM2-135M", taught by `reference_name`; it must share the tokenizer.
-    student_name: str | None = None
-    # Chapter 08's encoder classifier (None: the cell is skipped). t4: "bert-base-uncased",
-    # loaded with AutoModelForSequenceClassification.
-    encoder_name: str | None = None
+    _section: ClassVar[str] = "model"
+
+    name: str = field(default="HuggingFaceTB/SmolLM2-360M", metadata={"help": (
+        'A Hub id ("HuggingFaceTB/SmolLM2-360M"), a local folder, or an offline short name from '
+        '`sftkit.models.OFFLINE_MODELS` ("smollm2-135m-instruct", "tiny-smollm2").')})
+    dtype: Dtype = field(default="auto", metadata={"help": (
+        'Weight precision. "auto" picks from the hardware: fp16 on compute capability < 8 (T4), '
+        "bf16 on >= 8, fp32 on CPU.")})
+    # A str, not a Literal: transformers takes more kernels (flex_attention, Hub kernels) than sftkit lists.
+    attn_implementation: str = field(default="sdpa", metadata={"help": (
+        "Attention kernel (transformers' attn_implementation). SDPA is fast everywhere; eager is only "
+        "needed when attention weights are returned; train.batching=pack needs a FlashAttention one "
+        "(flash_attention_2).")})
+    trust_remote_code: bool = field(default=False, metadata={"help": (
+        "Let transformers run modelling code shipped in the model's repository when loading the model "
+        "and tokenizer (off: only architectures transformers has).")})
+    reference_name: str | None = field(default=None, metadata={"help": (
+        "A published instruct model to compare against in evaluation (none: no reference).")})
+    turn_format: TurnFormatName = field(default="auto", metadata={"help": (
+        "Turn tokens of the chat template (`sftkit.chat.TurnFormat`): auto keeps a family's own "
+        "(Gemma's <start_of_turn>/<end_of_turn>), else ChatML; chatml or gemma force one.")})
+    student_name: str | None = field(default=None, metadata={"help": (
+        "Chapter 08's distillation student, a Hub id or a local folder (none: this run's model). "
+        't4: "HuggingFaceTB/SmolLM2-135M", taught by model.reference_name; it must share the tokenizer.')})
+    encoder_name: str | None = field(default=None, metadata={"help": (
+        'Chapter 08\'s encoder classifier (none: the cell is skipped). t4: "bert-base-uncased", loaded '
+        "with AutoModelForSequenceClassification.")})
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Which conversations to train and evaluate on."""
 
-    # A Hub dataset id, a local json/jsonl/parquet path, "offline-conversations" (shipped with
-    # the package) or "builtin-tasks".
-    source: str = "HuggingFaceTB/smol-smoltalk"
-    train_size: int = 4000
-    eval_size: int = 200
-    # Tokens per training sequence; longer conversations are truncated (rows left with no
-    # assistant token are dropped and counted).
-    max_length: int = 1024
-    # Seeds the sample of the data and its split.
-    seed: int = 0
-    # A Hub dataset (or a local folder laid out as one) is sampled by streaming: its parquet row
-    # groups in a seeded order, then a shuffle buffer of this many rows (`sftkit.data.stream_sample`).
-    # Larger mixes more row groups (a more representative sample) and reads more rows.
-    shuffle_buffer: int = 10_000
-    # Draw each `source` (a sub-dataset's name, as smol-smoltalk has) in its share of the split
-    # (`sftkit.data.sample_conversations`): reads the split's source column first, and the stream
-    # further for rare sources. Off: a plain seeded sample, whose shares vary by chance.
-    stratify_by_source: bool = False
-    # Hub datasets of the later chapters (Hub ids or local folders laid out as them; None: the
-    # offline substitute). Chapter 06's preference pairs (t4: "trl-lib/ultrafeedback_binarized";
-    # None: on-policy pairs from the built-in tasks), chapter 07's Alpaca rows (t4:
-    # "tatsu-lab/alpaca"; None: the built-in tasks as Alpaca rows) and chapter 08's encoder
-    # benchmark (t4: "fancyzhx/ag_news"; None: skipped).
-    preference_source: str | None = None
-    alpaca_source: str | None = None
-    classification_source: str | None = None
-    # Which held-out split of the built-in tasks to evaluate on: "test" for reported results,
-    # "dev" while choosing task designs and settings, so the test split is looked at once.
-    eval_split: str = "test"
-    # Built-in tasks only: rows of single tasks trained first, in this order ({task: rows}),
-    # before the `train_size` mixed rows. Empty: one shuffled mix.
-    curriculum: dict[str, int] = field(default_factory=dict)
+    _section: ClassVar[str] = "data"
+
+    source: str = field(default="HuggingFaceTB/smol-smoltalk", metadata={"help": (
+        'A Hub dataset id, a local json/jsonl/parquet path, "offline-conversations" (shipped with the '
+        'package) or "builtin-tasks".')})
+    train_size: int = field(default=4000, metadata={"help": (
+        "Training conversations drawn from the source (after any curriculum stages' rows).")})
+    eval_size: int = field(default=200, metadata={"help": (
+        "Held-out conversations drawn from the source for evaluation.")})
+    max_length: int = field(default=1024, metadata={"help": (
+        "Tokens per training sequence; longer conversations are truncated (rows left with no "
+        "assistant token are dropped and counted).")})
+    seed: int = field(default=0, metadata={"help": "Seeds the sample of the data and its split."})
+    shuffle_buffer: int = field(default=10_000, metadata={"help": (
+        "A Hub dataset (or a local folder laid out as one) is sampled by streaming: its parquet row "
+        "groups in a seeded order, then a shuffle buffer of this many rows (`sftkit.data.stream_sample`). "
+        "Larger mixes more row groups (a more representative sample) and reads more rows.")})
+    stratify_by_source: bool = field(default=False, metadata={"help": (
+        "Draw each `source` (a sub-dataset's name, as smol-smoltalk has) in its share of the split "
+        "(`sftkit.data.sample_conversations`): reads the split's source column first, and the stream "
+        "further for rare sources. Off: a plain seeded sample, whose shares vary by chance.")})
+    preference_source: str | None = field(default=None, metadata={"help": (
+        "Chapter 06's preference pairs: a Hub id or a local folder laid out as one "
+        '(t4: "trl-lib/ultrafeedback_binarized"; none: on-policy pairs from the built-in tasks).')})
+    alpaca_source: str | None = field(default=None, metadata={"help": (
+        "Chapter 07's Alpaca rows: a Hub id or a local folder laid out as one "
+        '(t4: "tatsu-lab/alpaca"; none: the built-in tasks as Alpaca rows).')})
+    classification_source: str | None = field(default=None, metadata={"help": (
+        "Chapter 08's encoder benchmark: a Hub id or a local folder laid out as one "
+        '(t4: "fancyzhx/ag_news"; none: skipped).')})
+    eval_split: EvalSplit = field(default="test", metadata={"help": (
+        "Which held-out split of the built-in tasks (and the offline conversations) to evaluate on: "
+        "test for reported results, dev while choosing task designs and settings, so the test split "
+        "is looked at once.")})
+    curriculum: dict[str, int] = field(default_factory=dict, metadata={"help": (
+        "Built-in tasks only (data.source=builtin-tasks): rows of single tasks trained first, in this "
+        "order ({task: rows}, JSON), before the data.train_size mixed rows. Empty: one shuffled mix.")})
 
     @property
     def train_rows(self) -> int:
         """Conversations a run trains on: the curriculum stages' rows, then the mix's."""
         return self.train_size + sum(self.curriculum.values())
 
+    def _check_values(self) -> None:
+        # Also checked where used: the sizes and eval_split in
+        # `sftkit.offline_conversations.offline_conversation_splits`; the curriculum's task names are
+        # checked only there, in `sftkit.tasks.make_task_splits` (the configuration sits below the
+        # task generators and does not import them).
+        for name in ("train_size", "eval_size"):
+            self._require(name, getattr(self, name) >= 0, "must be >= 0")
+        self._require("max_length", self.max_length >= 1, "must be >= 1")
+        self._require("shuffle_buffer", self.shuffle_buffer >= 1, "must be >= 1")
+        if not self.curriculum:
+            return
+        self._require("curriculum", all(rows >= 0 for rows in self.curriculum.values()), "rows must be >= 0")
+        # Not checked here: that a curriculum needs data.source=builtin-tasks (`sftkit.run_data._load`
+        # checks it). tests/test_config.py sets a curriculum with a jsonl source to test parsing alone.
+
 
 @dataclass
-class LoraSettings:
+class LoraSettings(_Section):
     """LoRA hyperparameters (turned into a peft `LoraConfig` by `sftkit.lora`)."""
 
-    r: int = 16
-    # alpha = 2r is the common choice; the update is scaled by alpha / r.
-    alpha: int = 32
-    dropout: float = 0.05
-    # "all-linear", "attention", "mlp", or an explicit list of module names.
-    targets: str | list[str] = "all-linear"
-    # Adapt only the top this many transformer blocks (None: all). The backward pass then
-    # stops at the lowest adapted block, which saves time where compute is scarce (a CPU).
-    layers: int | None = None
-    # Train the embedding rows (and the tied LM-head rows) of the turn tokens through peft's
-    # `trainable_token_indices`: a base model never learnt to open or close a turn with them.
-    # Saved as a few rows, not a copy of the whole embedding (`modules_to_save`).
-    train_turn_tokens: bool = True
+    _section: ClassVar[str] = "lora"
+
+    r: int = field(default=16, metadata={"help": "LoRA rank: the inner size of each adapter's A and B matrices."})
+    # int or float: a trial that sets r keeps alpha / r by scaling alpha, which can leave a fraction
+    # (`sftkit.chapters.trials`); a whole number stays an int, so adapter_config.json says 32, not 32.0.
+    alpha: int | float = field(default=32, metadata={"help": (
+        "LoRA alpha: the update is scaled by alpha / r; alpha = 2r is the common choice.")})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on each adapter's input, in [0, 1)."})
+    targets: LoraTargets | list[str] = field(default="all-linear", metadata={"help": (
+        "Layers to adapt: all-linear, attention, mlp, or a list of module names, comma-separated "
+        '(q_proj,v_proj; one name: q_proj, or ["q_proj"]).')})
+    layers: int | None = field(default=None, metadata={"help": (
+        "Adapt only the top this many transformer blocks (none: all). The backward pass then stops "
+        "at the lowest adapted block, which saves time where compute is scarce (a CPU).")})
+    train_turn_tokens: bool = field(default=True, metadata={"help": (
+        "Train the embedding rows (and the tied LM-head rows) of the turn tokens through peft's "
+        "`trainable_token_indices`: a base model never learnt to open or close a turn with them. "
+        "Saved as a few rows, not a copy of the whole embedding (`modules_to_save`).")})
+
+    def _check_values(self) -> None:
+        self._require("r", self.r >= 1, "must be >= 1")
+        self._require("alpha", self.alpha > 0, "must be > 0")
+        self._require("dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        if isinstance(self.targets, list):
+            self._require("targets", bool(self.targets), "must name at least one module")
+        self._require("layers", self.layers is None or self.layers >= 1, "must be >= 1 or none")
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(_Section):
     """Optimiser and loop settings (turned into a TRL `SFTConfig` by `sftkit.train`)."""
 
-    # LoRA wants a learning rate about 10x that of full fine-tuning (Biderman et al. 2024,
-    # "LoRA Learns Less and Forgets Less"; Schulman et al. 2025, "LoRA Without Regret").
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 2
-    warmup_ratio: float = 0.03
-    lr_scheduler_type: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    logging_steps: int = 10
-    # "group" sorts batches by length (no cross-example attention); "pack" concatenates
-    # examples (needs FlashAttention to keep them apart); "pad" is plain padding.
-    batching: str = "group"
-    gradient_checkpointing: bool = False
-    # Mixed precision on a CPU (`sftkit.precision`): "off" (fp32), "bf16" (bf16 autocast: about
-    # 1.5x faster on CPUs with native bf16, emulated and slower on AVX2-only ones) or "fp16" (fp16
-    # autocast with a loss scaler, as a T4 trains). With model.dtype=float16 and "fp16" a CPU runs a
-    # T4's numerics; with bfloat16 and "bf16" an Ampere-or-later card's. Ignored on GPUs, whose
-    # precision follows the compute capability.
-    cpu_amp: str = "off"
-    # Where the loss comes from. TRL's SFTTrainer scores tokens with a fused, chunked LM head
-    # that never materialises the (batch, length, vocabulary) logits; it is fast where Triton
-    # runs it (CUDA), but its torch fallback scores every position in fp32 passes and made a
-    # CPU step of the 135M model about 1.5x slower than the model's own loss (3.70 s vs 2.39 s,
-    # batch 8 x 98 tokens, bf16 autocast, 2 EPYC cores). None: fused on CUDA/XPU with Triton,
-    # the model's own loss elsewhere; True/False force one.
-    fused_lm_head: bool | None = None
-    # Without the fused head: compute LM-head logits only at positions that carry a label
-    # (`sftkit.train.labelled_head_loss`; equal loss and gradients). Assistant-only SFT labels
-    # a minority of positions, and a 262k-row head (Gemma) costs more than all its blocks.
-    labelled_head: bool = True
-    seed: int = 0
-    # Save a checkpoint (adapter, optimizer, scheduler, RNG) every this many optimizer steps into
-    # <run>/checkpoints, keeping the last two; 0 saves none. A session that dies mid-run (a Colab
-    # disconnect) starts again with `resume=true` and continues from the last one.
-    save_steps: int = 0
-    # Resume from the newest checkpoint in <run>/checkpoints when there is one (else start afresh).
-    resume: bool = False
+    _section: ClassVar[str] = "train"
+
+    # The default: LoRA wants a learning rate about 10x that of full fine-tuning (Biderman et al.
+    # 2024, "LoRA Learns Less and Forgets Less"; Schulman et al. 2025, "LoRA Without Regret").
+    learning_rate: float = field(default=2e-4, metadata={"help": (
+        "Peak learning rate, reached after warm-up; LoRA wants about 10x that of full fine-tuning.")})
+    num_train_epochs: float = field(default=1.0, metadata={"help": (
+        "Passes over the training rows (when train.max_steps is -1).")})
+    max_steps: int = field(default=-1, metadata={"help": (
+        "Optimizer steps to train; -1: as many as train.num_train_epochs take.")})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": (
+        "Sequences per forward/backward pass (and per evaluation batch of the trainer).")})
+    gradient_accumulation_steps: int = field(default=2, metadata={"help": (
+        "Passes whose gradients add up to one optimizer step: a step sees batch size x this many sequences.")})
+    warmup_ratio: float = field(default=0.03, metadata={"help": (
+        "Share of the optimizer steps over which the learning rate rises from 0, in [0, 1).")})
+    # A str, not a Literal: transformers' SchedulerType has a dozen names and grows.
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": (
+        "Learning-rate schedule after warm-up, by transformers' SchedulerType name (cosine, linear, "
+        "constant, ...).")})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the trainable weights."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping threshold (0: no clipping)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every this many optimizer steps."})
+    batching: Batching = field(default="group", metadata={"help": (
+        "group sorts batches by length (no cross-example attention); pack concatenates examples (needs "
+        "FlashAttention to keep them apart); pad is plain padding.")})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": (
+        "Recompute activations in the backward pass instead of keeping them: less memory, more "
+        "compute (each block's forward runs twice).")})
+    cpu_amp: CpuAmp = field(default="off", metadata={"help": (
+        "Mixed precision on a CPU (`sftkit.precision`): off (fp32), bf16 (bf16 autocast: about 1.5x "
+        "faster on CPUs with native bf16, emulated and slower on AVX2-only ones) or fp16 (fp16 autocast "
+        "with a loss scaler, as a T4 trains). With model.dtype=float16 and fp16 a CPU runs a T4's "
+        "numerics; with bfloat16 and bf16 an Ampere-or-later card's. Ignored on GPUs, whose precision "
+        "follows the compute capability.")})
+    # Why None (where Triton runs) is the default: TRL's fused head never materialises the
+    # (batch, length, vocabulary) logits and is fast under Triton (CUDA), but its torch fallback
+    # scores every position in fp32 passes and made a CPU step of the 135M model about 1.5x slower
+    # than the model's own loss (3.70 s vs 2.39 s, batch 8 x 98 tokens, bf16 autocast, 2 EPYC cores).
+    fused_lm_head: bool | None = field(default=None, metadata={"help": (
+        "Where the loss comes from: TRL's fused, chunked LM head (SFTTrainer's, never materialising the "
+        "logits; fast where Triton runs it, slower than the model's own loss on a CPU) or the model's "
+        "own. none: fused on CUDA/XPU with Triton, the model's own loss elsewhere; true/false force one "
+        "(true cannot train the turn-token rows: lora.train_turn_tokens=false).")})
+    labelled_head: bool = field(default=True, metadata={"help": (
+        "Without the fused head: compute LM-head logits only at positions that carry a label "
+        "(`sftkit.train.labelled_head_loss`; equal loss and gradients). Assistant-only SFT labels a "
+        "minority of positions, and a 262k-row head (Gemma) costs more than all its blocks.")})
+    seed: int = field(default=0, metadata={"help": (
+        "Seeds training: LoRA's initial weights, dropout and the order of the rows.")})
+    save_steps: int = field(default=0, metadata={"help": (
+        "Save a checkpoint (adapter, optimizer, scheduler, RNG) every this many optimizer steps into "
+        "<run>/checkpoints, keeping the last two; 0 saves none. A session that dies mid-run (a Colab "
+        "disconnect) starts again with train.resume=true and continues from the last one.")})
+    resume: bool = field(default=False, metadata={"help": (
+        "Resume from the newest checkpoint in <run>/checkpoints when there is one (else start afresh).")})
+
+    def _check_values(self) -> None:
+        self._require("learning_rate", self.learning_rate > 0, "must be > 0")
+        self._require("num_train_epochs", self.num_train_epochs > 0, "must be > 0")
+        # transformers trains for epochs when max_steps <= 0; 0 reading as "the whole epoch" would surprise.
+        self._require("max_steps", self.max_steps == -1 or self.max_steps >= 1, "must be >= 1, or -1 for epochs")
+        self._require("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "must be >= 1")
+        self._require("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, "must be >= 1")
+        # `sftkit.train.trainer_arguments` passes it as warmup_steps, which reads a value >= 1 as steps.
+        self._require("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)")
+        self._require("lr_scheduler_type", bool(self.lr_scheduler_type.strip()), "must name a schedule")
+        self._require("weight_decay", self.weight_decay >= 0, "must be >= 0")
+        self._require("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0")
+        self._require("logging_steps", self.logging_steps >= 1, "must be >= 1")
+        self._require("save_steps", self.save_steps >= 0, "must be >= 0")
 
 
 @dataclass
-class EvalSettings:
+class EvalSettings(_Section):
     """Generation and scoring settings for before/after evaluation."""
 
-    max_new_tokens: int = 128
-    # Budget for open-ended prompts (refusal, the demo's conversations), which need longer replies.
-    open_max_new_tokens: int = 128
-    # Budget for IFEval prompts: the offline prompts' longest demands (100 words, five
-    # paragraphs) fit in 256; google/IFEval's longest do not (lm-eval generates up to 1280).
-    ifeval_max_new_tokens: int = 256
-    batch_size: int = 16
-    n_examples: int = 100
-    bootstrap_resamples: int = 1000
-    n_side_by_side: int = 5
-    # IFEval (`sftkit.ifeval`, official checkers via lm-eval): "offline" = the project's prompts
-    # in IFEval's format; else a dataset id or local folder laid out like google/IFEval (a Hub
-    # id with the Hub unreachable falls back to the offline prompts, and the result says so).
-    ifeval_source: str = "offline"
-    # A seeded subset of that many prompts of ifeval_source (0 = all; google/IFEval has 541).
-    ifeval_subset: int = 0
-    ifeval_seed: int = 0
-    # The demo scores IFEval for each model it evaluates (before, after, reference) too; each
-    # costs one batch of open generations (the held-out split's IFEval prompts at ifeval_max_new_tokens).
-    demo_ifeval: bool = True
+    _section: ClassVar[str] = "eval"
+
+    max_new_tokens: int = field(default=128, metadata={"help": (
+        "Budget of new tokens per reply to the held-out prompts (task answers and conversations).")})
+    open_max_new_tokens: int = field(default=128, metadata={"help": (
+        "Budget for open-ended prompts (refusal, the demo's conversations), which need longer replies.")})
+    ifeval_max_new_tokens: int = field(default=256, metadata={"help": (
+        "Budget for IFEval prompts: the offline prompts' longest demands (100 words, five paragraphs) "
+        "fit in 256; google/IFEval's longest do not (lm-eval generates up to 1280).")})
+    batch_size: int = field(default=16, metadata={"help": (
+        "Prompts generated (or rows scored) per batch in evaluation.")})
+    n_examples: int = field(default=100, metadata={"help": (
+        "Held-out prompts evaluated (at most the held-out set's data.eval_size rows).")})
+    bootstrap_resamples: int = field(default=1000, metadata={"help": (
+        "Bootstrap resamples behind each confidence interval and paired difference.")})
+    n_side_by_side: int = field(default=5, metadata={"help": (
+        "Examples shown side by side (before, after, reference) in the report: the first of each task, "
+        "or the first rows.")})
+    ifeval_source: str = field(default="offline", metadata={"help": (
+        "IFEval (`sftkit.ifeval`, official checkers via lm-eval): offline = the project's prompts in "
+        "IFEval's format; else a dataset id or local folder laid out like google/IFEval (a Hub id with "
+        "the Hub unreachable falls back to the offline prompts, and the result says so).")})
+    ifeval_subset: int = field(default=0, metadata={"help": (
+        "A seeded subset of that many prompts of eval.ifeval_source (0 = all; google/IFEval has 541).")})
+    ifeval_seed: int = field(default=0, metadata={"help": "Seeds the choice of eval.ifeval_subset's prompts."})
+    demo_ifeval: bool = field(default=True, metadata={"help": (
+        "The demo scores IFEval for each model it evaluates (before, after, reference) too; each costs "
+        "one batch of open generations (the held-out split's IFEval prompts at eval.ifeval_max_new_tokens).")})
+
+    def _check_values(self) -> None:
+        for name in ("max_new_tokens", "open_max_new_tokens", "ifeval_max_new_tokens", "batch_size", "n_examples",
+                     "bootstrap_resamples"):
+            self._require(name, getattr(self, name) >= 1, "must be >= 1")
+        for name in ("n_side_by_side", "ifeval_subset"):
+            self._require(name, getattr(self, name) >= 0, "must be >= 0")
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelConfig, "data": DataConfig, "lora": LoraSettings, "train": TrainSettings, "eval": EvalSettings,
+}
 
 
 @dataclass
 class RunConfig:
-    """Everything a run needs, resolved; written to `config.json` next to the outputs."""
+    """Everything a run needs, resolved; written to `config.json` next to the outputs.
 
-    preset: str = "t4"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    output_dir: str = "runs/t4"
+    Making one checks each section (their ``__post_init__``); the rules between sections are
+    `validate`'s, not ``__post_init__``'s, so that a section can be swapped in with
+    ``dataclasses.replace(cfg, train=...)`` in any order (tests/test_train.py's
+    test_a_curriculum_cannot_be_packed builds a packed curriculum this way to reach the check in
+    `sftkit.train.train_lora`).
+    """
+
+    # A label, not a choice: results and estimates name the preset a config started from.
+    preset: str = field(default="t4", metadata={"help": (
+        "The preset this config started from (t4, cpu-demo, smoke); a label in results, not a setting.")})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Which model to load and how."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": (
+        "Which conversations to train and evaluate on.")})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA hyperparameters."})
+    train: TrainSettings = field(default_factory=TrainSettings, metadata={"help": "Optimiser and loop settings."})
+    eval: EvalSettings = field(default_factory=EvalSettings, metadata={"help": (
+        "Generation and scoring settings for evaluation.")})
+    output_dir: str = field(default="runs/t4", metadata={"help": (
+        "Folder for the run's outputs (config.json, adapter, metrics, report); --out overrides it.")})
+
+    def validate(self) -> None:
+        """Check every section, then the rules between sections; raise `ValueError` naming the keys.
+
+        The rules between sections are also checked where they bite, in `sftkit.train`: packing
+        a curriculum (`train_lora`), packing without FlashAttention (`check_packing_is_safe`) and
+        the fused LM head with trainable turn-token rows (`train_lora`).
+        """
+        check_types(self, "")
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        if self.train.fused_lm_head is True and self.lora.train_turn_tokens:
+            # TRL's fused head reads lm_head.weight directly; peft's trainable-token wrapper hides it.
+            raise ValueError("train.fused_lm_head=true cannot train the turn-token rows (peft wraps the LM head); "
+                             "set lora.train_turn_tokens=false or leave train.fused_lm_head unset")
+        if self.train.batching == "pack":
+            if self.data.curriculum:
+                raise ValueError("train.batching=pack cannot keep data.curriculum's stages in order (packing "
+                                 "reorders rows across stages); use train.batching=group or data.curriculum={}")
+            if "flash" not in self.model.attn_implementation.lower():
+                raise ValueError(f"train.batching=pack needs a FlashAttention model.attn_implementation "
+                                 f"(flash_attention_2) to keep packed examples apart; it is "
+                                 f"{self.model.attn_implementation!r}, where they attend to each other. "
+                                 "Use train.batching=group (length grouping) instead")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,19 +389,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        sections = {
-            "model": ModelConfig,
-            "data": DataConfig,
-            "lora": LoraSettings,
-            "train": TrainSettings,
-            "eval": EvalSettings,
-        }
+        """A config from `to_dict`'s output (a run's config.json); each section's values are checked.
+
+        The rules between sections are not (call `validate`): a finished run's config is read to
+        evaluate or describe it, and a rule that only training needs should not stop that.
+        """
         values = dict(values)
         train = dict(values.get("train", {}))
         if "cpu_bf16_autocast" in train:  # config.json of runs written before train.cpu_amp existed
             train.setdefault("cpu_amp", "bf16" if train.pop("cpu_bf16_autocast") else "off")
             values["train"] = train
-        kwargs = {k: sections[k](**v) if k in sections else v for k, v in values.items()}
+        kwargs = {k: SECTIONS[k](**v) if k in SECTIONS else v for k, v in values.items()}
         return cls(**kwargs)
 
 
@@ -335,10 +513,12 @@ PRESETS = {"t4": _t4, "cpu-demo": _cpu_demo, "smoke": _smoke}
 
 
 def get_preset(name: str) -> RunConfig:
-    """Return a fresh `RunConfig` for a named preset."""
+    """Return a fresh, validated `RunConfig` for a named preset."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]()
+    cfg = PRESETS[name]()
+    cfg.validate()  # a preset edited into a combination that cannot run fails here, not mid-run
+    return cfg
 
 
 def default_preset_name() -> str:
@@ -356,46 +536,27 @@ def resolve_preset(name: str | None = None) -> RunConfig:
     return get_preset(name or default_preset_name())
 
 
-def _parse_value(text: str, current: Any, key: str) -> Any:
-    """`text` as the type of the field's current value (JSON for lists, dicts and None)."""
-    if isinstance(current, bool):
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"--set {key}: expected true or false, got {text!r}")
-    if text.lower() in ("none", "null"):
-        return None
-    try:
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, (list, dict)) or current is None:
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                return text if current is None else json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"--set {key}: cannot read {text!r} as {type(current).__name__} ({error})") from None
-    return text
+# --------------------------------------------------------------------------- --set overrides
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``section.field=value`` overrides (``--set`` on the command line) in place; returns `cfg`.
 
-    Values are read as the type of the field's current value; an unknown key or a value of
-    the wrong type raises `ValueError` naming it.
+    Values are read as the field's declared type (`sftkit.config_types.parse_value`); an unknown key or a value of
+    the wrong type raises `ValueError` naming it. The result is then validated as a whole
+    (`RunConfig.validate`), so the order of overrides does not matter (``data.source=x.jsonl``
+    before ``data.curriculum={}``); on any error `cfg` is left as it was.
     """
+    work = copy.deepcopy(cfg)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r}: expected key=value, e.g. train.max_steps=3")
-        target: Any = cfg
+        target: Any = work
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
-                raise ValueError(f"--set {key}: unknown key (sections: model, data, lora, train, eval)")
+                raise ValueError(f"--set {key}: unknown key (sections: {', '.join(SECTIONS)})")
             target = getattr(target, part)
         name = parts[-1]
         if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
@@ -403,7 +564,16 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             raise ValueError(f"--set {key}: unknown key" + (f" (known here: {known})" if known else ""))
         if dataclasses.is_dataclass(getattr(target, name)):  # `model=x` would replace a whole section with a string
             raise ValueError(f"--set {key}: is a section, not a setting; set one of its fields ({key}.<field>=value)")
-        setattr(target, name, _parse_value(text.strip(), getattr(target, name), key))
+        setattr(target, name, parse_value(text.strip(), type_hints(type(target))[name], key))
+    work.validate()
+    # Copy back field by field, so code holding `cfg.train` sees the new values too.
+    for f in dataclasses.fields(cfg):
+        value = getattr(work, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                setattr(getattr(cfg, f.name), g.name, getattr(value, g.name))
+        else:
+            setattr(cfg, f.name, value)
     return cfg
 
 

@@ -310,18 +310,10 @@ SUITE_HEADLINE = (
 )
 
 
-def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardware: str, wall_s: float) -> dict:
-    """`eval.json`, `eval.md` and figures for a set of evaluated models (the first is the baseline)."""
-    import json
-    from pathlib import Path
+def _per_model_results(suites: dict[str, SuiteResult], resamples: int) -> dict[str, dict[str, Any]]:
+    """Each model's `eval.json` entry: summary, per-task scores, intervals, IFEval, refusal, facts."""
+    from . import ifeval
 
-    import matplotlib.pyplot as plt
-
-    from . import ifeval, viz
-
-    out = Path(out)
-    names = list(suites)
-    resamples = cfg.eval.bootstrap_resamples
     per_model = {}
     for name, suite in suites.items():
         per_model[name] = {
@@ -332,15 +324,13 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
             "refusal": {k: v for k, v in suite.refusal.items() if not k.endswith("_flags")},
             "facts": {k: v for k, v in suite.facts.items() if k != "correct_flags"},
         }
-    baseline = names[0]
-    differences = {
-        name: compare(suites[baseline].reference, suites[name].reference, resamples) for name in names[1:]
-    }
-    results = {"hardware": hardware, "wall_s": wall_s, "preset": cfg.preset, "models": per_model,
-               "differences_vs_" + baseline: differences}
-    (out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return per_model
 
-    lines = [f"# Evaluation ({cfg.preset} preset) on {hardware}, {wall_s} s", "",
+
+def _headline_lines(names: list[str], per_model: dict[str, dict[str, Any]], preset: str, hardware: str,
+                    wall_s: float) -> list[str]:
+    """`eval.md`'s title and its table of headline means with bootstrap intervals, one column per model."""
+    lines = [f"# Evaluation ({preset} preset) on {hardware}, {wall_s} s", "",
              "Means with bootstrap 95% intervals.", "",
              "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for key, label in SUITE_HEADLINE:
@@ -349,6 +339,12 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
             ci = per_model[name]["intervals"].get(key)
             cells.append(f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _difference_lines(baseline: str, differences: dict[str, dict[str, Any]]) -> list[str]:
+    """One table per model of its paired differences from the baseline."""
+    lines: list[str] = []
     for name, table in differences.items():
         lines += ["", f"## {name} - {baseline} (paired bootstrap 95% CI)", "", "| metric | difference | interval |",
                   "| --- | --- | --- |"]
@@ -356,14 +352,26 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
             if key in table:
                 d = table[key]
                 lines.append(f"| {label} | {d['diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] |")
-    lines += ["", "## IFEval (official checkers)", "", *ifeval.markdown({n: suites[n].instructions for n in names}),
-              "", "Instruction-level strict accuracy per IFEval instruction id:", "",
-              "| instruction id | n | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
+    return lines
+
+
+def _ifeval_lines(suites: dict[str, SuiteResult], per_model: dict[str, dict[str, Any]], names: list[str],
+                  baseline: str) -> list[str]:
+    """IFEval's section: the official summary and strict accuracy per instruction id, one column per model."""
+    from . import ifeval
+
+    lines = ["", "## IFEval (official checkers)", "", *ifeval.markdown({n: suites[n].instructions for n in names}),
+             "", "Instruction-level strict accuracy per IFEval instruction id:", "",
+             "| instruction id | n | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
     for kind, counts in per_model[baseline]["ifeval"]["per_instruction"].items():
         lines.append(f"| {kind} | {counts['n']} | " + " | ".join(
             f"{per_model[n]['ifeval']['per_kind'][kind]:.2f}" for n in names) + " |")
-    # Side by side: the first prompt of each part, not hand-picked ones.
-    lines += ["", "## Side by side (the first prompt of each part)", ""]
+    return lines
+
+
+def _side_by_side_lines(suites: dict[str, SuiteResult], names: list[str], baseline: str) -> list[str]:
+    """Every model's reply to the first prompt of each part (not hand-picked ones)."""
+    lines = ["", "## Side by side (the first prompt of each part)", ""]
     base_suite = suites[baseline]
     picks = [("task", 0)] + [(part, base_suite.open_parts.index(part)) for part in
                                       ("instruction", "harmful", "harmless") if part in base_suite.open_parts]
@@ -377,10 +385,17 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
         lines += [f"**{part}:** {prompt}", ""]
         lines += [f"- {name}: `{answer[:300]}`" for name, answer in answers.items()]
         lines.append("")
-    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    return lines
 
-    note = f"{cfg.preset} preset, {hardware}"
-    table = {name: per_model[name]["intervals"] for name in names}
+
+def _write_eval_figures(out: Any, suites: dict[str, SuiteResult], per_model: dict[str, dict[str, Any]],
+                        note: str) -> None:
+    """`eval_metrics.png`, `eval_lengths.png` and `eval_rates.png` (closed once written)."""
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    table = {name: per_model[name]["intervals"] for name in suites}
     figures = [
         viz.plot_metric_bars(table, ["exact_match", "instruction_strict", "stopped"], out / "eval_metrics.png",
                              note=note),
@@ -394,4 +409,29 @@ def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardw
     ]
     for figure in figures:
         plt.close(figure)
+
+
+def write_eval_outputs(out: Any, suites: dict[str, SuiteResult], cfg: Any, hardware: str, wall_s: float) -> dict:
+    """`eval.json`, `eval.md` and figures for a set of evaluated models (the first is the baseline)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    names = list(suites)
+    resamples = cfg.eval.bootstrap_resamples
+    per_model = _per_model_results(suites, resamples)
+    baseline = names[0]
+    differences = {
+        name: compare(suites[baseline].reference, suites[name].reference, resamples) for name in names[1:]
+    }
+    results = {"hardware": hardware, "wall_s": wall_s, "preset": cfg.preset, "models": per_model,
+               "differences_vs_" + baseline: differences}
+    (out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    lines = [*_headline_lines(names, per_model, cfg.preset, hardware, wall_s),
+             *_difference_lines(baseline, differences),
+             *_ifeval_lines(suites, per_model, names, baseline),
+             *_side_by_side_lines(suites, names, baseline)]
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    _write_eval_figures(out, suites, per_model, note=f"{cfg.preset} preset, {hardware}")
     return results

@@ -349,6 +349,72 @@ def _score_with_fallback(registry: Any, util: Any, row: IFEvalRow, response: str
     return strict, loose
 
 
+def _fallback_kinds(rows: Sequence[IFEvalRow], punkt: bool | None) -> tuple[dict[str, str], str]:
+    """({instruction id: reason} for the kinds used that must be scored without the official code,
+    where punkt_tab is missing or `punkt` is False; the punkt source line)."""
+    have_punkt, punkt_source = ensure_punkt_tab()
+    if punkt is False:
+        have_punkt, punkt_source = False, "punkt_tab not used (forced fallback)"
+    used = {i for row in rows for i in row.instruction_id_list}
+    fallback = {} if have_punkt else {
+        kind: f"{PUNKT_KINDS[kind]}; {punkt_source}; scored with a regex fallback, not the official checker"
+        for kind in sorted(used & set(PUNKT_KINDS))
+    }
+    return fallback, punkt_source
+
+
+def _score_row(registry: Any, util: Any, official: Any, row: IFEvalRow, response: str,
+               fallback: dict[str, str]) -> tuple[list[bool], list[bool]]:
+    """Strict and loose results per instruction of one row: lm-eval's own functions, or
+    `_score_with_fallback` when the row uses a fallback kind."""
+    if fallback.keys() & set(row.instruction_id_list):
+        strict, loose = _score_with_fallback(registry, util, row, response, set(fallback))
+    else:
+        example = official.InputExample(key=row.key, instruction_id_list=list(row.instruction_id_list),
+                                        prompt=row.prompt, kwargs=[dict(k) for k in row.kwargs])
+        strict = official.test_instruction_following_strict(example, response).follow_instruction_list
+        loose = official.test_instruction_following_loose(example, response).follow_instruction_list
+    return [bool(x) for x in strict], [bool(x) for x in loose]
+
+
+def _prompt_record(row: IFEvalRow, strict: list[bool], loose: list[bool]) -> dict[str, Any]:
+    """One row's ``per_prompt`` entry."""
+    return {
+        "id": row.id, "passed": all(strict), "passed_loose": all(loose),
+        "checks": dict(zip(row.instruction_id_list, strict)),
+        "checks_loose": dict(zip(row.instruction_id_list, loose)),
+    }
+
+
+def _ifeval_result(per_prompt: list[dict[str, Any]], strict_flags: list[bool], loose_flags: list[bool],
+                   per_instruction: dict[str, list[list[bool]]], fallback: dict[str, str], punkt_source: str,
+                   protocol: str, resamples: int, seed: int) -> dict[str, Any]:
+    """`score_ifeval`'s dict from the per-prompt and per-instruction results (intervals by bootstrap)."""
+    def ci(values: list[bool]) -> dict[str, float]:
+        return metrics.bootstrap_ci([float(v) for v in values], resamples, seed=seed)
+
+    per_id = {i: {"n": len(s), "strict": sum(s) / len(s), "loose": sum(lo) / len(lo)}
+              for i, (s, lo) in sorted(per_instruction.items())}
+    result = {
+        "protocol": protocol or f"IFEval, official checkers via lm-eval {lm_eval_version()}",
+        "prompt_strict": ci([p["passed"] for p in per_prompt]),
+        "prompt_loose": ci([p["passed_loose"] for p in per_prompt]),
+        "instruction_strict": ci(strict_flags),
+        "instruction_loose": ci(loose_flags),
+        "n_prompts": len(per_prompt),
+        "n_instructions": len(strict_flags),
+        "fallback_kinds": fallback,
+        "punkt_source": punkt_source,
+        "per_instruction": per_id,
+        "per_prompt": per_prompt,
+    }
+    # The interface of the hand-written scorer this replaces (evaluation.py, notebook 04).
+    result["strict_accuracy"] = result["prompt_strict"]["mean"]
+    result["check_accuracy"] = result["instruction_strict"]["mean"]
+    result["per_kind"] = {i: v["strict"] for i, v in per_id.items()}
+    return result
+
+
 def score_ifeval(
     rows: Sequence[IFEvalRow],
     responses: Sequence[str],
@@ -382,61 +448,21 @@ def score_ifeval(
         raise ValueError("nothing to score: no IFEval rows given")
     registry, util, official = _official()
     _validate_ids(rows)
-    have_punkt, punkt_source = ensure_punkt_tab()
-    if punkt is False:
-        have_punkt, punkt_source = False, "punkt_tab not used (forced fallback)"
-    used = {i for row in rows for i in row.instruction_id_list}
-    fallback = {} if have_punkt else {
-        kind: f"{PUNKT_KINDS[kind]}; {punkt_source}; scored with a regex fallback, not the official checker"
-        for kind in sorted(used & set(PUNKT_KINDS))
-    }
+    fallback, punkt_source = _fallback_kinds(rows, punkt)
 
     per_prompt, strict_flags, loose_flags = [], [], []
     per_instruction: dict[str, list[list[bool]]] = {}
     for row, response in zip(rows, responses):
-        if fallback.keys() & set(row.instruction_id_list):
-            strict, loose = _score_with_fallback(registry, util, row, response, set(fallback))
-        else:
-            example = official.InputExample(key=row.key, instruction_id_list=list(row.instruction_id_list),
-                                            prompt=row.prompt, kwargs=[dict(k) for k in row.kwargs])
-            strict = official.test_instruction_following_strict(example, response).follow_instruction_list
-            loose = official.test_instruction_following_loose(example, response).follow_instruction_list
-        strict, loose = [bool(x) for x in strict], [bool(x) for x in loose]
-        per_prompt.append({
-            "id": row.id, "passed": all(strict), "passed_loose": all(loose),
-            "checks": dict(zip(row.instruction_id_list, strict)),
-            "checks_loose": dict(zip(row.instruction_id_list, loose)),
-        })
+        strict, loose = _score_row(registry, util, official, row, response, fallback)
+        per_prompt.append(_prompt_record(row, strict, loose))
         strict_flags += strict
         loose_flags += loose
         for instruction_id, s, lo in zip(row.instruction_id_list, strict, loose):
             tally = per_instruction.setdefault(instruction_id, [[], []])
             tally[0].append(s)
             tally[1].append(lo)
-
-    def ci(values: list[bool]) -> dict[str, float]:
-        return metrics.bootstrap_ci([float(v) for v in values], resamples, seed=seed)
-
-    per_id = {i: {"n": len(s), "strict": sum(s) / len(s), "loose": sum(lo) / len(lo)}
-              for i, (s, lo) in sorted(per_instruction.items())}
-    result = {
-        "protocol": protocol or f"IFEval, official checkers via lm-eval {lm_eval_version()}",
-        "prompt_strict": ci([p["passed"] for p in per_prompt]),
-        "prompt_loose": ci([p["passed_loose"] for p in per_prompt]),
-        "instruction_strict": ci(strict_flags),
-        "instruction_loose": ci(loose_flags),
-        "n_prompts": len(per_prompt),
-        "n_instructions": len(strict_flags),
-        "fallback_kinds": fallback,
-        "punkt_source": punkt_source,
-        "per_instruction": per_id,
-        "per_prompt": per_prompt,
-    }
-    # The interface of the hand-written scorer this replaces (evaluation.py, notebook 04).
-    result["strict_accuracy"] = result["prompt_strict"]["mean"]
-    result["check_accuracy"] = result["instruction_strict"]["mean"]
-    result["per_kind"] = {i: v["strict"] for i, v in per_id.items()}
-    return result
+    return _ifeval_result(per_prompt, strict_flags, loose_flags, per_instruction, fallback, punkt_source,
+                          protocol, resamples, seed)
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -269,53 +269,55 @@ def last_checkpoint(folder: str | Path) -> str | None:
     return get_last_checkpoint(str(folder)) if Path(folder).is_dir() else None
 
 
-def train_lora(
-    cfg: RunConfig,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    output_dir: str | Path,
-    eval_dataset: Any | None = None,
-    resume_from_checkpoint: str | bool | None = None,
-    **sft_overrides: Any,
-) -> TrainResult:
-    """Wrap `model` with LoRA, train it with `SFTTrainer`, save the adapter, return measurements.
-
-    `train_dataset` is a `messages` dataset; it is tokenized here with assistant-only labels.
-    The model returned is the trained `PeftModel` (in eval mode).
-    """
+def _tokenize_train(train_dataset: Any, tokenizer: Any, max_length: int) -> tuple[Any, dict[str, Any]]:
+    """The training rows tokenized with assistant-only labels, with a ``length`` column for batching."""
     from .masking import tokenize_dataset
 
-    check_packing_is_safe(cfg.train.batching, model)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tokenized, tokenize_report = tokenize_dataset(train_dataset, tokenizer, cfg.data.max_length)
+    tokenized, tokenize_report = tokenize_dataset(train_dataset, tokenizer, max_length)
     if len(tokenized) == 0:
         raise ValueError(f"no trainable rows after tokenization: {tokenize_report}")
     tokenized = tokenized.map(lambda row: {"length": len(row["input_ids"])}).remove_columns("messages")
-    stages = None
-    if "stage" in train_dataset.column_names:
-        # A curriculum (`sftkit.tasks.make_task_splits`): the rows go in stage by stage, so the
-        # trainer must read them in the order given instead of shuffling them.
-        if cfg.train.batching == "pack":
-            raise ValueError("a staged (curriculum) dataset cannot be packed: packing reorders rows across stages")
-        dropped = {i for rows in tokenize_report["dropped_rows"].values() for i in rows}
-        kept_stages = [s for i, s in enumerate(train_dataset["stage"]) if i not in dropped]
-        tokenized = tokenized.select(staged_order(kept_stages, tokenized["length"],
-                                                  cfg.train.per_device_train_batch_size, cfg.train.seed,
-                                                  group_by_length=cfg.train.batching == "group"))
-        stages = {str(s): kept_stages.count(s) for s in sorted(set(kept_stages))}
-        sft_overrides = {"train_sampling_strategy": "sequential", **sft_overrides}
-    eval_tokenized = None
-    if eval_dataset is not None:
-        eval_tokenized, _ = tokenize_dataset(eval_dataset, tokenizer, cfg.data.max_length)
-        eval_tokenized = eval_tokenized.remove_columns("messages")
+    return tokenized, tokenize_report
 
 
-    lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
-                                    layers=cfg.lora.layers,
-                                    trainable_tokens=turn_token_ids(tokenizer) if cfg.lora.train_turn_tokens else None)
-    args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
+def _tokenize_eval(eval_dataset: Any | None, tokenizer: Any, max_length: int) -> Any | None:
+    """The evaluation rows tokenized like the training rows (None when there are none)."""
+    from .masking import tokenize_dataset
+
+    if eval_dataset is None:
+        return None
+    eval_tokenized, _ = tokenize_dataset(eval_dataset, tokenizer, max_length)
+    return eval_tokenized.remove_columns("messages")
+
+
+def _curriculum_order(cfg: RunConfig, train_dataset: Any, tokenized: Any,
+                      tokenize_report: dict[str, Any]) -> tuple[Any, dict[str, int] | None]:
+    """Put a curriculum's rows in stage order; returns the rows and {stage: rows kept} (None: no curriculum).
+
+    A curriculum (`sftkit.tasks.make_task_splits`) has a ``stage`` column: the rows go in stage by
+    stage, so the trainer must read them in the order given instead of shuffling them.
+    """
+    if "stage" not in train_dataset.column_names:
+        return tokenized, None
+    if cfg.train.batching == "pack":
+        raise ValueError("a staged (curriculum) dataset cannot be packed: packing reorders rows across stages")
+    dropped = {i for rows in tokenize_report["dropped_rows"].values() for i in rows}
+    kept_stages = [s for i, s in enumerate(train_dataset["stage"]) if i not in dropped]
+    tokenized = tokenized.select(staged_order(kept_stages, tokenized["length"],
+                                              cfg.train.per_device_train_batch_size, cfg.train.seed,
+                                              group_by_length=cfg.train.batching == "group"))
+    return tokenized, {str(s): kept_stages.count(s) for s in sorted(set(kept_stages))}
+
+
+def _lora_config(cfg: RunConfig, model: Any, tokenizer: Any) -> Any:
+    """The peft `LoraConfig` for `cfg.lora`, with the turn tokens' rows trainable when asked."""
+    return build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
+                             layers=cfg.lora.layers,
+                             trainable_tokens=turn_token_ids(tokenizer) if cfg.lora.train_turn_tokens else None)
+
+
+def _loss_choice(cfg: RunConfig) -> tuple[bool, bool]:
+    """(fused_lm_head, labelled_head): how the loss is computed (see `sft_trainer_class`)."""
     fused_lm_head = wants_fused_lm_head(cfg.train.fused_lm_head)
     if fused_lm_head and cfg.lora.train_turn_tokens:
         # TRL's fused head reads `lm_head.weight`/`.bias` directly, which peft's trainable-token
@@ -324,28 +326,47 @@ def train_lora(
             raise ValueError("train.fused_lm_head=true cannot train the turn-token rows (peft wraps the LM head); "
                              "set lora.train_turn_tokens=false or leave train.fused_lm_head unset")
         fused_lm_head = False
-    labelled_head = not fused_lm_head and cfg.train.labelled_head
-    trainer = sft_trainer_class(fused_lm_head, labelled_head)(
-        model=model,
-        args=args,
-        train_dataset=tokenized,
-        eval_dataset=eval_tokenized,
-        processing_class=tokenizer,
-        peft_config=lora_config,
-    )
-    counter = CountingCollator(trainer.data_collator)
-    trainer.data_collator = counter
-    params = trainable_parameters(trainer.model)
-    device = hardware_name()
-    # MFU's denominator: a GPU's data-sheet peak; on a CPU the matmul peak measured now, in this
-    # process and with its threads (a few seconds), in the precision the run computes in.
-    cpu_peaks = None if torch.cuda.is_available() else cpu_matmul_peaks(trainer.model)
+    return fused_lm_head, not fused_lm_head and cfg.train.labelled_head
+
+
+def _loss_name(fused_lm_head: bool, labelled_head: bool) -> str:
+    return "TRL fused LM head" if fused_lm_head else "head on labelled positions" if labelled_head else "model forward"
+
+
+@dataclass
+class _Probes:
+    """What measures a run: the token-counting collator, the throughput and loss-scaler callbacks,
+    and on a CPU the matmul peaks that MFU is computed against."""
+
+    counter: CountingCollator
+    throughput: ThroughputCallback
+    scaler_steps: LossScalerCallback
+    cpu_peaks: dict[str, Any] | None
+    cpu_peak: dict[str, Any] | None
+
+
+def _cpu_mfu_peak(model: Any, args: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(all CPU matmul peaks, the one MFU uses), both None on a GPU.
+
+    MFU's denominator: a GPU's data-sheet peak; on a CPU the matmul peak measured now, in this
+    process and with its threads (a few seconds), in the precision the run computes in.
+    """
+    cpu_peaks = None if torch.cuda.is_available() else cpu_matmul_peaks(model)
     cpu_peak = None
     if cpu_peaks is not None:
         cpu_peak = cpu_peaks["bf16"] if args.bf16 and cpu_peaks["bf16"] else cpu_peaks["fp32"]
-    # FLOPs per real token from the model's shapes, with the head where the loss computes it:
-    # the labelled positions (labelled-head loss) or every position (model forward, fused head).
-    head_everywhere = fused_lm_head or not labelled_head
+    return cpu_peaks, cpu_peak
+
+
+def _attach_probes(trainer: Any, args: Any, device: str, head_everywhere: bool) -> _Probes:
+    """Count tokens in the collator and add the throughput (with MFU) and loss-scaler callbacks.
+
+    FLOPs per real token come from the model's shapes, with the head where the loss computes it:
+    every position (`head_everywhere`: model forward, fused head) or the labelled ones.
+    """
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    cpu_peaks, cpu_peak = _cpu_mfu_peak(trainer.model, args)
 
     def flops_per_token(counted: CountingCollator) -> float:
         return training_flops_per_token(trainer.model, 1.0 if head_everywhere else counted.labelled_fraction,
@@ -357,33 +378,40 @@ def train_lora(
     trainer.callback_handler.callbacks.insert(0, throughput)
     scaler_steps = LossScalerCallback(trainer.accelerator)
     trainer.add_callback(scaler_steps)
+    return _Probes(counter, throughput, scaler_steps, cpu_peaks, cpu_peak)
 
-    stage_ends = None
-    if stages:
-        rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
-        stage_ends = stage_end_steps(stages, rows_per_step)
 
+def _stage_ends(stages: dict[str, int] | None, args: Any, trainer: Any) -> dict[str, int] | None:
+    """{stage: the last optimizer step with rows of that stage} for a curriculum, else None."""
+    if not stages:
+        return None
+    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
+    return stage_end_steps(stages, rows_per_step)
+
+
+def _resume_target(cfg: RunConfig, args: Any, resume_from_checkpoint: str | bool | None) -> str | bool | None:
+    """The checkpoint to resume from: the one asked for, else with `train.resume` the newest one saved."""
     if resume_from_checkpoint is None and cfg.train.resume:
         resume_from_checkpoint = last_checkpoint(args.output_dir)
         print(f"[sftkit] resuming from {resume_from_checkpoint}" if resume_from_checkpoint
               else f"[sftkit] no checkpoint in {args.output_dir} to resume from: starting afresh")
-    start = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    wall = time.perf_counter() - start
+    return resume_from_checkpoint
 
+
+def _save_and_unwrap(trainer: Any, tokenizer: Any, output_dir: Path) -> tuple[Path, Any]:
+    """Save the adapter with the tokenizer; return its folder and the trained `PeftModel` in eval mode."""
     adapter_dir = save_adapter(trainer, tokenizer, output_dir / "adapter")
     # With mixed precision, accelerate wraps the model's forward in autocast; unwrap it so
     # evaluation after training runs in the same precision as before it.
     peft_model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     peft_model.eval()
+    return adapter_dir, peft_model
 
-    # Each process counted its own batches; the run's throughput is their sum.
-    counts = trainer.accelerator.reduce(torch.tensor([counter.real_tokens, counter.padded_tokens]), "sum")
-    real_tokens, padded_tokens = (int(x) for x in counts.tolist())
-    tokens_per_s = real_tokens / wall if wall > 0 else 0.0
-    peak = throughput.peak
+
+def _loop_metrics(trainer: Any, train_output: Any, wall: float, device: str) -> dict[str, Any]:
+    """Where and how long the loop ran, and its losses."""
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    metrics = {
+    return {
         "hardware": device,
         "processes": trainer.accelerator.num_processes,
         "is_main_process": trainer.accelerator.is_main_process,
@@ -391,6 +419,18 @@ def train_lora(
         "steps": trainer.state.global_step,
         "train_loss": train_output.training_loss,
         "final_loss": losses[-1] if losses else None,
+    }
+
+
+def _throughput_metrics(trainer: Any, probes: _Probes, wall: float, device: str) -> dict[str, Any]:
+    """Tokens, padding, FLOPs and model FLOPs utilisation of the run (summed over its processes)."""
+    counter, throughput, cpu_peaks, cpu_peak = probes.counter, probes.throughput, probes.cpu_peaks, probes.cpu_peak
+    # Each process counted its own batches; the run's throughput is their sum.
+    counts = trainer.accelerator.reduce(torch.tensor([counter.real_tokens, counter.padded_tokens]), "sum")
+    real_tokens, padded_tokens = (int(x) for x in counts.tolist())
+    tokens_per_s = real_tokens / wall if wall > 0 else 0.0
+    peak = throughput.peak
+    return {
         "tokens": real_tokens,
         "padded_tokens": padded_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
@@ -410,19 +450,87 @@ def train_lora(
             if peak and "T4" in device.upper()
             else None
         ),
+    }
+
+
+def _lora_metrics(params: dict[str, Any], lora_config: Any, model: Any) -> dict[str, Any]:
+    """What LoRA trained: parameter counts, target modules, blocks and token rows."""
+    return {
         "trainable_params": params["trainable"],
         "total_params": params["total"],
         "lora_targets": sorted(lora_config.target_modules),
         "lora_blocks": describe_blocks(lora_config.layers_to_transform, model.config.num_hidden_layers),
         "trainable_token_ids": lora_config.trainable_token_indices,
+    }
+
+
+def _run_metrics(*, trainer: Any, args: Any, train_output: Any, wall: float, device: str, probes: _Probes,
+                 params: dict[str, Any], lora_config: Any, model: Any, peft_model: Any, loss: str,
+                 stages: dict[str, int] | None, stage_ends: dict[str, int] | None) -> dict[str, Any]:
+    """The `TrainResult.metrics` a run card records, in its fixed key order."""
+    return {
+        **_loop_metrics(trainer, train_output, wall, device),
+        **_throughput_metrics(trainer, probes, wall, device),
+        **_lora_metrics(params, lora_config, model),
         # precision, weights_dtype, trainable_dtype, autocast_dtype, loss_scaler (final scale, skipped steps)
-        **precision_record(peft_model, args, trainer.accelerator, scaler_steps),
-        "loss": "TRL fused LM head" if fused_lm_head else "head on labelled positions" if labelled_head else "model forward",
+        **precision_record(peft_model, args, trainer.accelerator, probes.scaler_steps),
+        "loss": loss,
         # Rows per curriculum stage, trained in this order (None: one shuffled set).
         "stages": stages,
         # {stage: the last optimizer step with rows of that stage} for every stage but the last.
         "stage_end_steps": stage_ends,
         **{k: round(v, 1) for k, v in peak_memory_mb().items()},
-        "peak_rss_scope": "this training" if throughput.peak_rss_is_per_run else "process lifetime",
+        "peak_rss_scope": "this training" if probes.throughput.peak_rss_is_per_run else "process lifetime",
     }
+
+
+def train_lora(
+    cfg: RunConfig,
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    output_dir: str | Path,
+    eval_dataset: Any | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+    **sft_overrides: Any,
+) -> TrainResult:
+    """Wrap `model` with LoRA, train it with `SFTTrainer`, save the adapter, return measurements.
+
+    `train_dataset` is a `messages` dataset; it is tokenized here with assistant-only labels.
+    The model returned is the trained `PeftModel` (in eval mode).
+    """
+    check_packing_is_safe(cfg.train.batching, model)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenized, tokenize_report = _tokenize_train(train_dataset, tokenizer, cfg.data.max_length)
+    tokenized, stages = _curriculum_order(cfg, train_dataset, tokenized, tokenize_report)
+    if stages is not None:
+        sft_overrides = {"train_sampling_strategy": "sequential", **sft_overrides}
+    eval_tokenized = _tokenize_eval(eval_dataset, tokenizer, cfg.data.max_length)
+
+    lora_config = _lora_config(cfg, model, tokenizer)
+    args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
+    fused_lm_head, labelled_head = _loss_choice(cfg)
+    trainer = sft_trainer_class(fused_lm_head, labelled_head)(
+        model=model,
+        args=args,
+        train_dataset=tokenized,
+        eval_dataset=eval_tokenized,
+        processing_class=tokenizer,
+        peft_config=lora_config,
+    )
+    params = trainable_parameters(trainer.model)
+    device = hardware_name()
+    probes = _attach_probes(trainer, args, device, head_everywhere=fused_lm_head or not labelled_head)
+    stage_ends = _stage_ends(stages, args, trainer)
+
+    resume_from_checkpoint = _resume_target(cfg, args, resume_from_checkpoint)
+    start = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    wall = time.perf_counter() - start
+    adapter_dir, peft_model = _save_and_unwrap(trainer, tokenizer, output_dir)
+
+    metrics = _run_metrics(trainer=trainer, args=args, train_output=train_output, wall=wall, device=device,
+                           probes=probes, params=params, lora_config=lora_config, model=model, peft_model=peft_model,
+                           loss=_loss_name(fused_lm_head, labelled_head), stages=stages, stage_ends=stage_ends)
     return TrainResult(peft_model, adapter_dir, list(trainer.state.log_history), metrics, tokenize_report)

@@ -1,4 +1,8 @@
-"""Imports run one way: no module imports a module of a higher layer, and the core never a chapter (the layers are listed in LAYERS below)."""
+"""Imports run one way: no module imports a module of a higher layer, and the core never a chapter (the layers are listed in LAYERS below).
+
+And every module and function stays small enough to read in one sitting: at most `MAX_MODULE_LINES`
+lines per module and `MAX_FUNCTION_LINES` per function (`test_modules_and_functions_stay_small`).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "sftkit"
 
 # Lowest first. A module may import its own layer and the layers below it. Names are dotted
-# paths inside sftkit ("chapters.trials"); a subpackage's __init__ is the subpackage's name.
+# paths inside sftkit ("chapters.trials"); a subpackage's __init__ is the subpackage's name. A
+# module split into a subpackage ("data", "standins") gives its parts the layer it had.
 LAYERS = [
-    {"config"},
-    {"data", "tasks", "offline_conversations", "run_data", "models", "standins", "decontamination"},
+    {"config_types", "config"},
+    {"data", "data.validation", "data.errors", "data.converters", "data.hub_access", "data.readers", "data.loading",
+     "data.sampling", "data.splits", "data.stats",
+     "tasks", "offline_conversations", "run_data", "models", "decontamination",
+     "standins", "standins.paths", "standins.smoltalk", "standins.chapter_datasets", "standins.causal_lm",
+     "standins.encoder"},
     {"chat", "masking", "lora", "lm_head"},
     {"metrics", "generate", "measure", "estimates", "adapters", "precision", "train", "run_card"},
     {"evalsets", "ifeval", "evalsets.refusal", "evalsets.facts", "evaluation", "viz", "judge"},
@@ -22,6 +31,10 @@ LAYERS = [
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 CHAPTERS = "chapters"
+# Size limits: a module longer than this does more than one job, and a function longer than this
+# is several steps that want names of their own.
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
 
 
 def _module_files() -> dict[str, Path]:
@@ -109,3 +122,25 @@ def test_the_import_reader_sees_relative_and_lazy_imports():
     assert "evalsets" in _sftkit_imports(PACKAGE / "evalsets" / "refusal.py")
     assert "chapters.trials" in _sftkit_imports(PACKAGE / "cli.py")
     assert "chapters.trials" not in _sftkit_imports(PACKAGE / "cli.py", top_level_only=True)
+
+
+def _oversized() -> list[str]:
+    """Every module over `MAX_MODULE_LINES` and every function (or method) over `MAX_FUNCTION_LINES`, with its size."""
+    offenders = []
+    for path in MODULES.values():
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            offenders.append(f"module sftkit/{path.relative_to(PACKAGE)}: {lines} lines (limit {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1  # signature, docstring and body
+                if length > MAX_FUNCTION_LINES:
+                    offenders.append(f"function sftkit/{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: "
+                                     f"{length} lines (limit {MAX_FUNCTION_LINES})")
+    return offenders
+
+
+def test_modules_and_functions_stay_small():
+    offenders = _oversized()
+    assert not offenders, "split these into parts of one job each:\n" + "\n".join(offenders)

@@ -200,3 +200,27 @@ def test_set_overrides_reach_the_run_and_unknown_keys_fail_in_one_line(tmp_path,
     assert stop.value.code == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert "train.no_such_key" in message and "unknown key" in message
+
+
+def test_config_command_shows_the_values_after_overrides(capsys):
+    assert main(["config", "--preset", "smoke", "--set", "train.max_steps=7",
+                 "--set", "lora.targets=q_proj,v_proj"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert out.startswith("# preset smoke after 2 --set overrides")
+    assert lines["train.max_steps"][1:3] == ["int", "7"]
+    assert lines["lora.targets"][1:5] == ["all-linear|attention|mlp", "or", "list[str]", "q_proj,v_proj"]
+
+
+@pytest.mark.parametrize(("command", "override", "message"), [
+    ("train", "train.no_such_key=1", "--set train.no_such_key: unknown key"),
+    ("train", "lora.layers=abc", "--set lora.layers: cannot read 'abc' as int or none"),
+    ("demo", "train.cpu_amp=fp32", "train.cpu_amp must be one of off|bf16|fp16, got 'fp32'"),
+    ("config", "train.per_device_train_batch_size=0", "train.per_device_train_batch_size must be >= 1, got 0"),
+])
+def test_a_set_error_ends_with_where_to_look_up_the_keys(command, override, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--preset", "smoke", "--set", override])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in last and last.endswith("sftkit config --preset smoke"), last

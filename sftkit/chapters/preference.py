@@ -209,6 +209,62 @@ class DPOResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def _preference_dataset(pairs: Any) -> Any:
+    """`pairs` as a `datasets.Dataset`, checked to be non-empty and to have TRL's preference columns."""
+    from datasets import Dataset
+
+    dataset = pairs if isinstance(pairs, Dataset) else Dataset.from_list(list(pairs))
+    if len(dataset) == 0:
+        raise ValueError("no preference pairs to train on (the model may already be right on every example)")
+    for column in ("prompt", "chosen", "rejected"):
+        if column not in dataset.column_names:
+            raise ValueError(f"preference pairs need a {column!r} column; got {dataset.column_names}")
+    return dataset
+
+
+def _merge_policy(model: Any, tokenizer: Any, output_dir: Path) -> tuple[Any, Path | None]:
+    """The policy as a plain model: a `PeftModel` is merged (in place) and saved with the tokenizer
+    to ``output_dir/policy_base``, whose path is returned (None when `model` had no adapter).
+
+    The DPO adapter sits on the *merged* SFT model: saving that model lets the adapter's config
+    name it (naming the original base would silently drop the SFT weights).
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return model, None
+    model = model.merge_and_unload()
+    policy_base = output_dir / "policy_base"
+    model.save_pretrained(policy_base)
+    tokenizer.save_pretrained(policy_base)
+    return model, policy_base
+
+
+def _dpo_metrics(trainer: Any, args: Any, train_output: Any, wall: float, dataset: Any, beta: float,
+                 learning_rate: float, params: dict[str, Any], lora_config: Any) -> dict[str, Any]:
+    """The `DPOResult.metrics`: time, losses and rewards of the last log, LoRA size, precision, memory."""
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    last = logged[-1] if logged else {}
+    return {
+        "hardware": hardware_name(),
+        "wall_s": round(wall, 2),
+        "steps": trainer.state.global_step,
+        "pairs": len(dataset),
+        "beta": beta,
+        "learning_rate": learning_rate,
+        "train_loss": train_output.training_loss,
+        "first_loss": logged[0]["loss"] if logged else None,
+        "final_loss": last.get("loss"),
+        "reward_accuracy": last.get("rewards/accuracies"),
+        "reward_margin": last.get("rewards/margins"),
+        "trainable_params": params["trainable"],
+        "total_params": params["total"],
+        "lora_targets": sorted(lora_config.target_modules),
+        "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        **{k: round(v, 1) for k, v in peak_memory_mb().items()},
+    }
+
+
 def train_dpo(
     cfg: RunConfig,
     model: Any,
@@ -231,26 +287,12 @@ def train_dpo(
     The learning rate default (5e-6) is the usual DPO value for full fine-tuning; LoRA
     adapters often need several times more (5e-5) to move in a few hundred steps.
     """
-    from datasets import Dataset
-    from peft import PeftModel
     from trl import DPOTrainer
 
-    dataset = pairs if isinstance(pairs, Dataset) else Dataset.from_list(list(pairs))
-    if len(dataset) == 0:
-        raise ValueError("no preference pairs to train on (the model may already be right on every example)")
-    for column in ("prompt", "chosen", "rejected"):
-        if column not in dataset.column_names:
-            raise ValueError(f"preference pairs need a {column!r} column; got {dataset.column_names}")
+    dataset = _preference_dataset(pairs)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    policy_base = None
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-        # The DPO adapter sits on the *merged* SFT model: save that model so the adapter's
-        # config can name it (naming the original base would silently drop the SFT weights).
-        policy_base = output_dir / "policy_base"
-        model.save_pretrained(policy_base)
-        tokenizer.save_pretrained(policy_base)
+    model, policy_base = _merge_policy(model, tokenizer, output_dir)
     lora_config = build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
                                     layers=cfg.lora.layers)
     args = build_dpo_config(cfg, output_dir / "checkpoints", beta=beta, learning_rate=learning_rate,
@@ -271,27 +313,7 @@ def train_dpo(
 
     adapter_dir = save_adapter(trainer, tokenizer, output_dir / "adapter", base_dir=policy_base)
     trainer.model.eval()
-
-    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
-    last = logged[-1] if logged else {}
-    metrics = {
-        "hardware": hardware_name(),
-        "wall_s": round(wall, 2),
-        "steps": trainer.state.global_step,
-        "pairs": len(dataset),
-        "beta": beta,
-        "learning_rate": learning_rate,
-        "train_loss": train_output.training_loss,
-        "first_loss": logged[0]["loss"] if logged else None,
-        "final_loss": last.get("loss"),
-        "reward_accuracy": last.get("rewards/accuracies"),
-        "reward_margin": last.get("rewards/margins"),
-        "trainable_params": params["trainable"],
-        "total_params": params["total"],
-        "lora_targets": sorted(lora_config.target_modules),
-        "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
-        **{k: round(v, 1) for k, v in peak_memory_mb().items()},
-    }
+    metrics = _dpo_metrics(trainer, args, train_output, wall, dataset, beta, learning_rate, params, lora_config)
     return DPOResult(trainer.model, adapter_dir, list(trainer.state.log_history), metrics)
 
 
