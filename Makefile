@@ -25,6 +25,7 @@ demo: install
 	$(PYTHON) -m sftkit.cli demo
 
 test: install
+	$(PYTHON) -m ruff check .
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q --durations=15
 
 test-fast: install

@@ -149,7 +149,8 @@ def full_length_rows(train_set: Any, tokenizer: Any, max_length: int, n_rows: in
     rows, messages, index = [], [], 0
     while len(rows) < n_rows:
         if index > 100 * len(train_set):
-            raise ValueError(f"could not build {n_rows} rows of {max_length} tokens from {len(train_set)} conversations")
+            raise ValueError(f"could not build {n_rows} rows of {max_length} tokens from {len(train_set)} "
+                             "conversations")
         turns = [m for m in train_set[index % len(train_set)]["messages"] if m["role"] != "system"]
         index += 1
         if not turns or turns[0]["role"] != "user" or turns[-1]["role"] != "assistant":
@@ -305,8 +306,10 @@ def main() -> None:
               f"{g['tokens_per_s']} tokens/s, MFU {g['mfu'] if g['mfu'] is not None else 'n/a'}, "
               f"peak GPU MB {g['peak_gpu_mb'] if g['peak_gpu_mb'] is not None else 'n/a (CPU)'}")
 
-    rows_note = (f"{fit['rows']} rows of {cfg.data.max_length} tokens (batch {cfg.train.per_device_train_batch_size} x "
-                 f"accumulation {cfg.train.gradient_accumulation_steps}, {args.fit_steps} step{'s' if args.fit_steps != 1 else ''}"
+    rows_note = (f"{fit['rows']} rows of {cfg.data.max_length} tokens "
+                 f"(batch {cfg.train.per_device_train_batch_size} x "
+                 f"accumulation {cfg.train.gradient_accumulation_steps}, "
+                 f"{args.fit_steps} step{'s' if args.fit_steps != 1 else ''}"
                  f"{'' if fit['full_rows'] else '; NOT all rows full: ' + str(fit['tokens']) + ' tokens'})")
     print(f"\nT4-fit rows: {rows_note}, {fit['tokens_per_s']} tokens/s")
     print(f"T4-fit estimate (sftkit.estimates, same settings): {fit_estimate.peak_memory_gib:.2f} GiB allocated "
@@ -315,8 +318,9 @@ def main() -> None:
         need = fit["peak_gpu_mb"] / 1024 + CUDA_CONTEXT_GIB
         verdict = "fits" if need <= T4_USABLE_GIB else "does NOT fit"
         print(f"T4 (16 GB, {T4_USABLE_GIB} GiB usable): the t4 preset at max_length {cfg.data.max_length} needs "
-              f"{fit['peak_gpu_mb'] / 1024:.2f} GiB allocated + ~{CUDA_CONTEXT_GIB} GiB CUDA context = {need:.2f} GiB: "
-              f"{verdict}, margin {T4_USABLE_GIB - need:.2f} GiB (measured in {str(dtype).replace('torch.', '')}; a T4 "
+              f"{fit['peak_gpu_mb'] / 1024:.2f} GiB allocated + ~{CUDA_CONTEXT_GIB} GiB CUDA context "
+              f"= {need:.2f} GiB: {verdict}, margin {T4_USABLE_GIB - need:.2f} GiB "
+              f"(measured in {str(dtype).replace('torch.', '')}; a T4 "
               "trains in fp16, the same bytes per value; its SDPA kernel differs)")
     else:
         print("T4 fit: not measured (no GPU)")

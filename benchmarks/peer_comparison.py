@@ -168,7 +168,8 @@ def with_callbacks(*callbacks: TrainerCallback) -> Iterator[None]:
         sftkit_train.sft_trainer_class = original
 
 
-def run_sftkit(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int, peak_gflops: float | None) -> Run:
+def run_sftkit(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int,
+               peak_gflops: float | None) -> Run:
     model, tokenizer = load_for(cfg)
     run = Run("sftkit")
     with tempfile.TemporaryDirectory() as out, with_callbacks(HeldOutLoss(held_out, tokenizer.pad_token_id,
@@ -310,7 +311,8 @@ def main() -> None:
 
     # The main job's shapes (Gemma 3 270M: width 640, MLP 2048); smoke: a few repeats of the same.
     peaks = cpu_matmul_peaks(repeats=2 if args.smoke else 5) if not torch.cuda.is_available() else None
-    print(f"hardware: {hardware_name()}, torch threads {torch.get_num_threads()}; both recipes fp32, bf16 autocast off")
+    print(f"hardware: {hardware_name()}, torch threads {torch.get_num_threads()}; "
+          "both recipes fp32, bf16 autocast off")
     if peaks:
         print(f"fp32 matmul peak: {peaks['fp32']['gflops']} GFLOP/s ({peaks['fp32']['method']})")
         if peaks["bf16"]:

@@ -35,7 +35,8 @@ from sftkit.train import train_lora, wants_fused_lm_head
 def variants(base: RunConfig) -> dict[str, Callable[[RunConfig], None]]:
     """Name -> change to a copy of the preset; only the variants that differ from it."""
     chosen: dict[str, Callable[[RunConfig], None]] = {
-        f"{batching}": (lambda cfg, b=batching: setattr(cfg.train, "batching", b)) for batching in ("pad", "group", "pack")
+        f"{batching}": (lambda cfg, b=batching: setattr(cfg.train, "batching", b))
+        for batching in ("pad", "group", "pack")
     }
     if not wants_fused_lm_head(base.train.fused_lm_head):
         chosen["group, TRL fused LM head"] = lambda cfg: setattr(cfg.train, "fused_lm_head", True)

@@ -132,7 +132,9 @@ print(f"adapter: {ADAPTER}")
 
 # %%
 base, tokenizer = sftkit.runs.load_for(cfg)
-MODELS = {"base": (base.eval(), tokenizer), "tuned": (sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer), tokenizer)}
+# The adapter merged into a copy of the base (to rounding the same function) decodes at the base model's speed.
+MODELS = {"base": (base.eval(), tokenizer),
+          "tuned": (sftkit.runs.load_named_model(str(ADAPTER), cfg, tokenizer, merge=True), tokenizer)}
 if cfg.model.reference_name:  # the published instruct model, through its own tokenizer and turn tokens
     ref_tokenizer = sftkit.chat.prepare_tokenizer(load_tokenizer(cfg.model.reference_name))
     MODELS["instruct"] = (sftkit.runs.load_named_model(cfg.model.reference_name, cfg, ref_tokenizer), ref_tokenizer)

@@ -194,7 +194,8 @@ def card(rows: list[dict], report: dict) -> str:
     lines += ["", "| source | " + " | ".join(splits) + " |", "| --- |" + " ---: |" * len(splits)]
     for source in sorted({r["source"] for r in rows}):
         lines.append(f"| {source} | " + " | ".join(str(sources[(s, source)]) for s in splits) + " |")
-    lines += ["", "| split | with a system prompt | with 2+ user turns | median words per reply |", "| --- | ---: | ---: | ---: |"]
+    lines += ["", "| split | with a system prompt | with 2+ user turns | median words per reply |",
+              "| --- | ---: | ---: | ---: |"]
     for split in splits:
         part = [r for r in rows if r["split"] == split]
         system = sum(r["messages"][0]["role"] == "system" for r in part)
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = render()
     if args.check:
-        stale = [path for path, text in files.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
+        stale = [path for path, text in files.items()
+                 if not path.is_file() or path.read_text(encoding="utf-8") != text]
         for path in stale:
             print(f"{path.relative_to(ROOT)} differs from a fresh build: run python scripts/build_conversations.py")
         return 1 if stale else 0

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = evaluate_reference(cfg, eval_set)
     results = {
         "preset": cfg.preset, "model": cfg.model.name, "hardware": hardware_name(),
-        "before": {**before.summary, "per_task": before.per_task, "intervals": intervals(before, e.bootstrap_resamples)},
+        "before": {**before.summary, "per_task": before.per_task,
+                   "intervals": intervals(before, e.bootstrap_resamples)},
         "after": {**after.summary, "per_task": after.per_task, "intervals": intervals(after, e.bootstrap_resamples)},
         "paired_differences": compare(before, after, e.bootstrap_resamples),
         "reference": None if reference is None else {
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("stop_rate", "invented_turn_rate", "rouge_l", "bleu", "exact_match", "assistant_nll", "length_ratio",
                 "repeated_4gram_rate"):
         ref = f"{reference.summary.get(key, float('nan')):.3f}" if reference else "-"
-        print(f"{key:<22}{before.summary.get(key, float('nan')):>8.3f}{after.summary.get(key, float('nan')):>8.3f}{ref:>8}")
+        print(f"{key:<22}{before.summary.get(key, float('nan')):>8.3f}"
+              f"{after.summary.get(key, float('nan')):>8.3f}{ref:>8}")
     print(json.dumps({k: v for k, v in results["paired_differences"].items()}, indent=1)[:3000])
     print(f"evaluation {results['evaluation_wall_s']} s")
     return 0

@@ -25,4 +25,5 @@ model = load_model(name, dtype=cfg.model.dtype).eval()
 result = ifeval_for_model(model, tok, cfg)
 out = {"model": name, "hardware": hardware_name(), "wall_s": round(time.perf_counter() - start, 1), **summary(result)}
 json.dump(out, open(sys.argv[1], "w"), indent=2)
-print({k: out[k] for k in ("model", "wall_s", "prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "fallback_kinds")})
+print({k: out[k] for k in ("model", "wall_s", "prompt_strict", "prompt_loose", "instruction_strict",
+                            "instruction_loose", "fallback_kinds")})

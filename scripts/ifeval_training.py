@@ -89,7 +89,8 @@ PHRASES: dict[str, tuple[str, ...]] = {
                    "Use square-bracket placeholders like [time] for the details, at least {n_word} of them."),
     POSTSCRIPT: ("Add a P.S. at the bottom.", "Finish with a short postscript that starts with P.S.",
                  "Tack on a P.S. with one extra thought at the end.", "Include a P.S. line after the main text."),
-    CONSTRAINED: ("Respond with 'My answer is yes.' if so, 'My answer is no.' if not, or 'My answer is maybe.' if it depends.",
+    CONSTRAINED: ("Respond with 'My answer is yes.' if so, 'My answer is no.' if not, "
+                  "or 'My answer is maybe.' if it depends.",
                   "Just give me a set phrase: 'My answer is yes.' when it's true, otherwise 'My answer is no.', "
                   "and 'My answer is maybe.' if it really depends."),
     JSON_FORMAT: ("Format the whole reply as JSON.", "Give me the answer as a JSON object and nothing else.",
@@ -100,14 +101,18 @@ PHRASES: dict[str, tuple[str, ...]] = {
                  "Mark {n_word} or more important words in *italics* using asterisks.",
                  "Emphasise at least {n_word} of the main ideas by wrapping {them} in *asterisks*."),
     TITLE: ("Give it a title in double angle brackets, like <<My Title>>.", "Start with a title wrapped in << and >>.",
-            "Put a short heading at the top inside double angle brackets.", "Include a title, formatted as <<title>>."),
+            "Put a short heading at the top inside double angle brackets.",
+            "Include a title, formatted as <<title>>."),
     EXISTENCE: ("Make sure to mention {kws}.", "Use the {word} {kws} somewhere in your answer.",
                 "Please include the {word} {kws}.", "Work {kws} into your reply."),
     FORBIDDEN: ("Don't use the {word} {ws}.", "Avoid the {word} {ws}.", "Please leave out {ws} entirely.",
                 "Try not to use {ws} at all."),
-    NTH_PARAGRAPH: ("Write {n_word} paragraphs separated by a blank line, and begin paragraph {nth} with the word \"{w}\".",
-                    "Use {n_word} paragraphs with an empty line between them; the {ordinal} one should open with \"{w}\".",
-                    "Split it into {n_word} paragraphs (blank line between each) and start the {ordinal} paragraph with \"{w}\"."),
+    NTH_PARAGRAPH: ("Write {n_word} paragraphs separated by a blank line, "
+                    "and begin paragraph {nth} with the word \"{w}\".",
+                    "Use {n_word} paragraphs with an empty line between them; "
+                    "the {ordinal} one should open with \"{w}\".",
+                    "Split it into {n_word} paragraphs (blank line between each) "
+                    "and start the {ordinal} paragraph with \"{w}\"."),
     PARAGRAPHS: ("Write {n_word} paragraphs and put *** between them.",
                  "Break it into {n_word} paragraphs, using *** as the divider.",
                  "I'd like {n} paragraphs separated by a line of three asterisks (***)."),
@@ -127,11 +132,14 @@ CONSTRAINED_WITH_REASON = (
 JSON_FENCED = ("Put your response in a JSON code block.", "Reply with JSON inside a ```json code fence.")
 BULLETS_DASH = "Make it a list of exactly {n_word} bullets, each starting with a dash."
 BULLETS_STAR = "Format it as {n} bullet points that start with an asterisk (*)."
-SENTENCES_LESS = ("Keep it under {n} sentences.", "Use fewer than {n} sentences.", "No more than {m} {sentence}, please.")
-SENTENCES_AT_LEAST = ("Write at least {n} sentences.", "Give me {n} sentences or more.", "Make it no shorter than {n} sentences.")
+SENTENCES_LESS = ("Keep it under {n} sentences.", "Use fewer than {n} sentences.",
+                  "No more than {m} {sentence}, please.")
+SENTENCES_AT_LEAST = ("Write at least {n} sentences.", "Give me {n} sentences or more.",
+                      "Make it no shorter than {n} sentences.")
 WORDS_LESS = ("Keep it under {n} words.", "Answer in fewer than {n} words.", "Stay below {n} words, please.")
 WORDS_AT_LEAST = ("Use at least {n} words.", "Write {n} words or more.", "Make it no shorter than {n} words.")
-FREQUENCY_AT_LEAST = ("Use the word \"{w}\" at least {n_word} {times}.", "Make sure \"{w}\" appears {n} or more {times}.",
+FREQUENCY_AT_LEAST = ("Use the word \"{w}\" at least {n_word} {times}.",
+                      "Make sure \"{w}\" appears {n} or more {times}.",
                       "Mention \"{w}\" no fewer than {n} {times}.")
 FREQUENCY_LESS = ("Don't use the word \"{w}\" more than three times.", "Mention \"{w}\" at most three times.",
                   "The word \"{w}\" may appear up to three times, but no more.")
@@ -317,12 +325,14 @@ def _json_reply(d: Draft, rng: random.Random) -> str:
     if form == "letter":
         obj: dict[str, Any] = {"subject": item["title"], "message": item["answer"]}
     elif form == "story":
-        obj = rng.choice([{"title": item["title"], "story": item["answer"]}, {"title": item["title"], "events": item["items"]}])
+        obj = rng.choice([{"title": item["title"], "story": item["answer"]},
+                          {"title": item["title"], "events": item["items"]}])
     elif form in ("blurb", "description"):
         obj = {"name" if form == "blurb" else "title": item["title"], "description": item["answer"]}
     else:
         key = "steps" if item.get("ordered") else rng.choice(["tips", "points", "key_points"])
-        obj = rng.choice([{"title": item["title"], "answer": item["answer"]}, {"topic": item["topic"], key: item["items"]}])
+        obj = rng.choice([{"title": item["title"], "answer": item["answer"]},
+                          {"topic": item["topic"], key: item["items"]}])
     text = json.dumps(obj, indent=2, ensure_ascii=False)
     if rng.random() < 0.4:
         d.phrases[JSON_FORMAT] = rng.choice(JSON_FENCED)
@@ -400,7 +410,8 @@ def _measure(d: Draft, reply: str, rng: random.Random, util: Any) -> None:
             raise Skip(f"no valid parameters: {SENTENCES}")
         relation, n, phrases = rng.choice(options)
         d.kwargs[SENTENCES] = {"num_sentences": n, "relation": relation}
-        d.phrases[SENTENCES] = rng.choice(phrases).format(n=n, m=n - 1, sentence=_plural(n - 1, "sentence", "sentences"))
+        d.phrases[SENTENCES] = rng.choice(phrases).format(n=n, m=n - 1,
+                                                          sentence=_plural(n - 1, "sentence", "sentences"))
     if EXISTENCE in ids:
         present = [k for k in item["keywords"] if re.search(rf"\b{re.escape(k)}\b", reply, re.IGNORECASE)]
         if not present:
@@ -458,7 +469,8 @@ def _frequency(d: Draft, reply: str, rng: random.Random) -> None:
     word, relation, n = rng.choice(strong if strong and rng.random() < 0.7 else options)
     d.kwargs[FREQUENCY] = {"keyword": word, "frequency": n, "relation": relation}
     phrases = FREQUENCY_LESS if relation == "less than" else FREQUENCY_AT_LEAST
-    d.phrases[FREQUENCY] = rng.choice(phrases).format(w=word, n=n, n_word=NUMBER_WORDS[n], times=_plural(n, "time", "times"))
+    d.phrases[FREQUENCY] = rng.choice(phrases).format(w=word, n=n, n_word=NUMBER_WORDS[n],
+                                                      times=_plural(n, "time", "times"))
 
 
 # --------------------------------------------------------------------------- checking
@@ -505,7 +517,8 @@ def _pick(candidates: list[str], counts: Counter, rng: random.Random) -> str:
     return rng.choice(sorted(c for c in candidates if counts[c] == low))
 
 
-def _draft(item: dict[str, Any], ids: list[str], rng: random.Random, util: Any) -> tuple[str, str, list[dict[str, Any]]]:
+def _draft(item: dict[str, Any], ids: list[str], rng: random.Random,
+           util: Any) -> tuple[str, str, list[dict[str, Any]]]:
     d = Draft(item=item, ids=ids, prompt_task=item["task"])
     reply = _shape_reply(d, rng)
     reply = _apply_modifiers(d, reply, rng)

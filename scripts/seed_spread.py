@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value (seed 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "seeds")
+    parser.add_argument("--before-from", type=Path, default=None,
+                        help="a seeds.json of the same split whose base-model scores to reuse "
+                             "instead of re-evaluating")
     args = parser.parse_args(argv)
 
     from sftkit.adapters import merged_adapter
@@ -66,10 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     eval_set = eval_set.select(range(min(e.n_examples, len(eval_set))))
     model, tokenizer = load_for(base_cfg)
     start = time.perf_counter()
-    before = evaluate_suite("before", model, tokenizer, base_cfg)
+    if args.before_from:  # the base model's scores do not depend on the training settings
+        earlier = json.loads(args.before_from.read_text())
+        if earlier["split"] != args.split:
+            raise SystemExit(f"{args.before_from} scored the {earlier['split']} split, not {args.split}")
+        before_scores, before_s = earlier["before"], earlier["before_s"]
+    else:
+        before_scores = _scores(evaluate_suite("before", model, tokenizer, base_cfg))
+        before_s = round(time.perf_counter() - start, 1)
     results = {"hardware": hardware_name(), "split": args.split, "n": len(eval_set),
-               "before": _scores(before), "before_s": round(time.perf_counter() - start, 1),
-               "runs": {}}
+               "before": before_scores, "before_s": before_s, "runs": {}}
+    (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")  # reusable with --before-from
     del model
     runs = [(f"seed {seed}", [f"train.seed={seed}"]) for seed in args.seeds]
     runs += [(name, [f"train.seed={args.seeds[0]}", *pairs.split(",")]) for name, pairs in
@@ -88,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")  # after each run: resumable reading
         del model, result
     seeds = [results["runs"][f"seed {s}"] for s in args.seeds]
-    lines = [f"# {args.preset}: {len(args.seeds)} training seeds on the {args.split} split ({len(eval_set)} prompts)", "",
+    lines = [f"# {args.preset}: {len(args.seeds)} training seeds on the {args.split} split "
+             f"({len(eval_set)} prompts)", "",
              f"Hardware: {results['hardware']}. Before = the base model (seed-independent).", "",
              "| metric | before | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | sd | "
              + " | ".join(name for name, _ in runs[len(args.seeds):]) + " |",

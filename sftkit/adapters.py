@@ -102,7 +102,8 @@ MERGE_RTOL = 1e-5
 
 
 @torch.no_grad()
-def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path, input_ids: torch.Tensor) -> dict[str, float]:
+def verify_adapter(peft_model: Any, base_model: Any, adapter_dir: str | Path,
+                   input_ids: torch.Tensor) -> dict[str, float]:
     """Check the saved adapter is the trained one and actually changes the model.
 
     `base_model` is a fresh copy of the base weights (consumed: the saved adapter is loaded onto

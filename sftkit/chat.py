@@ -6,8 +6,8 @@ tokenizer, and each is a classic way for SFT to fail silently:
 1. a chat template whose assistant turns sit inside ``{% generation %}...{% endgeneration %}``
    so that `apply_chat_template(..., return_assistant_tokens_mask=True)` (which TRL uses for
    ``assistant_only_loss``) knows which tokens carry loss;
-2. the end-of-turn token (ChatML's ``<|im_end|>``, Gemma's ``<end_of_turn>``) *inside* that span and set as EOS, so training
-   teaches the model to stop and generation stops where it learned to;
+2. the end-of-turn token (ChatML's ``<|im_end|>``, Gemma's ``<end_of_turn>``) *inside* that span and
+   set as EOS, so training teaches the model to stop and generation stops where it learned to;
 3. a pad token that is *not* the EOS: when pad == EOS, collators and masks that drop pad
    positions also drop every end-of-turn label, and the model never learns to stop.
 
@@ -94,7 +94,8 @@ def turn_format_of(tokenizer: Any) -> TurnFormat:
         if tokenizer.eos_token == turn_format.end:
             return turn_format
     raise TokenizerNotReadyError(
-        f"EOS {tokenizer.eos_token!r} is no known end-of-turn token ({', '.join(f.end for f in TURN_FORMATS.values())}): "
+        f"EOS {tokenizer.eos_token!r} is no known end-of-turn token "
+        f"({', '.join(f.end for f in TURN_FORMATS.values())}): "
         "call sftkit.chat.prepare_tokenizer first"
     )
 

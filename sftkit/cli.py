@@ -33,7 +33,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sftkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="sftkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="baseline, LoRA SFT and evaluation, with a report")
     _common(demo)
@@ -44,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("eval", help="evaluate models on the offline evaluation set")
     _common(evaluate)
     evaluate.add_argument("--models", default="base",
-                          help="comma-separated: 'base', a model name, or an adapter folder (e.g. runs/cpu-demo/adapter)")
+                          help="comma-separated: 'base', a model name, or an adapter folder "
+                               "(e.g. runs/cpu-demo/adapter)")
     trials = commands.add_parser("trials", help="LoRA configuration trials from a JSON grid file (resumable)")
     _common(trials)
     trials.add_argument("--grid", required=True, help="JSON: a list of trials or {'base': {...}, 'grid': {...}}")
-    standins = commands.add_parser("standins", help="write offline stand-ins of the t4 preset's Hub datasets and models "
-                                                    "(smol-smoltalk, SmolLM2-360M/-Instruct/-135M, ultrafeedback_binarized, "
-                                                    "alpaca, ag_news, bert-base-uncased; Hub layout, random weights)")
+    standins = commands.add_parser("standins",
+                                   help="write offline stand-ins of the t4 preset's Hub datasets and models "
+                                        "(smol-smoltalk, SmolLM2-360M/-Instruct/-135M, ultrafeedback_binarized, "
+                                        "alpaca, ag_news, bert-base-uncased; Hub layout, random weights)")
     standins.add_argument("--out", required=True, help="folder; the stand-ins go to OUT/HuggingFaceTB/...")
     standins.add_argument("--layers", type=int, default=2, help="transformer blocks (SmolLM2-360M has 32; default 2)")
     standins.add_argument("--hidden", default="120",

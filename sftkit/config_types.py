@@ -178,7 +178,8 @@ def settings(cfg: Any) -> list[Setting]:
             if dataclasses.is_dataclass(value):
                 walk(value, f"{prefix}{f.name}.")
             else:
-                rows.append(Setting(prefix + f.name, type_text(hints[f.name]), format_value(value), f.metadata["help"]))
+                rows.append(Setting(prefix + f.name, type_text(hints[f.name]), format_value(value),
+                                    f.metadata["help"]))
 
     walk(cfg, "")
     return rows

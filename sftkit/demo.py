@@ -45,9 +45,11 @@ def _summary_table(before: ModelEval, after: ModelEval, diffs: dict[str, dict]) 
         d = diffs[key]
         arrow = " (lower is better)" if d["lower_is_better"] else ""
         lines.append(
-            f"| {key}{arrow} | {d['before']:.3f} | {d['after']:.3f} | {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |"
+            f"| {key}{arrow} | {d['before']:.3f} | {d['after']:.3f} | "
+            f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |"
         )
-    lines.append(f"| assistant perplexity | {before.summary['assistant_ppl']:.2f} | {after.summary['assistant_ppl']:.2f} | |")
+    lines.append(f"| assistant perplexity | {before.summary['assistant_ppl']:.2f} | "
+                 f"{after.summary['assistant_ppl']:.2f} | |")
     return lines
 
 
@@ -57,7 +59,8 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
     stages = cfg.data.curriculum
     train = (f"{cfg.data.train_size} train" if not stages else
              f"{cfg.data.train_rows} train: "
-             + ", ".join(f"{rows} {task}" for task, rows in stages.items()) + f" first, then {cfg.data.train_size} mixed")
+             + ", ".join(f"{rows} {task}" for task, rows in stages.items())
+             + f" first, then {cfg.data.train_size} mixed")
     lines = [
         f"# sftkit demo: {cfg.preset}",
         "",
@@ -65,7 +68,8 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
         f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {', '.join(results['train']['lora_targets'])} "
         f"in {results['train']['lora_blocks']} blocks.",
         f"Hardware: {results['train']['hardware']}. Training {results['train']['wall_s']} s, "
-        f"{results['train']['tokens_per_s']} tokens/s (non-pad), padding efficiency {results['train']['padding_efficiency']}; "
+        f"{results['train']['tokens_per_s']} tokens/s (non-pad), "
+        f"padding efficiency {results['train']['padding_efficiency']}; "
         f"whole run {results['wall_s']} s.",
         "",
         "## Before vs after (paired bootstrap, 95% intervals)",
@@ -152,7 +156,8 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
         "preset": cfg.preset,
         "model": cfg.model.name,
         "hardware": hardware_name(),
-        "before": {**before.summary, "per_task": before.per_task, "intervals": intervals(before, e.bootstrap_resamples)},
+        "before": {**before.summary, "per_task": before.per_task,
+                   "intervals": intervals(before, e.bootstrap_resamples)},
         "after": {**after.summary, "per_task": after.per_task, "intervals": intervals(after, e.bootstrap_resamples)},
         "paired_differences": diffs,
         # The published instruct model on the same prompts, through its own tokenizer (so its
@@ -169,7 +174,8 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
         "wall_s": None,
     }
     write_generations(out / "generations.jsonl", eval_set, before, after)
-    write_figures(out, result.log_history, before, after, cfg, results["hardware"], result.metrics.get("stage_end_steps"))
+    write_figures(out, result.log_history, before, after, cfg, results["hardware"],
+                  result.metrics.get("stage_end_steps"))
     results["wall_s"] = round(time.perf_counter() - start, 1)
     results["peak_memory"] = peak_memory_mb()
     (out / "metrics.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -190,8 +196,8 @@ def evaluate_reference(cfg: RunConfig, eval_set: Any) -> ModelEval | None:
     tokenizer = prepare_tokenizer(load_tokenizer(name))
     model = load_model(name, dtype=cfg.model.dtype)
     e = cfg.eval
-    result = evaluate_model("instruct", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length,
-                            ifeval_cfg=cfg if e.demo_ifeval else None)
+    result = evaluate_model("instruct", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
+                            cfg.data.max_length, ifeval_cfg=cfg if e.demo_ifeval else None)
     del model
     return result
 

@@ -195,7 +195,8 @@ def architecture_config(cfg: RunConfig, model_config: Any = None) -> Any:
 
 
 def meta_lora_model(cfg: RunConfig, config: Any, dtype: torch.dtype) -> nn.Module:
-    """The model as `sftkit.train.train_lora` trains it (peft LoRA, turn-token rows), on the meta device: shapes only."""
+    """The model as `sftkit.train.train_lora` trains it (peft LoRA, turn-token rows), on the meta device:
+    shapes only."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -212,7 +213,8 @@ def meta_lora_model(cfg: RunConfig, config: Any, dtype: torch.dtype) -> nn.Modul
 
 def forward_block_flops_per_token(model: nn.Module, context: float) -> float:
     """One forward pass of the decoder blocks per token (2 x every linear weight, LoRA's included, and
-    4 x `context` x attention width): what gradient checkpointing recomputes. Same terms as `training_flops_per_token`."""
+    4 x `context` x attention width): what gradient checkpointing recomputes. Same terms as
+    `training_flops_per_token`."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(causal_lm.config, "text_config", None) or causal_lm.config
     heads = config.num_attention_heads
@@ -351,7 +353,8 @@ def estimate(cfg: RunConfig, card: str | Card = "T4", *, model_config: Any = Non
         f"{length} tokens per conversation (assumed; capped at max_length {cfg.data.max_length}), "
         f"{rows:,} conversations: {tokens:,} tokens",
         f"{rate:g} TFLOP/s sustained on {spec.name} (assumed, end to end)",
-        "LM head at every position" if labelled_fraction >= 1 else f"LM head at {labelled_fraction:g} of the positions",
+        ("LM head at every position" if labelled_fraction >= 1
+         else f"LM head at {labelled_fraction:g} of the positions"),
         f"memory at batch {t.per_device_train_batch_size} x max_length {cfg.data.max_length} (every row full), "
         f"{dtype_name} weights and activations, gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}",
         f"generation floor: {steps:,} decoding steps each reading {weight_bytes / 1e9:.2f} GB of weights at "
@@ -380,7 +383,8 @@ def format_estimate(est: Estimate) -> str:
             f"+ {CUDA_CONTEXT_GIB} GiB CUDA context of {est.card_memory_gib:g} GiB ({fit}) -- {est.label}")
     if est.measured:
         m = est.measured
-        line = (f"`{est.preset}` preset on {m['card']}: training {m['training_minutes']:.1f} min, peak training memory "
+        line = (f"`{est.preset}` preset on {m['card']}: training {m['training_minutes']:.1f} min, "
+                "peak training memory "
                 f"{m['peak_memory_gib']:.1f} GiB -- {est.label} (estimate was ~{est.training_minutes:.0f} min, "
                 f"~{est.peak_memory_gib:.1f} GiB)")
     return line

@@ -96,7 +96,8 @@ def evaluate_model(
     per_example: dict[str, list[float]] = {
         "stopped": [float(g.stopped) for g in generations],
         "invented_turn": [float(g.invented_turn) for g in generations],
-        "echoed_prompt": [float(metrics.echoes_prompt(g.text, p[-1]["content"])) for g, p in zip(generations, prompts)],
+        "echoed_prompt": [float(metrics.echoes_prompt(g.text, p[-1]["content"]))
+                          for g, p in zip(generations, prompts)],
         "length": [float(g.new_tokens) for g in generations],
         "repeated_4gram_rate": [metrics.repeated_ngram_rate(t, 4) for t in texts],
     }
@@ -222,7 +223,8 @@ def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
 
     e = cfg.eval
     rows, protocol = rows_for(cfg)
-    generations = generate_batch(model, tokenizer, [as_messages(r) for r in rows], e.ifeval_max_new_tokens, e.batch_size)
+    generations = generate_batch(model, tokenizer, [as_messages(r) for r in rows], e.ifeval_max_new_tokens,
+                                 e.batch_size)
     return score_ifeval(rows, [g.text for g in generations], protocol, e.bootstrap_resamples)
 
 

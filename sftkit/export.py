@@ -14,9 +14,9 @@ fp32 rounding (`ExportResult.max_logit_diff`), or `ExportError` is raised.
 `load_adapter_folder` is also what `sftkit chat` uses to open an adapter. It copes with the two
 ways a committed adapter differs from a fresh one: its ``base_model_name_or_path`` may name a
 folder on the machine that trained it (an offline short name's cache folder is found again on
-this machine, by `sftkit.adapters.adapter_base_name`), and its ``tokenizer.json`` may be left out (33 MB for Gemma, byte-identical to
-the base's), in which case the base's tokenizer is loaded and the adapter's own settings (EOS,
-pad, chat template) are put on it.
+this machine, by `sftkit.adapters.adapter_base_name`), and its ``tokenizer.json`` may be left out
+(33 MB for Gemma, byte-identical to the base's), in which case the base's tokenizer is loaded
+and the adapter's own settings (EOS, pad, chat template) are put on it.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def load_adapter_tokenizer(adapter_dir: str | Path, base: str) -> Any:
         if isinstance(settings.get(key), str):
             token_id = tokenizer.convert_tokens_to_ids(settings[key])  # (get_vocab() builds a 262k-entry dict)
             if token_id is None or (token_id == tokenizer.unk_token_id and key != "unk_token"):
-                raise ExportError(f"{adapter_dir}: its {key} {settings[key]!r} is not in the base tokenizer's vocabulary; "
-                                  "save the adapter with its tokenizer.json")
+                raise ExportError(f"{adapter_dir}: its {key} {settings[key]!r} is not in the base tokenizer's "
+                                  "vocabulary; save the adapter with its tokenizer.json")
             setattr(tokenizer, key, settings[key])
     template_file = adapter_dir / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else settings.get("chat_template")
@@ -193,7 +193,8 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, force: bool = Fa
         config.pad_token_id = tokenizer.pad_token_id
     merged.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    if not (out_dir / "chat_template.jinja").is_file() and "chat_template" not in (out_dir / "tokenizer_config.json").read_text():
+    if (not (out_dir / "chat_template.jinja").is_file()
+            and "chat_template" not in (out_dir / "tokenizer_config.json").read_text()):
         raise ExportError(f"the tokenizer saved to {out_dir} carries no chat template")
     for name in RUN_FILES:  # the run's record, when the adapter sits in a run folder
         source = adapter_dir.parent / name

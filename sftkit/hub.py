@@ -97,7 +97,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def run_record(folder: str | Path) -> dict[str, Any]:
-    """What the run left about a folder: ``run`` (run.json), ``metrics`` (metrics.json), ``export`` (sftkit_export.json).
+    """What the run left about a folder: ``run`` (run.json), ``metrics`` (metrics.json), ``export``
+    (sftkit_export.json).
 
     Looked for in the folder itself (an export copies them there) and in its parent (an adapter
     sits in its run folder, ``runs/<preset>/adapter``); a missing file is simply absent, a
@@ -117,7 +118,8 @@ def run_record(folder: str | Path) -> dict[str, Any]:
     return record
 
 
-def metrics_from_eval(eval_json: str | Path, tuned: str = "tuned", reference: str | None = "instruct") -> dict[str, Any]:
+def metrics_from_eval(eval_json: str | Path, tuned: str = "tuned",
+                      reference: str | None = "instruct") -> dict[str, Any]:
     """An ``eval.json`` of `sftkit eval` or notebook 04 in the shape of the demo's ``metrics.json``, for the card.
 
     `tuned` names the model whose differences from the baseline (the first model evaluated)
@@ -189,13 +191,15 @@ def _hyperparameter_rows(run: dict[str, Any]) -> list[tuple[str, Any]]:
     lora, train, data = config.get("lora", {}), config.get("train", {}), config.get("data", {})
     measured = run.get("train", {})
     rows = [
-        ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}" if lora else None),
+        ("LoRA rank / alpha / dropout",
+         f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}" if lora else None),
         ("LoRA targets", ", ".join(measured.get("lora_targets", [])) or lora.get("targets")),
         ("LoRA blocks", measured.get("lora_blocks")),
         ("trained turn-token rows", measured.get("trainable_token_ids")),
         ("learning rate", train.get("learning_rate")),
         ("schedule / warmup", f"{train.get('lr_scheduler_type')} / {train.get('warmup_ratio')}" if train else None),
-        ("batch size x accumulation", f"{train.get('per_device_train_batch_size')} x {train.get('gradient_accumulation_steps')}"
+        ("batch size x accumulation",
+         f"{train.get('per_device_train_batch_size')} x {train.get('gradient_accumulation_steps')}"
          if train else None),
         ("epochs / optimizer steps", f"{train.get('num_train_epochs')} / {measured.get('steps')}" if train else None),
         ("max sequence length", data.get("max_length")),
@@ -250,15 +254,18 @@ def model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str
                          pipeline_tag="text-generation", tags=tags)
     title = repo_id.split("/")[-1] if repo_id else folder.name
     kind = ("a LoRA adapter (load it with peft on top of its base model)" if adapter else
-            "a standalone model: a LoRA adapter merged into its base (`sftkit export`); transformers loads it without peft")
+            "a standalone model: a LoRA adapter merged into its base (`sftkit export`); "
+            "transformers loads it without peft")
     lines = [CARD_MARK, f"# {title}", "",
              f"This is {kind}, trained with sftkit by supervised fine-tuning "
              "on conversations, with the loss on the assistant's tokens only.", "",
              "## Base model", "",
-             f"- `{hub_id or named}`" + (f" (trained from the local copy `{named}`)" if hub_id and named != hub_id else ""),
+             f"- `{hub_id or named}`"
+             + (f" (trained from the local copy `{named}`)" if hub_id and named != hub_id else ""),
              f"- license: {license_id or 'that of the base model'}", ""]
     data_lines = _data_lines(run, metrics)
-    lines += ["## Data sample", ""] + (data_lines or ["Not recorded: no run card (run.json) next to this folder."]) + [""]
+    lines += (["## Data sample", ""] + (data_lines or ["Not recorded: no run card (run.json) next to this folder."])
+              + [""])
     hyper = _hyperparameter_rows(run)
     lines += ["## Training hyperparameters", ""]
     lines += (["| setting | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in hyper]) if hyper else [
@@ -280,8 +287,10 @@ def model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
-def write_model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str, Any] | None = None) -> Path:
-    """Write the card as ``folder/README.md`` (replacing peft's empty template or an earlier sftkit card) and return its path.
+def write_model_card(folder: str | Path, repo_id: str | None = None,
+                     metrics: dict[str, Any] | None = None) -> Path:
+    """Write the card as ``folder/README.md`` (replacing peft's empty template or an earlier sftkit card)
+    and return its path.
 
     A README written by someone else is kept: the card then goes to ``folder/MODEL_CARD.md``
     and is uploaded as README.md.
@@ -356,7 +365,8 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: An
     try:
         url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
         api.create_commit(repo_id, _operations(folder, card_path, hub_base), token=token,
-                          commit_message=f"Upload {'adapter' if is_adapter_folder(folder) else 'merged model'} with sftkit")
+                          commit_message=f"Upload {'adapter' if is_adapter_folder(folder) else 'merged model'} "
+                                         "with sftkit")
     except HfHubHTTPError as error:
         # The message is the Hub's answer (status and reason); a token never appears in it.
         raise HubError(f"the Hub refused the upload to {repo_id}: {str(error).splitlines()[0]}") from None

@@ -477,7 +477,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> list[str]:
     for name, r in results.items():
         cells = [f"{r[k]['mean']:.3f} [{r[k]['low']:.3f}, {r[k]['high']:.3f}]"
                  for k in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['n_prompts']} prompts, {r['n_instructions']} instr. |")
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {r['n_prompts']} prompts, {r['n_instructions']} instr. |")
     first = next(iter(results.values()))
     lines += ["", f"Protocol: {first['protocol']}. nltk punkt_tab: {first['punkt_source']}."]
     fallback = {k: v for r in results.values() for k, v in r["fallback_kinds"].items()}

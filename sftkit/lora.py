@@ -22,7 +22,8 @@ from torch import nn
 # Linear-layer names by role, across the architectures this project meets (Llama/SmolLM2,
 # Qwen2, Gemma, Mistral; GPT-2 style fused names; BERT-style encoders).
 ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "query", "key", "value", "qkv_proj"})
-MLP_NAMES = frozenset({"gate_proj", "up_proj", "down_proj", "c_fc", "c_proj", "fc1", "fc2", "dense_h_to_4h", "dense_4h_to_h"})
+MLP_NAMES = frozenset({"gate_proj", "up_proj", "down_proj", "c_fc", "c_proj", "fc1", "fc2", "dense_h_to_4h",
+                       "dense_4h_to_h"})
 OUTPUT_NAMES = frozenset({"lm_head", "embed_out", "score", "classifier"})
 
 
@@ -165,8 +166,10 @@ class LoRALinear(nn.Module):
         for parameter in self.base.parameters():
             parameter.requires_grad_(False)
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=base.weight.dtype, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=base.weight.dtype, device=base.weight.device))
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=base.weight.dtype,
+                                               device=base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=base.weight.dtype,
+                                               device=base.weight.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -180,7 +183,8 @@ class LoRALinear(nn.Module):
         return self.base.weight + self.scaling * (self.lora_B @ self.lora_A)
 
 
-def inject_lora(model: nn.Module, targets: Iterable[str], r: int = 8, alpha: int = 16, dropout: float = 0.0) -> list[str]:
+def inject_lora(model: nn.Module, targets: Iterable[str], r: int = 8, alpha: int = 16,
+                dropout: float = 0.0) -> list[str]:
     """Replace every `nn.Linear` whose last name is in `targets` by a `LoRALinear`; freeze the rest.
 
     Returns the full names of the replaced modules. This is what peft does, minus its

@@ -236,7 +236,8 @@ def training_flops_per_token(model: nn.Module, labelled_fraction: float = 1.0, c
             reads_block_input = projection in INPUT_PROJECTIONS and "lora_B" not in parts
             in_attention = attention_module is not None and name.startswith(
                 next(n for n, m in block.named_children() if m is attention_module) + ".")
-            if anything_below or index > lowest or not (reads_block_input or (in_attention and not attention_backward)):
+            if (anything_below or index > lowest
+                    or not (reads_block_input or (in_attention and not attention_backward))):
                 total += 2.0 * size  # the gradient of its input
             if module.weight.requires_grad:
                 total += 2.0 * size  # the gradient of its weight
@@ -371,4 +372,5 @@ class ThroughputCallback(TrainerCallback):
             logs["mfu"] = model_flops_utilisation(tokens_per_s, self.flops_per_token, self.peak)
         # Trainer appended a copy of `logs` to the history before calling us: complete that entry.
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].update({k: logs[k] for k in ("tokens_per_s", "padding_efficiency", "mfu") if k in logs})
+            state.log_history[-1].update({k: logs[k] for k in ("tokens_per_s", "padding_efficiency", "mfu")
+                                          if k in logs})

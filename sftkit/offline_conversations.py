@@ -122,7 +122,8 @@ def offline_conversation_splits(
             raise ValueError(f"{name} must be >= 0 or None, got {size}")
     train = load_offline_conversations("train").shuffle(seed=seed)
     held_out = load_offline_conversations(eval_split)
-    for name, size, data, split in (("train_size", train_size, train, "train"), ("eval_size", eval_size, held_out, eval_split)):
+    for name, size, data, split in (("train_size", train_size, train, "train"),
+                                    ("eval_size", eval_size, held_out, eval_split)):
         if size is not None and size > len(data):
             raise ValueError(f"{name}={size} but the {split} split has only {len(data)} rows")
     if train_size is not None:

@@ -49,7 +49,8 @@ def load_run_data_with_report(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]
     train, held_out, loaded = _load(cfg)
     report: dict[str, Any] = {"source": cfg.data.source}
     for name, data in (("train", train), ("eval", held_out)):
-        entry = {"split": loaded.get(name, {}).get("split"), "rows": len(data), "rows_per_source": rows_per_source(data)}
+        entry = {"split": loaded.get(name, {}).get("split"), "rows": len(data),
+                 "rows_per_source": rows_per_source(data)}
         for key in ("rows_read", "kept", "dropped"):
             if key in loaded.get(name, {}):
                 entry[key] = loaded[name][key]

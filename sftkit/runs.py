@@ -48,7 +48,8 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
 
     out = Path(out)
     result = train_lora(cfg, model, tokenizer, train_set, out, **sft_overrides)
-    result.metrics["data"] = data_report or {"train": {"rows": len(train_set), "rows_per_source": rows_per_source(train_set)}}
+    result.metrics["data"] = data_report or {"train": {"rows": len(train_set),
+                                                       "rows_per_source": rows_per_source(train_set)}}
     if not result.metrics["is_main_process"]:
         return result  # the main process verifies and records
     if cfg.model.name == "tiny-smollm2":
@@ -74,7 +75,8 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
     return result
 
 
-def run_training(preset: str | None = None, out: str | Path | None = None, cfg: RunConfig | None = None) -> TrainResult:
+def run_training(preset: str | None = None, out: str | Path | None = None,
+                 cfg: RunConfig | None = None) -> TrainResult:
     """`sftkit train`: load, train, record; prints where the run card is."""
     from .run_data import load_run_data_with_report
 
@@ -96,8 +98,13 @@ def run_training(preset: str | None = None, out: str | Path | None = None, cfg: 
     return result
 
 
-def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any):
+def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any, merge: bool = False):
     """'base' -> the preset's model; an adapter folder -> base + adapter; anything else -> a model name.
+
+    `merge` folds an adapter into its base (peft's ``merge_and_unload``, the LoRA products and the
+    trained turn-token rows alike): the same function to rounding (`sftkit.export` checks it), at
+    the base model's decoding speed, which matters on a CPU, where generating through the
+    unmerged LoRA layers of every block costs several times more per token.
 
     An adapter's base is found as `sftkit export` and `sftkit chat` find it (`adapter_base_name`:
     a committed adapter's vanished base folder named like an offline model is that model), and
@@ -112,6 +119,8 @@ def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any):
 
         base = prepare_model(load_model(adapter_base_name(path), dtype=cfg.model.dtype), tokenizer)
         model = PeftModel.from_pretrained(base, str(path))
+        if merge:
+            model = model.merge_and_unload()
     else:
         model = load_model(spec, dtype=cfg.model.dtype)
     prepare_model(model, tokenizer)
@@ -130,7 +139,7 @@ def run_evaluation(preset: str | None, out: str | Path | None, model_specs: list
     tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name), turn_format=cfg.model.turn_format)
     suites = {}
     for spec in model_specs:
-        model = load_named_model(spec, cfg, tokenizer)
+        model = load_named_model(spec, cfg, tokenizer, merge=True)
         suites[spec] = evaluate_suite(spec, model, tokenizer, cfg)
         del model
     results = write_eval_outputs(out, suites, cfg, hardware_name(), round(time.perf_counter() - start, 1))

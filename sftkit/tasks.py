@@ -198,7 +198,8 @@ def _reverse(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
             "Spell this name backwards, letter by letter: {s}",
         )
     ).format(s=spell(name))
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": reverse_steps(name)}], spell(name[::-1])
+    return ([{"role": "user", "content": prompt}, {"role": "assistant", "content": reverse_steps(name)}],
+            spell(name[::-1]))
 
 
 def _vowels(rng: random.Random, pools: TaskPools) -> tuple[list[dict], str]:
@@ -421,7 +422,8 @@ def make_task_splits(train_size: int, test_size: int, seed: int = 0, tasks: tupl
         unknown = set(curriculum) - set(GENERATORS)
         if unknown:
             raise ValueError(f"unknown curriculum tasks {sorted(unknown)}; choose from {TASKS}")
-        stages = [make_task_examples(n, "train", seed, (task,), stream=f"stage-{task}") for task, n in curriculum.items()]
+        stages = [make_task_examples(n, "train", seed, (task,), stream=f"stage-{task}")
+                  for task, n in curriculum.items()]
         rows = [{**row, "stage": stage} for stage, stage_rows in enumerate(stages + [rows]) for row in stage_rows]
     train = Dataset.from_list(rows)
     test = Dataset.from_list(make_task_examples(test_size, eval_split, seed, tasks))

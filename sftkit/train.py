@@ -385,7 +385,8 @@ def _stage_ends(stages: dict[str, int] | None, args: Any, trainer: Any) -> dict[
     """{stage: the last optimizer step with rows of that stage} for a curriculum, else None."""
     if not stages:
         return None
-    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
+    rows_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
+                     * trainer.accelerator.num_processes)
     return stage_end_steps(stages, rows_per_step)
 
 

@@ -1,4 +1,5 @@
-"""`sftkit.adapters`: evaluation with the adapter merged (and the model given back unmerged), and an adapter's base found again.
+"""`sftkit.adapters`: evaluation with the adapter merged (and the model given back unmerged), and an adapter's
+base found again.
 
 An adapter committed from another machine names a base folder that does not exist here; when
 that folder's name is an offline short name, every way of opening the adapter (`sftkit eval`'s
@@ -27,7 +28,8 @@ def _tuner_layers(model):
 
 def test_merged_adapter_gives_the_same_logits_and_restores_the_unmerged_model(make_tiny_model, tokenizer):
     model = get_peft_model(make_tiny_model(), build_lora_config(
-        make_tiny_model(), r=4, alpha=8, dropout=0.0, targets="all-linear", trainable_tokens=turn_token_ids(tokenizer)))
+        make_tiny_model(), r=4, alpha=8, dropout=0.0, targets="all-linear",
+        trainable_tokens=turn_token_ids(tokenizer)))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a non-zero LoRA update and changed turn-token rows
         for _, param in sorted(model.named_parameters()):

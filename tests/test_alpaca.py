@@ -1,4 +1,5 @@
-"""Tests for sftkit.chapters.alpaca: filtering, the stratified split, the two templates, prompt-masked labels, offline rows."""
+"""Tests for sftkit.chapters.alpaca: filtering, the stratified split, the two templates, prompt-masked labels,
+offline rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Imports run one way: no module imports a module of a higher layer, and the core never a chapter (the layers are listed in LAYERS below).
+"""Imports run one way: no module imports a module of a higher layer, and the core never a chapter
+(the layers are listed in LAYERS below).
 
 And every module and function stays small enough to read in one sitting: at most `MAX_MODULE_LINES`
 lines per module and `MAX_FUNCTION_LINES` per function (`test_modules_and_functions_stay_small`).

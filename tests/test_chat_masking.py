@@ -135,7 +135,8 @@ def test_check_tokenizer_ready_raises_when_pad_is_eos(tokenizer):
 
 def test_check_tokenizer_ready_raises_without_generation_markers(tokenizer):
     broken = copy.deepcopy(tokenizer)
-    broken.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    broken.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                            "{% endfor %}")
     with pytest.raises(TokenizerNotReadyError, match="generation"):
         check_tokenizer_ready(broken)
 

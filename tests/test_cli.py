@@ -72,7 +72,8 @@ def test_demo_metrics_are_what_its_own_generations_give(demo_dir):
         assert m["repeated_4gram_rate"] == pytest.approx(mean([_repeated_4grams(t) for t in texts]))
         words = sum(len(t.split()) for t in texts)
         assert m["length_ratio"] == pytest.approx(words / sum(len(r.split()) for r in refs))
-        assert m["rouge_l"] == pytest.approx(mean([scorer.score(r, t)["rougeL"].fmeasure for t, r in zip(texts, refs)]))
+        assert m["rouge_l"] == pytest.approx(mean([scorer.score(r, t)["rougeL"].fmeasure
+                                                   for t, r in zip(texts, refs)]))
         assert m["assistant_ppl"] == pytest.approx(math.exp(m["assistant_token_nll"]), rel=1e-9)
         for key, ci in m["intervals"].items():
             assert ci["mean"] == pytest.approx(m[key]) and ci["low"] <= ci["mean"] <= ci["high"], (side, key, ci)
@@ -173,10 +174,11 @@ def test_adapter_folder_loads_in_a_fresh_process_with_its_own_tokenizer(demo_dir
         "import sys, json; from peft import AutoPeftModelForCausalLM; from transformers import AutoTokenizer\n"
         "folder = sys.argv[1]\n"
         "tok = AutoTokenizer.from_pretrained(folder); model = AutoPeftModelForCausalLM.from_pretrained(folder)\n"
-        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True, return_dict=True,"
-        " return_tensors='pt')['input_ids']\n"
+        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True,"
+        " return_dict=True, return_tensors='pt')['input_ids']\n"
         "out = model.generate(ids, max_new_tokens=3, do_sample=False)\n"
-        "print(json.dumps({'eos': tok.eos_token, 'pad': tok.pad_token, 'template': tok.chat_template, 'new': out.shape[1] - ids.shape[1]}))\n"
+        "print(json.dumps({'eos': tok.eos_token, 'pad': tok.pad_token, 'template': tok.chat_template,"
+        " 'new': out.shape[1] - ids.shape[1]}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(demo_dir / "adapter")], capture_output=True, text=True,
                           timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})

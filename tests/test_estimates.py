@@ -1,4 +1,5 @@
-"""`sftkit.estimates`: FLOPs from the shapes as `training_flops_per_token` counts them, time and memory trends, labels."""
+"""`sftkit.estimates`: FLOPs from the shapes as `training_flops_per_token` counts them, time and memory trends,
+labels."""
 
 from __future__ import annotations
 

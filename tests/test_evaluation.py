@@ -52,7 +52,8 @@ def test_write_generations_scores_exact_match_on_the_task_rows_only(tmp_path):
     eval_set = Dataset.from_list(rows)
     evals = [ModelEval(name, [Generation(t, 1, True) for t in texts], {"exact_match": [score]}, {})
              for name, texts, score in (("before", ["x", "hi"], 0.0), ("after", ["Rain.", "HI"], 1.0))]
-    lines = [json.loads(line) for line in write_generations(tmp_path / "g.jsonl", eval_set, *evals).read_text().splitlines()]
+    lines = [json.loads(line)
+             for line in write_generations(tmp_path / "g.jsonl", eval_set, *evals).read_text().splitlines()]
     assert "before_correct" not in lines[0] and "after_correct" not in lines[0]
     assert lines[1]["before_correct"] is False and lines[1]["after_correct"] is True
 
@@ -99,7 +100,8 @@ def test_suite_writes_an_ifeval_section_per_model(tiny_model, tokenizer, tmp_pat
     from sftkit.evalsets.facts import load_facts
     from sftkit.ifeval import offline_rows
 
-    assert result["protocol"] == f"IFEval, official checkers via lm-eval {lm_eval_version()}, offline prompts, test split"
+    assert result["protocol"] == (f"IFEval, official checkers via lm-eval {lm_eval_version()}, "
+                                  "offline prompts, test split")
     assert result["n_prompts"] == len(offline_rows("test")) == len(suite.reference.per_example["instruction_loose"])
     assert "families" not in result  # the smoke run trains on built-in tasks: no instruction rows
     # Short-answer facts of the test split, each reply scored by the containment rule.

@@ -1,4 +1,5 @@
-"""`sftkit export`: an adapter merged into its base and saved as a standalone model that transformers loads without peft.
+"""`sftkit export`: an adapter merged into its base and saved as a standalone model that transformers loads
+without peft.
 
 The exported model must give the logits of base + adapter to fp32 rounding, the trained
 turn-token rows included (peft's ``trainable_token_indices`` merge into the embedding), carry the
@@ -135,7 +136,7 @@ with torch.no_grad():
 # generate() stops at the generation config's EOS when no eos_token_id is passed
 print(json.dumps({"eos_id": tok.eos_token_id, "eos": tok.eos_token, "generation_eos": model.generation_config.eos_token_id,
                   "template": tok.chat_template}))
-"""
+"""  # noqa: E501 (the script's source: wrapping its long line would change the string)
 
 
 @pytest.mark.slow

@@ -40,7 +40,8 @@ def scrambled_model(make_tiny_model):
 
 def test_batched_greedy_equals_one_at_a_time(scrambled_model, tokenizer):
     batched = generate_batch(scrambled_model, tokenizer, CONVERSATIONS, max_new_tokens=10, batch_size=6)
-    single = [generate_batch(scrambled_model, tokenizer, [c], max_new_tokens=10, batch_size=1)[0] for c in CONVERSATIONS]
+    single = [generate_batch(scrambled_model, tokenizer, [c], max_new_tokens=10, batch_size=1)[0]
+              for c in CONVERSATIONS]
     assert len({g.text for g in single}) >= 4, f"outputs should depend on the prompt: {single}"
     for prompt, b, s in zip(PROMPTS, batched, single):
         assert b == s, f"batched and single generation differ for {prompt!r}:\n{b}\n{s}"

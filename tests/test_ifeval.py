@@ -68,7 +68,8 @@ CASES = {
 
 
 def _row(instruction_id: str, kwargs: dict) -> ifeval.IFEvalRow:
-    return ifeval.IFEvalRow(key=1, prompt="p", instruction_id_list=[instruction_id], kwargs=[kwargs], id=instruction_id)
+    return ifeval.IFEvalRow(key=1, prompt="p", instruction_id_list=[instruction_id], kwargs=[kwargs],
+                            id=instruction_id)
 
 
 def test_cases_cover_every_kind_of_the_offline_set():
@@ -87,7 +88,8 @@ def test_good_and_bad_response_per_kind_agree_with_lm_eval(instruction_id):
     assert result["fallback_kinds"] == {}
     for response, verdict in zip((good, bad), result["per_prompt"]):
         example = utils.InputExample(key=1, instruction_id_list=[instruction_id], prompt="p", kwargs=[kwargs])
-        assert utils.test_instruction_following_strict(example, response).follow_instruction_list == [verdict["passed"]]
+        assert (utils.test_instruction_following_strict(example, response).follow_instruction_list
+                == [verdict["passed"]])
 
 
 def test_strict_and_loose_differ_as_ifeval_defines():
@@ -162,7 +164,8 @@ def test_offline_set_covers_every_id_in_both_splits_within_the_budget():
         # boilerplate): the prompt contains it verbatim.
         for instruction_id, kwargs in zip(row.instruction_id_list, row.kwargs):
             if instruction_id != "combination:repeat_prompt":
-                text = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id).build_description(**kwargs)
+                text = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id).build_description(
+                    **kwargs)
                 assert text in row.prompt, (row.id, instruction_id)
     with pytest.raises(ValueError, match="split must be one of"):
         ifeval.offline_rows("train")
@@ -178,8 +181,10 @@ def test_by_family_splits_prompts_and_instructions_by_the_trained_ids():
     families = ifeval.by_family(result, {"punctuation:no_comma"}, resamples=50)
     assert families["trained"]["prompt_loose"]["mean"] == 1.0 and families["trained"]["prompt_loose"]["n"] == 1
     assert families["held_out"]["prompt_loose"]["mean"] == 0.0 and families["held_out"]["prompt_loose"]["n"] == 2
-    assert families["trained"]["instruction_loose"]["mean"] == 1.0 and families["trained"]["instruction_loose"]["n"] == 2
-    assert families["held_out"]["instruction_loose"]["mean"] == 0.0 and families["held_out"]["ids"] == ["startend:quotation"]
+    assert (families["trained"]["instruction_loose"]["mean"] == 1.0
+            and families["trained"]["instruction_loose"]["n"] == 2)
+    assert (families["held_out"]["instruction_loose"]["mean"] == 0.0
+            and families["held_out"]["ids"] == ["startend:quotation"])
     assert ifeval.by_family(result, set(), resamples=50)["trained"]["prompt_loose"] is None
     text = "\n".join(ifeval.markdown({"m": {**result, "families": families}}))
     assert "held-out id" in text and "(n=2)" in text

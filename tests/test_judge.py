@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sftkit.judge import (DEFAULT_JUDGE, JUDGE_PROMPT, JudgeError, hf_judge, judge_evaluations, judge_pairs, load_judge,
-                          parse_verdict)
+from sftkit.judge import (DEFAULT_JUDGE, JUDGE_PROMPT, JudgeError, hf_judge, judge_evaluations, judge_pairs,
+                          load_judge, parse_verdict)
 
 PROMPTS = [f"question {i}" for i in range(12)]
 BASE = [f"base reply {i} " + "x " * (i % 5) for i in range(12)]

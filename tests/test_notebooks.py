@@ -260,7 +260,8 @@ def test_runs_on_drive_mounts_drive_in_colab(monkeypatch, tmp_path):
 
 
 def test_set_repo_url_refuses_a_branch(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[tool.sftkit]\nrepo-url = "https://github.com/me/sftkit"\nrepo-ref = "main"\n')
+    (tmp_path / "pyproject.toml").write_text('[tool.sftkit]\nrepo-url = "https://github.com/me/sftkit"\n'
+                                             'repo-ref = "main"\n')
     with pytest.raises(ValueError, match="tag or a commit"):
         _set_repo_url().repo_settings(tmp_path)
 
@@ -282,7 +283,8 @@ def test_each_notebook_matches_its_jupytext_source():
         assert [(c.cell_type, c.source) for c in text.cells] == [(c.cell_type, c.source) for c in committed.cells], (
             f"{name}.ipynb and {name}.py differ: run `jupytext --sync notebooks/{name}.py`"
         )
-        assert [c.metadata.get("tags", []) for c in text.cells] == [c.metadata.get("tags", []) for c in committed.cells]
+        assert ([c.metadata.get("tags", []) for c in text.cells]
+                == [c.metadata.get("tags", []) for c in committed.cells])
 
 
 def test_notebook_sources_are_valid_python_files():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -144,7 +143,8 @@ def test_a_missing_file_and_a_bad_row_raise_clearly(tmp_path, monkeypatch):
 
 def test_the_card_ships_next_to_the_data_and_counts_what_is_there(raw_rows):
     text = (oc.RESOURCE.parent / "conversations.md").read_text(encoding="utf-8")
-    for needed in (oc.SOURCE_WRITTEN, oc.SOURCE_IFEVAL, "Apache-2.0", "No reply comes from a model", "eval_topics.txt"):
+    for needed in (oc.SOURCE_WRITTEN, oc.SOURCE_IFEVAL, "Apache-2.0", "No reply comes from a model",
+                   "eval_topics.txt"):
         assert needed in text, needed
     total = {split: sum(r["split"] == split for r in raw_rows) for split in oc.SPLITS}
     assert f"| **all** | | {total['train']} | {total['dev']} | {total['test']} |" in text

@@ -59,8 +59,10 @@ def test_card_of_the_demo_adapter_records_base_data_settings_and_evaluation():
     assert f"| learning rate | {run['config']['train']['learning_rate']} |" in text
     assert f"| LoRA rank / alpha / dropout | {run['config']['lora']['r']} / {run['config']['lora']['alpha']}" in text
     stop = metrics["paired_differences"]["stopped"]
-    assert f"| stopped | {stop['before']:.3f} | {stop['after']:.3f} | {stop['diff']:+.3f} [{stop['low']:+.3f}, " in text
-    assert f"{metrics['reference']['model']}" in text and "AutoPeftModelForCausalLM.from_pretrained('someone/gemma-sft')" in text
+    assert (f"| stopped | {stop['before']:.3f} | {stop['after']:.3f} | "
+            f"{stop['diff']:+.3f} [{stop['low']:+.3f}, ") in text
+    assert (f"{metrics['reference']['model']}" in text
+            and "AutoPeftModelForCausalLM.from_pretrained('someone/gemma-sft')" in text)
 
 
 def test_card_of_a_merged_folder_says_transformers_and_keeps_the_run_record(tiny_adapter, tmp_path):
@@ -173,7 +175,8 @@ def test_sftkit_push_offline_is_one_line_and_the_token_is_nowhere(tiny_adapter, 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": SENTINEL, "HOME": str(home), "HF_HOME": str(home / "hf"),
            "SFTKIT_CACHE": os.environ.get("SFTKIT_CACHE", str(Path.home() / ".cache" / "sftkit"))}
     done = subprocess.run([sys.executable, "-m", "sftkit.cli", "push", "--folder", str(run / "adapter"),
-                           "--repo-id", "someone/tiny"], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+                           "--repo-id", "someone/tiny"], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=ROOT)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Hub is unreachable" in done.stderr, done.stderr
     assert SENTINEL not in done.stdout + done.stderr

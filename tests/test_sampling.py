@@ -82,7 +82,8 @@ def test_without_a_test_split_eval_is_a_seeded_hold_out_of_the_train_sample(fold
 
 
 def test_bad_rows_are_counted_and_replaced(tmp_path):
-    rows = [{"messages": [{"content": f"q{i}", "role": "user"}, {"content": f"a{i}" if i % 4 else "", "role": "assistant"}],
+    rows = [{"messages": [{"content": f"q{i}", "role": "user"},
+                          {"content": f"a{i}" if i % 4 else "", "role": "assistant"}],
              "source": "s" + str(i % 2)} for i in range(40)]
     (tmp_path / "data").mkdir()
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))

@@ -45,7 +45,8 @@ def test_dataset_folder_has_the_hub_layout(paths):
         {"name": "messages", "list": [{"name": "content", "dtype": "string"}, {"name": "role", "dtype": "string"}]},
         {"name": "source", "dtype": "string"},
     ]
-    assert [(s["name"], s["num_examples"]) for s in front["dataset_info"]["splits"]] == [("train", 1000), ("test", 100)]
+    assert ([(s["name"], s["num_examples"]) for s in front["dataset_info"]["splits"]]
+            == [("train", 1000), ("test", 100)])
     assert "conversations.jsonl" in (paths.dataset / "README.md").read_text()  # provenance is written down
 
 
@@ -232,7 +233,8 @@ def test_student_standin_has_smollm2_135m_config_and_the_base_tokenizer(paths):
     from transformers import AutoTokenizer
 
     config = json.loads((paths.student_model / "config.json").read_text())
-    for key in ("num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings"):
+    for key in ("num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings",
+                "max_position_embeddings"):
         assert config[key] == standins.SMOLLM2_135M_CONFIG[key], key
     assert config["hidden_size"] % (2 * config["num_attention_heads"]) == 0
     tokenizer = AutoTokenizer.from_pretrained(paths.student_model)

@@ -75,7 +75,8 @@ def test_stratifying_a_dataset_without_a_source_column_fails_clearly(tmp_path):
 
     folder = tmp_path / "no-source"
     (folder / "data").mkdir(parents=True)
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(20)]
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+            for i in range(20)]
     datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     with pytest.raises(DataSourceError, match="no string 'source' column"):
         sample_conversations(str(folder), 5, "train", stratify_by_source=True)

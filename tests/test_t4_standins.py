@@ -122,8 +122,9 @@ def test_sftkit_demo_runs_the_t4_preset_on_the_standins(numerics, standins, tmp_
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("name", T4_NOTEBOOKS)
-def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs, python3_kernel, monkeypatch, tmp_path,
-                                                      record_property):
+def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs,
+                                                      python3_kernel,  # noqa: F811 (the fixture imported above)
+                                                      monkeypatch, tmp_path, record_property):
     overrides = standins.overrides() + SHRINK + (SHRINK_LATER if name >= "05" else []) + [f"output_dir={t4_runs}"]
     if name.startswith("03_"):  # chapter 03 trains as a T4 does: fp16 weights, fp16 autocast and a loss scaler
         overrides += NUMERICS["fp16"]

@@ -44,8 +44,10 @@ def test_chat_keeps_the_conversation_resets_and_exits(tiny_adapter):
     assert first.reply, "the tiny adapter's greedy reply is not empty"
     # The second prompt is the whole conversation: system, first exchange, then the new message.
     assert "Answer briefly." in second.prompt and "hello there" in second.prompt and first.reply in second.prompt
-    assert second.prompt.index("hello there") < second.prompt.index(first.reply) < second.prompt.index("what did I say?")
-    assert "hello there" not in third.prompt and "Answer briefly." in third.prompt, "/reset keeps only the system prompt"
+    assert (second.prompt.index("hello there") < second.prompt.index(first.reply)
+            < second.prompt.index("what did I say?"))
+    assert "hello there" not in third.prompt and "Answer briefly." in third.prompt, (
+        "/reset keeps only the system prompt")
     assert session.messages[-1] == {"role": "assistant", "content": third.reply}
     assert shown.count("model> ") == 3 and "conversation reset" in shown and "never read" not in shown
     # The adapter's random turn-token rows make the tiny model close some turns: a reply ends

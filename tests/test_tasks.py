@@ -110,7 +110,8 @@ def test_addition_steps_columns_add_up(a, b):
         assert f"{n}: ones {n % 10}, tens {n // 10 % 10}, hundreds {n // 100}." in steps, steps
     # Each column: x + y = digits, then digits + carry-in = total (not in the ones column),
     # then the written digit and the carry-out, which the next column adds.
-    columns = re.findall(r"(Ones|Tens|Hundreds): (\d) \+ (\d) = (\d+)(?:, (\d+) \+ (\d) = (\d+))?, write (\d), carry (\d)", steps)
+    columns = re.findall(r"(Ones|Tens|Hundreds): (\d) \+ (\d) = (\d+)(?:, (\d+) \+ (\d) = (\d+))?, "
+                         r"write (\d), carry (\d)", steps)
     assert [c[0] for c in columns] == ["Ones", "Tens", "Hundreds"], steps
     carry, written = 0, []
     for i, (_, x, y, digits, again, c, total, write, out) in enumerate(columns):
@@ -254,10 +255,12 @@ def test_cpu_demo_budgets_fit_every_reference_reply():
     tokenizer = prepare_tokenizer(load_tokenizer(cfg.model.name), turn_format=cfg.model.turn_format)
     for split in ("dev", "test"):
         rows = load_offline_conversations(split)
-        longest = max(len(tokenizer(r["messages"][-1]["content"], add_special_tokens=False)["input_ids"]) for r in rows)
+        longest = max(len(tokenizer(r["messages"][-1]["content"], add_special_tokens=False)["input_ids"])
+                      for r in rows)
         assert longest + 1 <= cfg.eval.max_new_tokens, (split, longest, cfg.eval.max_new_tokens)  # + end-of-turn
     train = load_offline_conversations("train")
-    too_long = sum(len(tokenize_conversation(r["messages"], tokenizer)["input_ids"]) > cfg.data.max_length for r in train)
+    too_long = sum(len(tokenize_conversation(r["messages"], tokenizer)["input_ids"]) > cfg.data.max_length
+                   for r in train)
     assert too_long <= 0.01 * len(train), too_long
 
 

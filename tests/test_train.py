@@ -1,4 +1,5 @@
-"""Tests for sftkit.train, .measure, .adapters and .run_card: a real (tiny) LoRA SFT run, its measurements, run card, adapter and resume.
+"""Tests for sftkit.train, .measure, .adapters and .run_card: a real (tiny) LoRA SFT run, its measurements,
+run card, adapter and resume.
 
 One training run of the smoke preset (4 steps, checkpoint every 2) is shared by the module;
 the resume test continues it from step 2 in a fresh model.
@@ -103,7 +104,8 @@ def test_train_lora_runs_and_measures(smoke_run, make_tiny_model, tokenizer):
     # LoRA's matrices plus the two turn-token rows of the tied embedding (peft's trainable tokens).
     hidden = make_tiny_model().config.hidden_size
     assert m["trainable_token_ids"] == sorted(turn_token_ids(tokenizer)), m["trainable_token_ids"]
-    assert m["trainable_params"] == lora_parameter_count(make_tiny_model(), targets, smoke_run.cfg.lora.r) + 2 * hidden, m
+    assert m["trainable_params"] == (lora_parameter_count(make_tiny_model(), targets, smoke_run.cfg.lora.r)
+                                     + 2 * hidden), m
     assert m["trainable_params"] < m["total_params"]
     report = smoke_run.result.tokenize_report
     assert report["rows"] == smoke_run.cfg.data.train_size and report["kept"] > 0, report
@@ -200,7 +202,8 @@ def test_sft_lowers_the_held_out_assistant_nll(make_tiny_model, tokenizer, data,
     assert all(a < b for a, b in zip(after["row_nll"], before["row_nll"])), (before["row_nll"], after["row_nll"])
 
 
-def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(smoke_run, make_tiny_model, tokenizer, data, tmp_path):
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(smoke_run, make_tiny_model, tokenizer, data,
+                                                                  tmp_path):
     checkpoint = smoke_run.out / "checkpoints" / "checkpoint-2"
     assert (checkpoint / "trainer_state.json").is_file(), sorted(p.name for p in checkpoint.parent.iterdir())
     resumed = train_lora(
@@ -236,7 +239,8 @@ def test_counting_collator_counts_real_and_padded_tokens():
     assert counter.padding_efficiency == pytest.approx(12 / 14)
 
 
-@pytest.mark.parametrize("logs", [{"loss": float("nan")}, {"loss": float("inf")}, {"loss": 1.0, "grad_norm": float("nan")}])
+@pytest.mark.parametrize("logs", [{"loss": float("nan")}, {"loss": float("inf")},
+                                  {"loss": 1.0, "grad_norm": float("nan")}])
 def test_throughput_callback_stops_on_non_finite_values(logs):
     callback = ThroughputCallback(CountingCollator(lambda e: e), 6.0, "CPU: test")
     with pytest.raises(NonFiniteLossError, match="step 7"):

@@ -206,7 +206,8 @@ def test_best_trial_ties_go_to_fewer_trainable_parameters():
 
 
 def test_best_trial_by_exact_match_and_unrankable_rows():
-    rows = [row("a", 2.0, 10, 0.5), row("b", 2.4, 10, 0.75), row("c", 2.2, 10, 0.75), row("nan", float("nan"), 5, None)]
+    rows = [row("a", 2.0, 10, 0.5), row("b", 2.4, 10, 0.75), row("c", 2.2, 10, 0.75),
+            row("nan", float("nan"), 5, None)]
     winner, sentence = best_trial(rows, rule="exact_match")
     assert winner["name"] == "c", "tie on exact match goes to the lower NLL"
     assert "not ranked (no finite exact_match): nan" in sentence

@@ -57,7 +57,8 @@ def test_save_figure_creates_parent_folders(tmp_path):
 
 
 def test_note_is_drawn_under_the_plot(tmp_path):
-    fig = viz.plot_rate_bars({"base": {"stop rate": 0.5}}, path=tmp_path / "r.png", note="cpu-demo preset, 2 CPU cores")
+    fig = viz.plot_rate_bars({"base": {"stop rate": 0.5}}, path=tmp_path / "r.png",
+                             note="cpu-demo preset, 2 CPU cores")
     assert "cpu-demo preset, 2 CPU cores" in [t.get_text() for t in fig.texts]
     assert_png(tmp_path / "r.png")
 

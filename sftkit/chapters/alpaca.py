@@ -227,7 +227,8 @@ def _split_prompt(task: str, prompt: str) -> tuple[str, str]:
         return prompt, ""
     head, found, tail = prompt.rpartition(separator)
     if not found or not head.strip() or not tail.strip():
-        raise ValueError(f"task {task!r}: cannot split the prompt {prompt!r} at {separator!r} into instruction and input")
+        raise ValueError(f"task {task!r}: cannot split the prompt {prompt!r} at {separator!r} "
+                         "into instruction and input")
     # "Reverse the letters of this name: m a r i a" -> ("Reverse the letters of this name.", "m a r i a")
     instruction = head.rstrip()
     if instruction[-1] not in ".?!":
@@ -269,7 +270,8 @@ def load_alpaca_hub(name: str = "tatsu-lab/alpaca", limit: int | None = None, sp
         "offline, use sftkit.chapters.alpaca.alpaca_from_tasks(n) for Alpaca rows built from the verifiable tasks"))
     missing = {"instruction", "output"} - set(data.column_names)
     if missing:
-        raise DataSourceError(f"{name!r} is not Alpaca-shaped: no {sorted(missing)} column (columns: {data.column_names})")
+        raise DataSourceError(f"{name!r} is not Alpaca-shaped: no {sorted(missing)} column "
+                              f"(columns: {data.column_names})")
     return data.select_columns([c for c in ("instruction", "input", "output") if c in data.column_names])
 
 

@@ -134,7 +134,8 @@ def pad_batch(rows: list[dict[str, list[int]]], pad_token_id: int, device: Any =
         input_ids[i, :n] = torch.tensor(row["input_ids"])
         attention_mask[i, :n] = 1
         labels[i, :n] = torch.tensor(row["labels"])
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), "labels": labels.to(device)}
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+            "labels": labels.to(device)}
 
 
 def distill_step(student: Any, teacher: Any, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -148,7 +149,8 @@ def distill_step(student: Any, teacher: Any, batch: dict[str, torch.Tensor], opt
     student_logits = student(**inputs).logits
     if student_logits.shape[-1] != teacher_logits.shape[-1]:
         raise ValueError(
-            f"student vocabulary ({student_logits.shape[-1]}) differs from the teacher's ({teacher_logits.shape[-1]}): "
+            f"student vocabulary ({student_logits.shape[-1]}) differs from the teacher's "
+            f"({teacher_logits.shape[-1]}): "
             "token-level KD needs a shared tokenizer; use sequence_kd_dataset instead"
         )
     kd = kd_loss(student_logits, teacher_logits, batch["labels"], temperature)

@@ -143,7 +143,8 @@ def load_hub_preferences(name: str = "trl-lib/ultrafeedback_binarized", limit: i
     """
     from datasets import Dataset
 
-    hint = "offline, build on-policy pairs with sftkit.chapters.preference.build_preference_pairs on the built-in tasks"
+    hint = ("offline, build on-policy pairs with sftkit.chapters.preference.build_preference_pairs "
+            "on the built-in tasks")
     if limit is None:
         data = load_hub_dataset(name, split, offline_hint=hint)
     elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

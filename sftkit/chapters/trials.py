@@ -95,9 +95,11 @@ class TrialSpec:
             if isinstance(self.targets, str):
                 if self.targets not in TARGET_CHOICES:
                     raise ValueError(
-                        f"{where}: targets must be one of {TARGET_CHOICES} or a list of module names, got {self.targets!r}"
+                        f"{where}: targets must be one of {TARGET_CHOICES} or a list of module names, "
+                        f"got {self.targets!r}"
                     )
-            elif not (isinstance(self.targets, list) and self.targets and all(isinstance(t, str) for t in self.targets)):
+            elif not (isinstance(self.targets, list) and self.targets
+                      and all(isinstance(t, str) for t in self.targets)):
                 raise ValueError(f"{where}: targets must be a non-empty list of module names, got {self.targets!r}")
         if self.learning_rate is not None and (
             isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float))
@@ -225,7 +227,8 @@ def load_grid(path: str | Path) -> list[TrialSpec]:
             raise ValueError(f"{path}: a grid object has keys 'base' (optional) and 'grid'; got {sorted(data)}")
         specs = expand_grid(data.get("base", {}), data["grid"])
     else:
-        raise ValueError(f"{path}: expected a list of trials or a {{'base', 'grid'}} object, got {type(data).__name__}")
+        raise ValueError(f"{path}: expected a list of trials or a {{'base', 'grid'}} object, "
+                         f"got {type(data).__name__}")
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:
@@ -306,7 +309,8 @@ def run_trial(
     set_seed(trial_cfg.train.seed)
     model, tokenizer = load_model_fn()
     try:
-        result = train_lora(trial_cfg, model, tokenizer, train_set, Path(out_dir) / "runs" / spec.name, **sft_overrides)
+        result = train_lora(trial_cfg, model, tokenizer, train_set, Path(out_dir) / "runs" / spec.name,
+                            **sft_overrides)
     except Exception as error:
         raise RuntimeError(f"trial {spec.name!r} failed while training: {type(error).__name__}: {error}") from error
     tuned = result.model
@@ -432,11 +436,14 @@ def run_trials(
                     f"but the grid now asks for {settings}; rename the trial or use another output folder"
                 )
             recorded_context = done[spec.name].get("context") or {}
-            changed = sorted(key for key in context if recorded_context.get(key) != json.loads(json.dumps(context[key])))
+            changed = sorted(key for key in context
+                             if recorded_context.get(key) != json.loads(json.dumps(context[key])))
             if changed:
+                was_now = ", ".join(f"{key} was {recorded_context.get(key)!r}, now {context[key]!r}"
+                                    for key in changed)
                 raise ValueError(
                     f"trial {spec.name!r} is already in {out_dir / TRIALS_FILE}, but from a different run: "
-                    f"{', '.join(f'{key} was {recorded_context.get(key)!r}, now {context[key]!r}' for key in changed)}; "
+                    f"{was_now}; "
                     f"use another output folder for a changed model, data or budget"
                 )
             print(f"[sftkit] trial {index}/{len(specs)} {spec.name}: already done, skipped")
@@ -464,7 +471,8 @@ RULES = {
 }
 
 
-def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll", tolerance: float = 0.0) -> tuple[dict[str, Any], str]:
+def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
+               tolerance: float = 0.0) -> tuple[dict[str, Any], str]:
     """The winning row by a stated rule, and a sentence that states the rule and the margin.
 
     Rules:
@@ -503,9 +511,11 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll", tolerance: fl
     tie_scope = "exactly equal" if tolerance == 0 else f"within {tolerance:g} {unit}"
     sentence = (
         f"Rule: {RULES[rule]}; ties ({tie_scope}) go to {tie_text}. "
-        f"Winner: {winner['name']!r} with {rule} {winner[rule]:.4f} and {winner['trainable_params']:,} trainable parameters"
+        f"Winner: {winner['name']!r} with {rule} {winner[rule]:.4f} "
+        f"and {winner['trainable_params']:,} trainable parameters"
     )
-    others = sorted((row for row in usable if row is not winner), key=lambda row: row[rule], reverse=rule != "eval_nll")
+    others = sorted((row for row in usable if row is not winner), key=lambda row: row[rule],
+                    reverse=rule != "eval_nll")
     if others:
         runner = others[0]
         sentence += f"; next: {runner['name']!r} with {rule} {runner[rule]:.4f}"

@@ -131,4 +131,12 @@ __all__ = [
     "format_report",
     "split_dataset",
     "conversation_stats",
+    # Re-exported too (the docstring's promise: every public name importable from sftkit.data).
+    "SHAREGPT_ROLES",
+    "BUILTIN_SOURCE",
+    "OFFLINE_HINT",
+    "LOCAL_SUFFIXES",
+    "source_quotas",
+    "split_rows_per_source",
+    "SOURCE_FEATURES",
 ]

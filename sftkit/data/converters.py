@@ -115,7 +115,8 @@ def _as_messages(value: Any, default_role: str, key: str) -> list[Any]:
         # Conversational prompt/completion (TRL's format): already messages; copied as is
         # and left to `validate_conversation` to judge.
         return list(value)
-    raise ValueError(f"prompt-completion field '{key}' must be a string or a list of messages, got {type(value).__name__}")
+    raise ValueError(f"prompt-completion field '{key}' must be a string or a list of messages, "
+                     f"got {type(value).__name__}")
 
 
 def from_prompt_completion(row: Mapping[str, Any]) -> dict[str, list[Any]]:

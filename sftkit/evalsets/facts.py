@@ -26,8 +26,8 @@ from typing import Any
 
 from . import read_jsonl
 
-__all__ = ["FACTS_FILE", "MAX_NEW_TOKENS", "SCORED_WORDS", "SPLITS", "Fact", "load_facts", "normalise", "is_correct", "score_facts",
-           "as_messages"]
+__all__ = ["FACTS_FILE", "MAX_NEW_TOKENS", "SCORED_WORDS", "SPLITS", "Fact", "load_facts", "normalise", "is_correct",
+           "score_facts", "as_messages"]
 
 FACTS_FILE = "facts.jsonl"
 #: Only the first this many words of a reply are searched for an accepted answer.
@@ -67,7 +67,8 @@ def load_facts(split: str | None = None, text: str | None = None) -> list[Fact]:
         answers = row.get("answers")
         if not isinstance(row.get("question"), str) or not row["question"].strip():
             raise ValueError(f"{where}: no question")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and normalise(a) for a in answers):
+        if (not isinstance(answers, list) or not answers
+                or not all(isinstance(a, str) and normalise(a) for a in answers)):
             raise ValueError(f"{where}: answers must be a non-empty list of non-empty strings")
         if row.get("split") not in SPLITS:
             raise ValueError(f"{where}: split must be one of {SPLITS}, got {row.get('split')!r}")

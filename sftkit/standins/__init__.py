@@ -135,6 +135,23 @@ __all__ = [
     "build_news_standin",
     "build_encoder_standin",
     "news_vocabulary",
+    # Re-exported too (the docstring's promise: every public name importable from sftkit.standins).
+    "BASE_TOKEN_IDS",
+    "ENDOFTEXT",
+    "INSTRUCT_TOKEN_IDS",
+    "ALPACA_FEATURES",
+    "ALPACA_INSTRUCTIONS",
+    "ALPACA_TEXT_NO_INPUT",
+    "ALPACA_TEXT_WITH_INPUT",
+    "NEWS_FEATURES",
+    "NEWS_LABELS",
+    "NEWS_POOLS",
+    "NEWS_TEMPLATES",
+    "PREFERENCE_FEATURES",
+    "KIND_WEIGHTS",
+    "LONG_CHARS",
+    "ROW_GROUP_ROWS",
+    "SYSTEM_PROMPTS",
 ]
 
 

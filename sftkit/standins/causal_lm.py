@@ -80,8 +80,8 @@ def build_model_standin(folder: str | Path, instruct: bool, num_hidden_layers: i
     if hidden_size is not None:
         heads = values["num_attention_heads"]
         if hidden_size <= 0 or hidden_size % (2 * heads):
-            raise ValueError(f"hidden_size must be a positive multiple of {2 * heads} ({heads} heads of an even size), "
-                             f"got {hidden_size}")
+            raise ValueError(f"hidden_size must be a positive multiple of {2 * heads} "
+                             f"({heads} heads of an even size), got {hidden_size}")
         values["hidden_size"] = hidden_size
         values["intermediate_size"] = hidden_size * 8 // 3
     if num_hidden_layers < 1:

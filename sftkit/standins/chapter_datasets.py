@@ -40,9 +40,11 @@ PREFERENCE_FEATURES = datasets.Features({
     "score_chosen": datasets.Value("float64"),
     "score_rejected": datasets.Value("float64"),
 })
-ALPACA_FEATURES = datasets.Features({name: datasets.Value("string") for name in ("instruction", "input", "output", "text")})
+ALPACA_FEATURES = datasets.Features({name: datasets.Value("string")
+                                     for name in ("instruction", "input", "output", "text")})
 NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
-NEWS_FEATURES = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(NEWS_LABELS))})
+NEWS_FEATURES = datasets.Features({"text": datasets.Value("string"),
+                                   "label": datasets.ClassLabel(names=list(NEWS_LABELS))})
 # Headline and description templates per AG News class, with word pools, written for this project.
 NEWS_TEMPLATES = {
     "World": ("{place} and {place2} agree to new talks on {issue}",
@@ -76,7 +78,8 @@ def _yaml_card(hub_id: str, front: dict[str, Any], body: list[str]) -> str:
     return "\n".join(["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
                       f"# Stand-in for {hub_id} (offline, built by `sftkit standins`)", "",
                       f"Not the real dataset. A local folder with the layout and features of [{hub_id}]"
-                      f"(https://huggingface.co/datasets/{hub_id}), so that `datasets.load_dataset(this_folder, split=...)` "
+                      f"(https://huggingface.co/datasets/{hub_id}), "
+                      "so that `datasets.load_dataset(this_folder, split=...)` "
                       "runs the same code as the Hub id. It exists for CI: the `t4` preset's path runs on it before a "
                       "Colab user runs it.", "", "## Provenance", "", *body, ""])
 
@@ -99,7 +102,8 @@ def _write_splits(folder: Path, splits: dict[str, list[dict[str, Any]]], feature
 
 
 def _default_config(splits: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*"} for split in splits]}]
+    return [{"config_name": "default",
+             "data_files": [{"split": split, "path": f"data/{split}-*"} for split in splits]}]
 
 
 def _first_exchange(row: dict[str, Any]) -> tuple[str, str]:

@@ -104,7 +104,8 @@ def _dataset_card(counts: dict[str, int], sizes: dict[str, int], download_size: 
     front = {
         "dataset_info": {
             "features": [
-                {"name": "messages", "list": [{"name": "content", "dtype": "string"}, {"name": "role", "dtype": "string"}]},
+                {"name": "messages",
+                 "list": [{"name": "content", "dtype": "string"}, {"name": "role", "dtype": "string"}]},
                 {"name": "source", "dtype": "string"},
             ],
             "splits": [{"name": split, "num_bytes": sizes[split], "num_examples": n} for split, n in counts.items()],
