@@ -153,9 +153,10 @@ pd.DataFrame([{"turns": len(m), "roles": " / ".join(t["role"] for t in m), "firs
 # %% [markdown]
 # `turns` is the number of messages per conversation, `system_share` the fraction that start
 # with a system prompt, and `assistant_chars_mean` the mean reply length in characters. In the
-# committed `cpu-demo` run the 600 training conversations are 484 distilled ones (replies by
-# SmolLM2-135M-Instruct) and 116 from the verifiable tasks; a third open with a system prompt,
-# and they hold 778 assistant turns, so many go on past the first exchange (up to 5 messages).
+# committed `cpu-demo` run the 480 training conversations are 318 written conversations, 122
+# instruction rows checked by IFEval's checker and 40 rows of the verifiable tasks; 41 of them
+# (8.5%) open with a system prompt, and they hold 585 assistant turns, so about one in five goes
+# on past the first exchange (up to 6 messages). Replies average 196 characters.
 # Token lengths depend on the tokenizer, so they come after it is loaded.
 #
 # ## What the tokenizer needs: before and after `prepare_tokenizer`
@@ -188,12 +189,12 @@ pd.DataFrame({
 
 # %% [markdown]
 # Compare the two columns: any row that changed is one of the three requirements above being
-# fixed. For Gemma 3 270M base two rows change: the EOS becomes `<end_of_turn>` (id 106) instead
-# of the end-of-document `<eos>` (id 1), and the template now marks the assistant's tokens. The
-# pad token `<pad>` was already distinct, and the vocabulary keeps its 262,144 rows: the turn
-# tokens are already in it, so nothing is added and no embedding is resized (a ChatML template
-# on this model would add two rows). The padding side moves to the right for training (generation pads on the left by
-# itself, see `sftkit.generate`).
+# fixed. For Gemma 3 270M base four rows change: the EOS and its id become `<end_of_turn>` (id
+# 106) instead of the end-of-document `<eos>` (id 1), the template now marks the assistant's
+# tokens, and the padding side moves to the right for training (generation pads on the left by
+# itself, see `sftkit.generate`). The pad token `<pad>` was already distinct, and the vocabulary
+# keeps its 262,144 rows: the turn tokens are already in it, so nothing is added and no embedding
+# is resized (a ChatML template on this model would add two rows).
 #
 # ## Special tokens
 #
@@ -296,10 +297,10 @@ print(f"trained share of all tokens: {sum(lengths['assistant (trained) tokens'])
 
 # %% [markdown]
 # The two printed lines give the share of conversations that training will truncate and the
-# share of all tokens that carry loss: in the committed run 0.3% of the conversations (two of
-# 600) are longer than 256 tokens, and 57.3% of all tokens are trained, a high share because
-# the prompts written for the project are short and the distilled replies are not. The gap between the two histograms is context the model
-# reads but is not trained to write.
+# share of all tokens that carry loss: in the committed run no conversation is longer than 256
+# tokens (the written rows are kept short by rule, `data/README.md`), and 59.4% of all tokens are trained, a high
+# share because most prompts are short and the replies are not. The gap between the two
+# histograms is context the model reads but is not trained to write.
 #
 # ## Truncation and dropped rows
 #
@@ -325,9 +326,9 @@ pd.DataFrame(trunc)
 # in the report; nothing disappears silently. `keep_end` keeps every row but cuts the
 # *beginning*, so the model is trained on replies whose question it cannot see, which is worse
 # for SFT. The presets therefore use `keep_start` with a `max_length` chosen from the histogram
-# above so that few rows are affected. (In the committed run, cutting at 26 tokens drops 327
-# of 600 rows under `keep_start`, each counted with its reason; at the preset's 256 the two
-# long rows are cut and none is dropped, as chapter 03's run card reports.)
+# above so that few rows are affected. (In the committed run, cutting at 27 tokens drops 252
+# of 480 rows under `keep_start`, each counted with its reason; at the preset's 256 no row is
+# cut and none is dropped, as chapter 03's run card reports.)
 #
 # ## A user who types a control token
 #

@@ -5,7 +5,7 @@ model and its adapters but not a published instruct model with its own vocabular
 This takes the demo's path for the reference (`sftkit.evaluation.ifeval_for_model`, the
 model's own tokenizer prepared like the demo's) and writes the summary as JSON:
 
-    HF_HUB_OFFLINE=1 python scripts/ifeval_reference.py results/cpu-demo-base/ifeval/ifeval-ref.json
+    HF_HUB_OFFLINE=1 python scripts/ifeval_reference.py runs/cpu-demo/ifeval-ref.json
 """
 import json
 import sys

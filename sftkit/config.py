@@ -459,7 +459,7 @@ def _cpu_demo() -> RunConfig:
         model=ModelConfig(name="gemma3-270m-base", dtype="float32", turn_format="auto",
                           reference_name="smollm2-135m-instruct"),
         # 480 of the 1,037 training rows (written conversations, IFEval-family rows, task rows), once:
-        # 60 steps, the ~49k tokens that fit the 15-minute budget on 2 AVX2-class cores in fp32 (the
+        # 60 steps, the ~47k tokens that fit the 15-minute budget on 2 AVX2-class cores in fp32 (the
         # written replies are longer than the earlier distilled ones, of which 600 fitted). The first
         # 96 of the held-out split's 112 conversations (a seeded mix of every kind), about subjects
         # training never saw (data/eval_topics.txt).
