@@ -109,9 +109,9 @@ pd.DataFrame([(section, key, value) for section in ("model", "data", "lora", "tr
 # | `lora.targets` | `all-linear` adapts attention *and* MLP projections: LoRA on attention alone underperforms for SFT, because most of a transformer's weights, and of what SFT needs to change, sit in the MLP. |
 # | `lora.layers` | Which blocks carry LoRA: `None` adapts every block (the `t4` preset). The `cpu-demo` preset adapts only the top 9 of Gemma 3 270M's 18: the LoRA weights' gradients then stop half-way, so the backward pass costs about half as much on two CPU cores. |
 # | `lora.train_turn_tokens` | A base model has never been trained to emit the end-of-turn token after a reply (Gemma's `<end_of_turn>` is in its base vocabulary, unused in pre-training; ChatML's tokens would be new rows). On, the embedding rows of the start- and end-of-turn tokens train too, through peft's `trainable_token_indices` (with tied weights, the LM head's rows with them): the adapter stores those two rows, not a copy of the 262k-row embedding that `modules_to_save` would save. The gradient of an input row reaches the bottom of the network, so this costs speed on a CPU (see the run card); `scripts/seed_spread.py` measures the stop rate with the rows frozen. |
-# | `train.labelled_head` | Where the loss comes from. Gemma's vocabulary has 262,144 rows, and on a CPU the LM head is most of a step's cost; only assistant tokens carry a label, so the loss computes logits at the labelled positions alone, in chunks whose gradient is taken as soon as their softmax is known, so the (positions x 262,144) logits are never all held (`sftkit.train.labelled_head_loss`, `sftkit.lm_head.head_loss_sum`; `tests/test_train.py` and `tests/test_lm_head.py` check it equals the full loss and its gradients). TRL's fused head (`train.fused_lm_head`) is the GPU equivalent; it cannot go through peft's wrapper of the trainable token rows, so with those rows the labelled head is used. |
-# | `lora.dropout` | Light regularisation on the adapter input for the real run on thousands of varied conversations; zero on the 600-conversation CPU demo, trained once, where it only slows learning. |
-# | `train.learning_rate` | LoRA needs a learning rate about an order of magnitude above full fine-tuning (its update starts at zero and is scaled by $\alpha/r$). The CPU preset sees only 75 optimizer steps, so it uses 1e-3, the top of the usual LoRA range. |
+# | `train.labelled_head` | Where the loss comes from. Gemma's vocabulary is large (chapter 02), and on a CPU the LM head is most of a step's cost; only assistant tokens carry a label, so the loss computes logits at the labelled positions alone, in chunks whose gradient is taken as soon as their softmax is known, so the (positions x vocabulary) logits are never all held (`sftkit.train.labelled_head_loss`, `sftkit.lm_head.head_loss_sum`; `tests/test_train.py` and `tests/test_lm_head.py` check it equals the full loss and its gradients). TRL's fused head (`train.fused_lm_head`) is the GPU equivalent; it cannot go through peft's wrapper of the trainable token rows, so with those rows the labelled head is used. |
+# | `lora.dropout` | Light regularisation on the adapter input for the real run on thousands of varied conversations; zero on the 480-conversation CPU demo, trained once, where it only slows learning. |
+# | `train.learning_rate` | LoRA needs a learning rate about an order of magnitude above full fine-tuning (its update starts at zero and is scaled by $\alpha/r$). The CPU preset sees only 60 optimizer steps, so it uses 1e-3, the top of the usual LoRA range. |
 # | `train.per_device_train_batch_size`, `gradient_accumulation_steps` | Their product (times the number of GPUs) is the effective batch. The per-device size is what fits in memory at `max_length`; accumulation raises the effective batch without more memory, for smoother gradients. |
 # | `train.num_train_epochs`, `max_steps` | One pass over the data: repeated epochs on a small SFT set overfit the style of the replies quickly. `max_steps` caps the smoke run at a handful of steps. |
 # | `train.warmup_ratio`, `lr_scheduler_type` | A short warmup avoids a large first step from Adam's uninitialised moment estimates; cosine decay lowers the step size towards the end. |
@@ -158,8 +158,8 @@ pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
 # yet), printed by the next cell. `sftkit.estimates` counts the training FLOPs from the model's
 # shapes with the function behind the run card's MFU (forward and backward through the blocks,
 # the forward recomputed under gradient checkpointing, LoRA's own weight gradients), for the
-# preset's 4,000 conversations at an assumed 500 tokens each (chapter 02 measures the sample),
-# at an assumed sustained 10 TFLOP/s (about 15% of the T4's 65 TFLOP/s fp16 tensor-core peak);
+# preset's conversations at an assumed 500 tokens each (chapter 02 measures the sample), at an
+# assumed sustained 10 TFLOP/s (a fraction of the T4's fp16 tensor-core peak);
 # it itemises the training memory at the preset's batch and `max_length` the same way. The README
 # and the preset quote this one function. Model loading and padding come on top; the run card
 # below gives the measured tokens/s and MFU on whatever card ran it.
@@ -223,16 +223,14 @@ pd.Series({
 # to compare with the estimate of chapter 01 (which left out activations).
 #
 # The committed run is the `cpu-demo` preset on 2 AMD EPYC cores in fp32 (`train.cpu_amp` off,
-# what an AVX2-only laptop gets): 75 optimizer steps over 48,324 real tokens in 405 s, 119
-# tokens/s, with 93% of the computed positions real tokens. The process's peak resident memory
-# was 5.9 GB. The card counts 0.81 GFLOP of model work per token and measured this machine's
-# fp32 matrix-multiply peak at 178 GFLOP/s in the same process, so the run used 54% of it
-# (MFU 0.54): on two cores about half of a step is matrix multiplication at the measured peak,
-# and the rest is work FLOPs do not count (norms, activations, the optimizer, data movement).
-# Shared machines of the same type vary: an earlier run of this chapter on another 2-core EPYC
-# took 316 s at 153 tokens/s against a 199 GFLOP/s peak (MFU 0.62), so compare MFU, not seconds,
-# across runs. (A run on a 2-core Intel Xeon, before the head loss was computed in chunks, took
-# 416 s and 9.1 GB.)
+# what an AVX2-only laptop gets): 60 optimizer steps over 47,188 real tokens in 324 s, 145.8
+# tokens/s, with 94% of the computed positions real tokens. The process's peak resident memory
+# was 5,494 MB. The card counts 824,437,043 FLOPs of model work per token and measured this
+# machine's fp32 matrix-multiply peak at 203.5 GFLOP/s in the same process, so the run used 59% of
+# it (MFU 0.59): on two cores more than half of a step is matrix multiplication at the measured
+# peak, and the rest is work FLOPs do not count (norms, activations, the optimizer, data
+# movement). The same run inside `make demo`, on the same machine, took 356 s at 132.5 tokens/s
+# (MFU 0.54, [its run card](../results/cpu-demo-base/run.md)): compare MFU, not seconds, across runs.
 
 # %%
 fig = sftkit.viz.plot_loss_curves(result.log_history, FIGURES / "03_loss.png", note=NOTE)
@@ -243,15 +241,16 @@ print(f"first logged loss {losses[0]:.3f}, last logged loss {losses[-1]:.3f} (na
 
 # %% [markdown]
 # **The loss curve.** The loss is the mean cross-entropy over assistant tokens only, so it is
-# the SFT loss of chapter 00. A run drops fast in the first steps, as the model learns the
-# template and where turns end (cheap, highly predictable tokens), then decreases slowly as it
-# fits the content of the replies. A curve that stays flat means the adapter is not learning
+# the SFT loss of chapter 00. A curve that stays flat means the adapter is not learning
 # (learning rate, masks); one that goes to zero on a large set means memorisation. In the
-# committed run the first logged loss (mean of steps 1-5) is already 1.85 nats and the last
-# 1.51: the template tokens are learnt within the first few steps, and 75 steps on 600
-# conversations leave the replies' content far from memorised. Chapter 04 measures what that
-# bought. With the `smoke` preset the
-# model is random and trains for a handful of steps, so its curve only shows that the loop runs.
+# committed run the logged loss starts at 3.233 nats (step 1) and ends at 1.836, but it does not
+# fall steadily: the means of five steps swing between 1.95 and 3.19 from one logging point to the
+# next. Batches are grouped by length (`train.batching=group`), so one step sees only short
+# factual answers and the next only long how-tos or instruction rows, which differ in how hard
+# their tokens are to predict; the trend is down, the steps are not comparable one by one. Sixty
+# steps are one pass over 480 conversations, far from memorising the replies. Chapter 04
+# measures what that bought. With the `smoke` preset the model is random and trains for a
+# handful of steps, so its curve only shows that the loop runs.
 #
 # ## Is the saved adapter the trained one?
 #
@@ -274,11 +273,11 @@ pd.DataFrame({
 # Reading the rows: `reload` is zero when the file on disk holds exactly the trained weights;
 # `merge` is at the level of float rounding when folding $\frac{\alpha}{r}BA$ into the weights
 # gives the same model; `vs_base` must be clearly non-zero, or the adapter changes nothing. In the
-# committed run: 0 for `reload`, 3.2e-5 for `merge` (fp32 rounding) and 68.3 logits for `vs_base`.
+# committed run: 0 for `reload`, 9.2e-5 for `merge` (fp32 rounding) and 44.5 logits for `vs_base`.
 # `verify_adapter` raises an error when any of the three fails, so a run that got here passed them.
 # A run trained in fp16 or bf16 is checked the same way, on its weights upcast to fp32: in fp16 the
-# merge alone moves logits near 40 by a few of fp16's steps there (0.03 apart), which would hide
-# a wrong adapter as easily as it would fail a right one.
+# merge alone moves large logits by a few of fp16's rounding steps, which would hide a wrong
+# adapter as easily as it would fail a right one.
 #
 # The adapter (with the tokenizer it was trained with) is in `runs/<preset>/03_sft/adapter`, or
 # on Google Drive with `DRIVE = True` (the path is printed above), next to the run card (`run.md`,
