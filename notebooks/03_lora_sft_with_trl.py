@@ -145,9 +145,9 @@ pd.Series(settings, dtype=object).to_frame("SFTConfig / LoRA")
 # %% [markdown]
 # `assistant_only_loss` is off in the `SFTConfig` on purpose: the rows arrive already tokenized
 # by `sftkit.masking` with assistant-only labels (chapter 02 showed they equal TRL's), so TRL
-# pads them as they are instead of rebuilding them. For the same reason `eos_token` is None
-# there: TRL would use it to append an end token to raw text, and these rows already end each
-# assistant turn with the tokenizer's EOS, the end-of-turn token `<end_of_turn>` the loss trains on.
+# pads them as they are instead of rebuilding them. `eos_token` is left at None (TRL then takes
+# the tokenizer's EOS, here `<end_of_turn>`): TRL uses it to end raw text it tokenizes itself,
+# and these rows arrive tokenized with every assistant turn already closed by it.
 #
 # ## Training
 #
