@@ -380,35 +380,35 @@ def _apply_modifiers(d: Draft, reply: str, rng: random.Random) -> str:
     return reply
 
 
+def _relation(low: int, high: int, thresholds: Any, at_least: Any, less: Any, instruction_id: str,
+              rng: random.Random) -> tuple[str, int, Any]:
+    """A relation the reply meets ("at least" the largest threshold <= `low`, or "less than" the
+    smallest > `high`), chosen at random, with its phrasings; Skip when no threshold fits."""
+    options = []
+    below = [t for t in thresholds if t <= low]
+    above = [t for t in thresholds if t > high]
+    if below:
+        options.append(("at least", below[-1], at_least))
+    if above:
+        options.append(("less than", above[0], less))
+    if not options:
+        raise Skip(f"no valid parameters: {instruction_id}")
+    return rng.choice(options)
+
+
 def _measure(d: Draft, reply: str, rng: random.Random, util: Any) -> None:
     """Choose parameters for the measured instructions that the finished reply meets."""
     item, ids = d.item, set(d.ids)
     if WORDS in ids:
         counted, spaced = util.count_words(reply), len(reply.split())
-        options = []
-        below = [t for t in WORD_THRESHOLDS if t <= min(counted, spaced)]
-        above = [t for t in WORD_THRESHOLDS if t > max(counted, spaced)]
-        if below:
-            options.append(("at least", below[-1], WORDS_AT_LEAST))
-        if above:
-            options.append(("less than", above[0], WORDS_LESS))
-        if not options:
-            raise Skip(f"no valid parameters: {WORDS}")
-        relation, n, phrases = rng.choice(options)
+        relation, n, phrases = _relation(min(counted, spaced), max(counted, spaced), WORD_THRESHOLDS,
+                                         WORDS_AT_LEAST, WORDS_LESS, WORDS, rng)
         d.kwargs[WORDS] = {"num_words": n, "relation": relation}
         d.phrases[WORDS] = rng.choice(phrases).format(n=n)
     if SENTENCES in ids:
         count = util.count_sentences(reply)
-        options = []
-        below = [t for t in SENTENCE_THRESHOLDS if t <= count]
-        above = [t for t in SENTENCE_THRESHOLDS if t > count]
-        if below:
-            options.append(("at least", below[-1], SENTENCES_AT_LEAST))
-        if above:
-            options.append(("less than", above[0], SENTENCES_LESS))
-        if not options:
-            raise Skip(f"no valid parameters: {SENTENCES}")
-        relation, n, phrases = rng.choice(options)
+        relation, n, phrases = _relation(count, count, SENTENCE_THRESHOLDS, SENTENCES_AT_LEAST, SENTENCES_LESS,
+                                         SENTENCES, rng)
         d.kwargs[SENTENCES] = {"num_sentences": n, "relation": relation}
         d.phrases[SENTENCES] = rng.choice(phrases).format(n=n, m=n - 1,
                                                           sentence=_plural(n - 1, "sentence", "sentences"))
