@@ -31,10 +31,11 @@ METRICS = ("stop_rate", "looped", "rouge_l", "bleu", "exact_match", "assistant_n
            "refused_harmless")
 
 
-def _scores(suite) -> dict:
-    """The suite's per-example means (conversations, IFEval, facts, refusal) and summary rates."""
-    summary = {k: v for k, v in suite.reference.summary.items() if isinstance(v, (int, float))}
-    means = {k: sum(v) / len(v) for k, v in suite.reference.per_example.items() if v}
+def _scores(conversations) -> dict:
+    """Per-example means (the conversations, and with the whole suite IFEval, facts and refusal)
+    and summary rates of a `ModelEval` (None for the metrics it does not have)."""
+    summary = {k: v for k, v in conversations.summary.items() if isinstance(v, (int, float))}
+    means = {k: sum(v) / len(v) for k, v in conversations.per_example.items() if v}
     return {key: means.get(key, summary.get(key)) for key in METRICS}
 
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value (seed 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "seeds")
+    parser.add_argument("--conversations-only", action="store_true",
+                        help="score the held-out conversations alone, as `sftkit demo` does (no IFEval, facts, "
+                             "refusal): a run's demo figures and the seeds' are then comparable")
     parser.add_argument("--before-from", type=Path, default=None,
                         help="a seeds.json of the same split whose base-model scores to reuse "
                              "instead of re-evaluating")
@@ -53,10 +57,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from sftkit.adapters import merged_adapter
     from sftkit.config import apply_overrides, get_preset
-    from sftkit.evaluation import evaluate_suite
+    from sftkit.evaluation import evaluate_model, evaluate_suite
     from sftkit.models import hardware_name
     from sftkit.run_data import load_run_data
     from sftkit.runs import load_for, train_and_record
+
+    def evaluate(model, tokenizer, cfg):
+        if args.conversations_only:
+            e = cfg.eval
+            return evaluate_model("m", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length)
+        return evaluate_suite("m", model, tokenizer, cfg).reference
 
     def config(extra: list[str]):
         cfg = apply_overrides(get_preset(args.preset), [f"data.eval_split={args.split}", *args.overrides, *extra])
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.before_from} scored the {earlier['split']} split, not {args.split}")
         before_scores, before_s = earlier["before"], earlier["before_s"]
     else:
-        before_scores = _scores(evaluate_suite("before", model, tokenizer, base_cfg))
+        before_scores = _scores(evaluate(model, tokenizer, base_cfg))
         before_s = round(time.perf_counter() - start, 1)
     results = {"hardware": hardware_name(), "split": args.split, "n": len(eval_set),
                "before": before_scores, "before_s": before_s, "runs": {}}
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / name.replace(" ", "-")
         result = train_and_record(cfg, model, tokenizer, train_set, out)
         with merged_adapter(result.model):  # the base model's decoding speed; equal to rounding (verify_adapter)
-            after = _scores(evaluate_suite("after", result.model, tokenizer, cfg))
+            after = _scores(evaluate(result.model, tokenizer, cfg))
         results["runs"][name] = {"overrides": extra, "train_s": result.metrics["wall_s"],
                                  "tokens_per_s": result.metrics["tokens_per_s"], **after}
         print(f"[seeds] {name}: " + ", ".join(f"{k} {after[k]}" for k in METRICS if after[k] is not None), flush=True)
