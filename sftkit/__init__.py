@@ -8,9 +8,15 @@ transformers load only when a function that needs them is first used.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# The library's modules report progress on loggers under "sftkit" (`logging.getLogger(__name__)`);
+# it prints nothing unless an application asks: `sftkit.cli.main` and the notebooks' first cell
+# (`sftkit.notebook.quiet_libraries`) show them as "[sftkit] ..." lines.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
     "load_tokenizer": "models",

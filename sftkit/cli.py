@@ -33,6 +33,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .notebook import show_sftkit_messages
+
+    show_sftkit_messages()  # the library's progress (the "sftkit" logger) as "[sftkit] ..." lines on stdout
     parser = argparse.ArgumentParser(prog="sftkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -15,6 +15,7 @@ smol-smoltalk from the Hub. ``smoke`` runs the same path with a tiny model in se
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ from .config import RunConfig, resolve_preset
 from .evaluation import ModelEval, compare, evaluate_model, intervals, side_by_side
 from .measure import peak_memory_mb
 from .models import hardware_name
+from .report import markdown_table
 from .run_data import load_run_data, load_run_data_with_report
 from .runs import load_for, train_and_record
+
+logger = logging.getLogger(__name__)
 
 HEADLINE = ("exact_match", "rouge_l", "stopped", "looped", "assistant_nll", "repeated_4gram_rate")
 
@@ -37,20 +41,18 @@ def load_demo_data(cfg: RunConfig, with_report: bool = False):
 
 
 def _summary_table(before: ModelEval, after: ModelEval, diffs: dict[str, dict]) -> list[str]:
-    lines = ["| metric | before | after | after - before (95% CI) |", "| --- | --- | --- | --- |"]
+    rows = []
     for key in ("exact_match", "stopped", "looped", "invented_turn", "rouge_l", "bleu", "assistant_nll", "length",
                 "repeated_4gram_rate"):
         if key not in diffs:
             continue
         d = diffs[key]
         arrow = " (lower is better)" if d["lower_is_better"] else ""
-        lines.append(
-            f"| {key}{arrow} | {d['before']:.3f} | {d['after']:.3f} | "
-            f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |"
-        )
-    lines.append(f"| assistant perplexity | {before.summary['assistant_ppl']:.2f} | "
-                 f"{after.summary['assistant_ppl']:.2f} | |")
-    return lines
+        rows.append((f"{key}{arrow}", f"{d['before']:.3f}", f"{d['after']:.3f}",
+                     f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"))
+    rows.append(("assistant perplexity", f"{before.summary['assistant_ppl']:.2f}",
+                 f"{after.summary['assistant_ppl']:.2f}", ""))
+    return markdown_table(("metric", "before", "after", "after - before (95% CI)"), rows)
 
 
 def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: ModelEval, after: ModelEval,
@@ -77,8 +79,9 @@ def write_report(out: Path, cfg: RunConfig, results: dict[str, Any], before: Mod
         *_summary_table(before, after, results["paired_differences"]),
     ]
     if before.per_task:
-        lines += ["", "## Exact match per task", "", "| task | before | after |", "| --- | --- | --- |"]
-        lines += [f"| {t} | {before.per_task[t]:.2f} | {after.per_task[t]:.2f} |" for t in before.per_task]
+        lines += ["", "## Exact match per task", "",
+                  *markdown_table(("task", "before", "after"), [
+                      (t, f"{before.per_task[t]:.2f}", f"{after.per_task[t]:.2f}") for t in before.per_task])]
         hard = [t for t in after.per_task if after.per_task[t] < 0.8]
         if hard:
             lines += ["", f"Still hard after training (exact match < 0.80): {', '.join(hard)}."]
@@ -132,20 +135,20 @@ def run_demo(preset: str | None = None, out: str | Path | None = None, cfg: RunC
     out.mkdir(parents=True, exist_ok=True)
     cfg.output_dir = str(out)
     cfg.save(out)
-    print(f"[sftkit] preset {cfg.preset} on {hardware_name()} -> {out}")
+    logger.info(f"preset {cfg.preset} on {hardware_name()} -> {out}")
 
     model, tokenizer = load_for(cfg)
     train_set, eval_set, data_report = load_demo_data(cfg, with_report=True)
     eval_set = eval_set.select(range(min(cfg.eval.n_examples, len(eval_set))))
     e = cfg.eval
 
-    print(f"[sftkit] baseline on {len(eval_set)} held-out prompts")
+    logger.info(f"baseline on {len(eval_set)} held-out prompts")
     ifeval_cfg = cfg if e.demo_ifeval else None  # IFEval per model: summary["ifeval"] (sftkit.ifeval)
     before = evaluate_model("before", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size, cfg.data.max_length,
                             ifeval_cfg=ifeval_cfg)
-    print(f"[sftkit] training on {len(train_set)} conversations")
+    logger.info(f"training on {len(train_set)} conversations")
     result = train_and_record(cfg, model, tokenizer, train_set, out, data_report=data_report)
-    print("[sftkit] evaluation after training")
+    logger.info("evaluation after training")
     with merged_adapter(result.model):  # the base model's decoding speed; equal to rounding (verify_adapter)
         after = evaluate_model("after", result.model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
                                cfg.data.max_length, ifeval_cfg=ifeval_cfg)
@@ -192,7 +195,7 @@ def evaluate_reference(cfg: RunConfig, eval_set: Any) -> ModelEval | None:
     from .models import load_model, load_tokenizer
 
     name = cfg.model.reference_name
-    print(f"[sftkit] reference model {name} on the same prompts")
+    logger.info(f"reference model {name} on the same prompts")
     tokenizer = prepare_tokenizer(load_tokenizer(name))
     model = load_model(name, dtype=cfg.model.dtype)
     e = cfg.eval

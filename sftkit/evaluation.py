@@ -21,6 +21,7 @@ from typing import Any
 from . import metrics
 from .generate import Generation, generate_batch
 from .masking import IGNORE_INDEX, NoTrainableTokensError, tokenize_conversation
+from .report import markdown_table
 from .tasks import check_answer
 
 
@@ -332,28 +333,25 @@ def _per_model_results(suites: dict[str, SuiteResult], resamples: int) -> dict[s
 def _headline_lines(names: list[str], per_model: dict[str, dict[str, Any]], preset: str, hardware: str,
                     wall_s: float) -> list[str]:
     """`eval.md`'s title and its table of headline means with bootstrap intervals, one column per model."""
-    lines = [f"# Evaluation ({preset} preset) on {hardware}, {wall_s} s", "",
-             "Means with bootstrap 95% intervals.", "",
-             "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    rows = []
     for key, label in SUITE_HEADLINE:
-        cells = []
+        cells = [label]
         for name in names:
             ci = per_model[name]["intervals"].get(key)
             cells.append(f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "n/a")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return [f"# Evaluation ({preset} preset) on {hardware}, {wall_s} s", "",
+            "Means with bootstrap 95% intervals.", "", *markdown_table(["metric", *names], rows)]
 
 
 def _difference_lines(baseline: str, differences: dict[str, dict[str, Any]]) -> list[str]:
     """One table per model of its paired differences from the baseline."""
     lines: list[str] = []
     for name, table in differences.items():
-        lines += ["", f"## {name} - {baseline} (paired bootstrap 95% CI)", "", "| metric | difference | interval |",
-                  "| --- | --- | --- |"]
-        for key, label in SUITE_HEADLINE:
-            if key in table:
-                d = table[key]
-                lines.append(f"| {label} | {d['diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] |")
+        rows = [(label, f"{table[key]['diff']:+.3f}", f"[{table[key]['low']:+.3f}, {table[key]['high']:+.3f}]")
+                for key, label in SUITE_HEADLINE if key in table]
+        lines += ["", f"## {name} - {baseline} (paired bootstrap 95% CI)", "",
+                  *markdown_table(("metric", "difference", "interval"), rows)]
     return lines
 
 
@@ -362,13 +360,11 @@ def _ifeval_lines(suites: dict[str, SuiteResult], per_model: dict[str, dict[str,
     """IFEval's section: the official summary and strict accuracy per instruction id, one column per model."""
     from . import ifeval
 
-    lines = ["", "## IFEval (official checkers)", "", *ifeval.markdown({n: suites[n].instructions for n in names}),
-             "", "Instruction-level strict accuracy per IFEval instruction id:", "",
-             "| instruction id | n | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
-    for kind, counts in per_model[baseline]["ifeval"]["per_instruction"].items():
-        lines.append(f"| {kind} | {counts['n']} | " + " | ".join(
-            f"{per_model[n]['ifeval']['per_kind'][kind]:.2f}" for n in names) + " |")
-    return lines
+    rows = [(kind, counts["n"], *(f"{per_model[n]['ifeval']['per_kind'][kind]:.2f}" for n in names))
+            for kind, counts in per_model[baseline]["ifeval"]["per_instruction"].items()]
+    return ["", "## IFEval (official checkers)", "", *ifeval.markdown({n: suites[n].instructions for n in names}),
+            "", "Instruction-level strict accuracy per IFEval instruction id:", "",
+            *markdown_table(["instruction id", "n", *names], rows)]
 
 
 def _side_by_side_lines(suites: dict[str, SuiteResult], names: list[str], baseline: str) -> list[str]:

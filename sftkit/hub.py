@@ -25,6 +25,7 @@ from typing import Any
 from .adapters import adapter_base_name
 from .export import EXPORT_RECORD, RUN_FILES, is_adapter_folder, is_model_folder
 from .models import hub_reachable, resolve_source
+from .report import markdown_table
 
 # What sftkit knows of the base models it names by folder or short name: the Hub id the card
 # should name, and that model's license (the Hub's license identifiers).
@@ -221,17 +222,17 @@ def _evaluation_lines(metrics: dict[str, Any]) -> list[str]:
     reference = metrics.get("reference") or {}
     n = (metrics.get("after") or {}).get("n")
     ref_name = reference.get("model")
-    header = "| metric | base | tuned | tuned - base (paired 95% CI) |" + (f" {ref_name} |" if ref_name else "")
-    lines = [f"Greedy decoding on {n} held-out conversations" if n else "Held-out evaluation",
-             f"({metrics.get('hardware') or 'hardware not recorded'}), measured by sftkit's harness.", "",
-             header, "| --- | --- | --- | --- |" + (" --- |" if ref_name else "")]
+    header = ["metric", "base", "tuned", "tuned - base (paired 95% CI)"] + ([ref_name] if ref_name else [])
+    rows = []
     for name, d in diffs.items():
-        row = (f"| {name}{' (lower is better)' if d.get('lower_is_better') else ''} | {_fmt(d['before'])} | "
-               f"{_fmt(d['after'])} | {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |")
+        row = [f"{name}{' (lower is better)' if d.get('lower_is_better') else ''}", _fmt(d["before"]),
+               _fmt(d["after"]), f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"]
         if ref_name:
-            row += f" {_fmt(reference[name]) if name in reference else 'n/a'} |"
-        lines.append(row)
-    return lines
+            row.append(_fmt(reference[name]) if name in reference else "n/a")
+        rows.append(row)
+    return [f"Greedy decoding on {n} held-out conversations" if n else "Held-out evaluation",
+            f"({metrics.get('hardware') or 'hardware not recorded'}), measured by sftkit's harness.", "",
+            *markdown_table(header, rows)]
 
 
 def model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str, Any] | None = None) -> Any:
@@ -268,7 +269,7 @@ def model_card(folder: str | Path, repo_id: str | None = None, metrics: dict[str
               + [""])
     hyper = _hyperparameter_rows(run)
     lines += ["## Training hyperparameters", ""]
-    lines += (["| setting | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in hyper]) if hyper else [
+    lines += markdown_table(("setting", "value"), hyper) if hyper else [
         "Not recorded: no run card (run.json) next to this folder."]
     lines += ["", "## Evaluation", ""]
     lines += _evaluation_lines(metrics) or ["Not recorded: no metrics.json next to this folder."]

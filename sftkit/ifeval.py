@@ -62,6 +62,7 @@ from typing import Any
 
 from . import metrics
 from .evalsets import read_jsonl
+from .report import markdown_table
 
 __all__ = [
     "IFEvalRow",
@@ -472,28 +473,27 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(results: dict[str, dict[str, Any]]) -> list[str]:
     """Report lines: one row per model with the four accuracies and intervals, then the protocol."""
-    lines = ["| model | prompt strict | prompt loose | instruction strict | instruction loose | n |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for name, r in results.items():
-        cells = [f"{r[k]['mean']:.3f} [{r[k]['low']:.3f}, {r[k]['high']:.3f}]"
-                 for k in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")]
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {r['n_prompts']} prompts, {r['n_instructions']} instr. |")
+    rows = [(name, *(f"{r[k]['mean']:.3f} [{r[k]['low']:.3f}, {r[k]['high']:.3f}]"
+                     for k in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")),
+             f"{r['n_prompts']} prompts, {r['n_instructions']} instr.") for name, r in results.items()]
+    lines = markdown_table(("model", "prompt strict", "prompt loose", "instruction strict", "instruction loose", "n"),
+                           rows)
     first = next(iter(results.values()))
     lines += ["", f"Protocol: {first['protocol']}. nltk punkt_tab: {first['punkt_source']}."]
     fallback = {k: v for r in results.values() for k, v in r["fallback_kinds"].items()}
     lines.append("Fallback kinds (not official): " + ("; ".join(f"{k} ({v})" for k, v in fallback.items())
                                                       if fallback else "none, every instruction scored by lm-eval."))
     if all("families" in r for r in results.values()):
-        lines += ["", "Trained instruction ids against ids the training set never contains (loose accuracy):", "",
-                  "| model | prompts, trained ids only | prompts with a held-out id | instructions, trained ids "
-                  "| instructions, held-out ids |", "| --- | --- | --- | --- | --- |"]
+        rows = []
         for name, r in results.items():
             f = r["families"]
-            cells = [f"{f[group][level]['mean']:.3f} [{f[group][level]['low']:.3f}, {f[group][level]['high']:.3f}] "
-                     f"(n={f[group][level]['n']})" if f[group][level] else "n/a"
-                     for level in ("prompt_loose", "instruction_loose") for group in ("trained", "held_out")]
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+            rows.append([name] + [
+                f"{f[group][level]['mean']:.3f} [{f[group][level]['low']:.3f}, {f[group][level]['high']:.3f}] "
+                f"(n={f[group][level]['n']})" if f[group][level] else "n/a"
+                for level in ("prompt_loose", "instruction_loose") for group in ("trained", "held_out")])
+        lines += ["", "Trained instruction ids against ids the training set never contains (loose accuracy):", "",
+                  *markdown_table(("model", "prompts, trained ids only", "prompts with a held-out id",
+                                   "instructions, trained ids", "instructions, held-out ids"), rows)]
     return lines
 
 

@@ -19,12 +19,15 @@ own biases (length, style, self-preference), and its scores are reported as mode
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .metrics import bootstrap_ci
+
+logger = logging.getLogger(__name__)
 
 # (prompt, reply shown first as A, reply shown second as B) -> "A", "B", "tie", or None when unparsable
 Judge = Callable[[str, str, str], "str | None"]
@@ -210,13 +213,13 @@ def load_judge(name: str = DEFAULT_JUDGE, dtype: str = "auto",
     from .models import ModelSourceError, load_model, load_tokenizer
 
     if require_gpu and not torch.cuda.is_available():
-        print(f"[sftkit] model-judged comparison skipped: it would use {name} on a GPU (none here)")
+        logger.warning(f"model-judged comparison skipped: it would use {name} on a GPU (none here)")
         return None
     try:
         tokenizer = load_tokenizer(name)
         model = load_model(name, dtype=dtype).eval()
     except ModelSourceError:
-        print(f"[sftkit] model-judged comparison skipped: it would use {name} from the Hugging Face Hub, "
-              "which is unreachable here")
+        logger.warning(f"model-judged comparison skipped: it would use {name} from the Hugging Face Hub, "
+                       "which is unreachable here")
         return None
     return hf_judge(model, tokenizer)

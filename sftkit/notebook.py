@@ -11,6 +11,7 @@ parameters cell can import this module cheaply.
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ DRIVE_MOUNT = Path("/content/drive")
 DRIVE_RUNS = DRIVE_MOUNT / "MyDrive" / "sftkit-runs"
 SFT_ADAPTER = Path("03_sft") / "adapter"  # where chapter 03 saves its adapter inside a run's folder
 
+logger = logging.getLogger(__name__)
+
 
 def in_colab() -> bool:
     """True inside a Google Colab runtime."""
@@ -27,12 +30,34 @@ def in_colab() -> bool:
 
 
 def quiet_libraries() -> None:
-    """Hide the libraries' deprecation notices, tqdm's ipywidgets warning and transformers' loading bars."""
+    """Hide the libraries' deprecation notices, tqdm's ipywidgets warning and transformers' loading bars.
+
+    And show sftkit's own progress messages (the "sftkit" logger) as ``[sftkit] ...`` lines in the
+    cell's output, as `sftkit demo` prints them; a handler set up before (by the notebook) stays.
+    """
+    show_sftkit_messages()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars (Hub downloads still show)
+
+
+def show_sftkit_messages() -> None:
+    """Print the "sftkit" logger's records of level INFO and above as ``[sftkit] <message>`` lines on stdout.
+
+    Only when the logger has no handler yet (other than the library's `logging.NullHandler`),
+    so a notebook that set up logging its own way keeps it. `quiet_libraries` and the command
+    line (`sftkit.cli.main`) both call it, so a notebook cell shows the lines `sftkit demo` prints.
+    """
+    log = logging.getLogger("sftkit")
+    if any(not isinstance(handler, logging.NullHandler) for handler in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[sftkit] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def runs_on_drive(preset: str, output_dir: str, drive_runs: Path = DRIVE_RUNS) -> str:
@@ -42,7 +67,7 @@ def runs_on_drive(preset: str, output_dir: str, drive_runs: Path = DRIVE_RUNS) -
     /content/drive (Colab asks for permission once per runtime) and creates the folder.
     """
     if not in_colab():
-        print(f"[sftkit] DRIVE = True applies only in Colab: runs stay in {output_dir}")
+        logger.warning(f"DRIVE = True applies only in Colab: runs stay in {output_dir}")
         return output_dir
     from google.colab import drive
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import RunConfig
+from .report import markdown_table
 
 if TYPE_CHECKING:
     from .train import TrainResult
@@ -91,8 +92,7 @@ def write_run_card(cfg: RunConfig, result: TrainResult, output_dir: str | Path) 
         *_data_rows(m.get("data")),
         ("adapter", str(result.adapter_dir)),
     ]
-    lines = [f"# Run card: {cfg.preset}", "", "| what | value |", "| --- | --- |"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
+    lines = [f"# Run card: {cfg.preset}", "", *markdown_table(("what", "value"), rows)]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()), ""]
     md_path = output_dir / "run.md"
     md_path.write_text("\n".join(lines))

@@ -9,6 +9,7 @@ model name, or an adapter folder) on the offline evaluation set and writes ``eva
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from .config import RunConfig, resolve_preset
 from .models import OFFLINE_MODELS, hardware_name, load_model, load_tokenizer
 from .run_card import write_run_card
 from .train import TrainResult, train_lora
+
+logger = logging.getLogger(__name__)
 
 
 def load_for(cfg: RunConfig, need_attention_weights: bool = False):
@@ -84,15 +87,15 @@ def run_training(preset: str | None = None, out: str | Path | None = None,
     out = Path(out or cfg.output_dir)
     cfg.output_dir = str(out)
     cfg.save(out)
-    print(f"[sftkit] training preset {cfg.preset} on {hardware_name()} -> {out}")
+    logger.info(f"training preset {cfg.preset} on {hardware_name()} -> {out}")
     model, tokenizer = load_for(cfg)
     train_set, _, data_report = load_run_data_with_report(cfg)
     result = train_and_record(cfg, model, tokenizer, train_set, out, data_report=data_report)
     m = result.metrics
     if not m["is_main_process"]:
         return result
-    print(
-        f"[sftkit] {m['steps']} steps in {m['wall_s']} s, {m['tokens_per_s']} tokens/s, "
+    logger.info(
+        f"{m['steps']} steps in {m['wall_s']} s, {m['tokens_per_s']} tokens/s, "
         f"final loss {m['final_loss']}, adapter check {m['adapter_check']}; run card: {out / 'run.md'}"
     )
     return result

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from .measure import (
 )
 from .models import hardware_name
 from .precision import LossScalerCallback, precision_flags, precision_record, with_cpu_amp
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- configuration
 
@@ -394,8 +397,10 @@ def _resume_target(cfg: RunConfig, args: Any, resume_from_checkpoint: str | bool
     """The checkpoint to resume from: the one asked for, else with `train.resume` the newest one saved."""
     if resume_from_checkpoint is None and cfg.train.resume:
         resume_from_checkpoint = last_checkpoint(args.output_dir)
-        print(f"[sftkit] resuming from {resume_from_checkpoint}" if resume_from_checkpoint
-              else f"[sftkit] no checkpoint in {args.output_dir} to resume from: starting afresh")
+        if resume_from_checkpoint:
+            logger.info(f"resuming from {resume_from_checkpoint}")
+        else:
+            logger.warning(f"no checkpoint in {args.output_dir} to resume from: starting afresh")
     return resume_from_checkpoint
 
 

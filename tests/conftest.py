@@ -59,3 +59,25 @@ def real_model(tokenizer):
     from sftkit.models import load_model
 
     return prepare_model(load_model(REAL, dtype="float32", device="cpu"), tokenizer).eval()
+
+
+def _reset_sftkit_logger() -> None:
+    import logging
+
+    log = logging.getLogger("sftkit")
+    log.handlers[:] = [handler for handler in log.handlers if isinstance(handler, logging.NullHandler)]
+    log.setLevel(logging.NOTSET)
+    log.propagate = True
+
+
+@pytest.fixture(autouse=True)
+def sftkit_logger_as_imported():
+    """Every test starts and ends with the "sftkit" logger as importing sftkit leaves it (a NullHandler only).
+
+    `sftkit.cli.main` and `sftkit.notebook.quiet_libraries` give it a handler on the sys.stdout of
+    the moment, which in a test is that test's capture, and stop it propagating; left in place, a
+    later test's messages would go to a closed capture and never reach `caplog`.
+    """
+    _reset_sftkit_logger()
+    yield
+    _reset_sftkit_logger()

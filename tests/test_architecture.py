@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sftkit"
 # paths inside sftkit ("chapters.trials"); a subpackage's __init__ is the subpackage's name. A
 # module split into a subpackage ("data", "standins") gives its parts the layer it had.
 LAYERS = [
-    {"config_types", "config"},
+    {"config_types", "config", "report"},
     {"data", "data.validation", "data.errors", "data.converters", "data.hub_access", "data.readers", "data.loading",
      "data.sampling", "data.splits", "data.stats",
      "tasks", "offline_conversations", "run_data", "models", "decontamination",

@@ -146,6 +146,23 @@ def test_demo_eval_split_reaches_the_run_and_its_config(monkeypatch, tmp_path):
     assert seen["prompts"] == [e["messages"] for e in make_task_examples(config["data"]["eval_size"], "dev", seed=0)]
 
 
+def test_demo_progress_lines_read_as_before(monkeypatch, tmp_path, capsys):
+    """The library logs its progress; the command shows it as the "[sftkit] ..." lines it always printed."""
+    import sftkit.demo as demo
+    from sftkit.models import hardware_name
+
+    class StopHere(Exception):
+        """Raised once the first progress line is out."""
+
+    def stop(cfg):
+        raise StopHere
+
+    monkeypatch.setattr(demo, "load_for", stop)
+    with pytest.raises(StopHere):
+        main(["demo", "--preset", "smoke", "--out", str(tmp_path)])
+    assert capsys.readouterr().out == f"[sftkit] preset smoke on {hardware_name()} -> {tmp_path}\n"
+
+
 def test_a_curriculum_needs_the_built_in_tasks(tmp_path):
     from sftkit.config import get_preset
     from sftkit.demo import load_demo_data

@@ -242,9 +242,32 @@ def test_runs_on_drive_is_a_no_op_outside_colab(monkeypatch, tmp_path, capsys):
     import sftkit.notebook as nb
 
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    nb.quiet_libraries()  # as each notebook's first cell: sftkit's messages become "[sftkit] ..." lines
     assert nb.runs_on_drive("t4", "runs/t4", drive_runs=tmp_path / "drive") == "runs/t4"
     assert not (tmp_path / "drive").exists()
-    assert "only in Colab" in capsys.readouterr().out
+    assert capsys.readouterr().out == "[sftkit] DRIVE = True applies only in Colab: runs stay in runs/t4\n"
+
+
+def test_sftkit_messages_show_once_and_a_handler_set_up_before_stays(capsys):
+    import logging
+
+    import sftkit.notebook as nb
+
+    log = logging.getLogger("sftkit.demo")
+    log.info("before any set-up")  # a library prints nothing unless asked (a NullHandler on "sftkit")
+    assert capsys.readouterr().out == ""
+    nb.show_sftkit_messages()
+    nb.show_sftkit_messages()
+    log.info("preset smoke")
+    log.debug("not shown")
+    assert capsys.readouterr().out == "[sftkit] preset smoke\n"
+
+    own = logging.getLogger("sftkit")
+    own.handlers[:] = [h for h in own.handlers if isinstance(h, logging.NullHandler)]
+    mine = logging.StreamHandler(sys.stderr)
+    own.addHandler(mine)
+    nb.show_sftkit_messages()
+    assert [h for h in own.handlers if not isinstance(h, logging.NullHandler)] == [mine]
 
 
 def test_runs_on_drive_mounts_drive_in_colab(monkeypatch, tmp_path):

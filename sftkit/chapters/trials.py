@@ -35,6 +35,7 @@ import gc
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -45,7 +46,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..config import RunConfig
+from ..report import markdown_table
 from ..train import train_lora
+
+logger = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.jsonl"
 TARGET_CHOICES = ("attention", "mlp", "all-linear")
@@ -446,10 +450,10 @@ def run_trials(
                     f"{was_now}; "
                     f"use another output folder for a changed model, data or budget"
                 )
-            print(f"[sftkit] trial {index}/{len(specs)} {spec.name}: already done, skipped")
+            logger.info(f"trial {index}/{len(specs)} {spec.name}: already done, skipped")
             results.append(done[spec.name])
             continue
-        print(f"[sftkit] trial {index}/{len(specs)} {spec.name}: {settings}")
+        logger.info(f"trial {index}/{len(specs)} {spec.name}: {settings}")
         row = {**run_trial(cfg, spec, out_dir, train_set, eval_set, load_model_fn, **sft_overrides),
                "context": context}
         _append_row(out_dir, row)
@@ -528,12 +532,12 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
 
 def trials_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of trial rows, for ``trials.md`` and notebooks."""
-    header = ("| trial | r | alpha | targets | lr | trainable params | tokens/s | peak MB | final loss | "
-              "eval NLL | eval ppl | exact match | wall s |")
-    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    header = ("trial", "r", "alpha", "targets", "lr", "trainable params", "tokens/s", "peak MB", "final loss",
+              "eval NLL", "eval ppl", "exact match", "wall s")
+    table_rows = []
     for row in rows:
         c = row["config"]
-        cells = [
+        table_rows.append([
             row["name"], c["r"], c["alpha"], _format_value(c["targets"]), f"{c['learning_rate']:g}",
             f"{row['trainable_params']:,}", row["tokens_per_s"],
             f"{row['peak_memory_mb']:.0f}" if _finite(row.get("peak_memory_mb")) else "n/a",
@@ -541,9 +545,8 @@ def trials_table(rows: list[dict[str, Any]]) -> str:
             f"{row['eval_nll']:.4f}", f"{row['eval_ppl']:.2f}",
             f"{row['exact_match']:.3f}" if _finite(row.get("exact_match")) else "n/a",
             row["wall_s"],
-        ]
-        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    return "\n".join(lines)
+        ])
+    return "\n".join(markdown_table(header, table_rows))
 
 
 def run_trials_cli(grid_path: str | Path, preset: str | None = None, out: str | Path | None = None) -> list[dict]:
@@ -562,7 +565,7 @@ def run_trials_cli(grid_path: str | Path, preset: str | None = None, out: str | 
     out = Path(out or Path(cfg.output_dir) / "trials")
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out)
-    print(f"[sftkit] {len(specs)} trials from {grid_path}, preset {cfg.preset}, on {hardware_name()} -> {out}")
+    logger.info(f"{len(specs)} trials from {grid_path}, preset {cfg.preset}, on {hardware_name()} -> {out}")
     train_set, eval_set = load_demo_data(cfg)
     rows = run_trials(cfg, specs, out, train_set, eval_set, lambda: load_for(cfg))
     winner, sentence = best_trial(rows)

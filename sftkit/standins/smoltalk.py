@@ -15,6 +15,7 @@ from typing import Any
 
 import datasets
 
+from ..report import markdown_table
 from .paths import DATASET_ID
 
 # smol-smoltalk's features as its README declares them: `messages` is a list of structs whose
@@ -119,9 +120,10 @@ def _dataset_card(counts: dict[str, int], sizes: dict[str, int], download_size: 
             }
         ],
     }
-    table = ["| source | " + " | ".join(counts) + " |", "| --- |" + " ---: |" * len(counts)]
-    for source in sorted({s for split in sources.values() for s in split}):
-        table.append(f"| {source} | " + " | ".join(str(sources[split].get(source, 0)) for split in counts) + " |")
+    table = markdown_table(["source", *counts],
+                           [(source, *(sources[split].get(source, 0) for split in counts))
+                            for source in sorted({s for split in sources.values() for s in split})],
+                           align=["left"] + ["right"] * len(counts))
     return "\n".join([
         "---",
         yaml.safe_dump(front, sort_keys=False).rstrip(),
