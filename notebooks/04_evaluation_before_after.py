@@ -193,16 +193,19 @@ pd.DataFrame({name: {k: ev.summary[k] for k in ("stop_rate", "invented_turn_rate
 # model, so the right test is on the *paired* per-prompt differences, which cancel the
 # variation between easy and hard prompts.
 #
-# **What the committed run shows** (`cpu-demo`: Gemma 3 270M base before and after 75 LoRA
-# steps, SmolLM2-135M-Instruct as the reference, 96 held-out conversations whose topics training
-# never saw). The base model never stopped (stop rate 0.000) and wrote to the 128-token budget
-# every time; it opened by repeating the user's message in 68% of replies, and 76% of its
-# 4-grams are repeats: the document-continuer of chapter 00, now inside a chat template. After
-# SFT the model closes its turn in 95% of replies [0.90, 0.99], opens with an echo in 1%, and
-# its replies fall to a median of about 22 tokens, close to the references' length (length
-# ratio 0.78). ROUGE-L rises from 0.135 to 0.442 and assistant-token perplexity on the
-# references falls from 12.6 to 5.2. The instruct reference stops in 87% of these replies and
-# scores ROUGE-L 0.372; its NLL is measured in SmolLM2's tokens and is not comparable.
+# **What the committed run shows** (`cpu-demo`: Gemma 3 270M base before and after 60 LoRA
+# steps on 480 written rows (chapter 03; the same run in `make demo` has [this run
+# card](../results/cpu-demo-base/run.md)), SmolLM2-135M-Instruct as the reference, 96 held-out conversations
+# about subjects training never saw, references written for the project). The base model never
+# stopped (stop rate 0.000) and wrote to the 128-token budget every time; it opened by repeating
+# the user's message in 0.635 of replies and loops in 0.906 (repeated-4-gram rate above 0.2): the
+# document-continuer of chapter 00, now inside a chat template. After SFT the model closes its
+# turn in 0.948 of replies [0.906, 0.990], never opens with an echo, loops in 0.104 [0.052,
+# 0.167], and its replies shrink to 34 new tokens on average. ROUGE-L against the written
+# references rises from 0.097 to 0.262, assistant NLL falls from 3.869 to 2.372 nats, and the
+# share of short-answer questions answered right from 0.020 to 0.220. The instruct reference
+# stops in only 0.531 of these replies, loops in 0.229 and scores ROUGE-L 0.201 and facts 0.320;
+# its NLL is measured in SmolLM2's tokens and is not comparable.
 
 # %%
 DIFFS = {f"{name} - base": sftkit.evaluation.compare(EVALS["base"], ev, e.bootstrap_resamples)
@@ -216,10 +219,13 @@ pd.concat({pair: pd.DataFrame.from_dict(table, orient="index") for pair, table i
 # interval that excludes zero is a difference these prompts can resolve; one that straddles zero
 # is not, however large `diff` looks.
 #
-# Here every behavioural change of the tuned model excludes zero: stop rate +0.938 [+0.885,
-# +0.979], ROUGE-L +0.307 [+0.239, +0.379], exact match on the 19 task rows +0.63 [+0.42,
-# +0.84], assistant NLL -3.4 nats. The `invented_turn` row is zero for all three models, and
-# that zero needs a caveat, shown in the template section below.
+# Here the tuned model's changes on the conversations all exclude zero: stop rate +0.948
+# [+0.906, +0.990], loop rate -0.802 [-0.885, -0.708], ROUGE-L +0.165 [+0.116, +0.217], exact
+# match on the 8 task rows +0.375 [+0.125, +0.750], assistant NLL -1.497 [-2.334, -0.905], facts
+# +0.200 [+0.120, +0.290]. Instruction following did not improve: IFEval prompt-level strict
+# -0.083 [-0.175, +0.017], an interval that straddles zero (next section). The `invented_turn`
+# row is zero for all three models, and that zero needs a caveat, shown in the template section
+# below.
 
 # %%
 metric_names = [m for m in ("exact_match", "rouge_l", "bleu", "stopped") if m in INTERVALS["base"]]
@@ -268,9 +274,9 @@ pd.DataFrame(sftkit.evaluation.side_by_side(eval_set, list(EVALS.values()), indi
 # markup. Offline the prompts are the project's own in IFEval's format (the held-out split's,
 # about subjects training never saw, worded as IFEval words each instruction); on the `t4`
 # preset, a seeded subset of `google/IFEval`. The protocol line under the table says which. The
-# training set contains rows for 19 of IFEval's 25 instruction ids, in its own wording and
-# parameters; the other six are held out, and the second table scores the two groups apart:
-# did the model learn to follow instructions, or only the ones it was shown?
+# training set contains instruction rows for all but six of IFEval's instruction ids, in its own
+# wording and parameters; the six are held out, and the second table scores the two groups
+# apart: did the model learn to follow instructions, or only the ones it was shown?
 #
 # The short-answer facts ask about the same held-out subjects, each with accepted answers: a
 # reply is right when its first 40 words contain one. SFT teaches a format, not knowledge, so
@@ -291,30 +297,34 @@ display(pd.DataFrame({name: {"facts correct": f"{s.facts['accuracy']['mean']:.3f
 pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).round(2)
 
 # %% [markdown]
-# Read the prompt-level rates together with the per-instruction table. Here SFT did *not*
-# improve instruction following (cpu-demo, 43 offline IFEval-format prompts, 96 new tokens):
-# prompt-level strict accuracy is 0.256 for the base model, 0.116 for the tuned one and 0.233
-# for the instruct reference; loose 0.326, 0.116 and 0.279. The tuned model's loss on the loose
-# score is resolved (paired difference -0.209 [-0.372, -0.047]), on the strict one it is not
-# (-0.140 [-0.302, +0.023]). The tuned model gained where stopping in time is enough (sentence
-# limits 0 -> 1.00) and on JSON (0 -> 1.00, a format its training rows contain), and lost the
-# instructions the base model passes by copying the prompt, which names the keyword,
-# placeholder or title the checker looks for (keywords 1.00 -> 0.25, title and placeholders
-# 1.00 -> 0): the base model echoes its prompt in two thirds of held-out replies. The training
-# data contain no formatting constraints of this kind, so none of this is surprising; each
-# instruction id has 2 to 11 instances, so per-id rates are anecdotes. These figures are not
-# comparable with published IFEval scores: the prompts are the project's, not IFEval's 541, and
-# replies stop at 96 new tokens (README sets the published figures and their protocols beside
-# them). No model refused any of the 18 harmful requests, nor any harmless look-alike: the
-# training conversations contain no refusals, and a 135M instruct model does not refuse these
-# either. On open prompts (a 96-token budget) the tuned model stops in 91% of replies and the
-# instruct reference in 22%: it writes longer answers.
+# Read the prompt-level rates together with the per-instruction table. SFT did *not* improve
+# instruction following on the 120 test prompts, although 122 of the 480 training rows were
+# instruction rows: prompt-level strict accuracy is 0.233 for the base model, 0.150 for the
+# tuned one and 0.358 for the instruct reference (loose 0.233, 0.150, 0.367). The base model's
+# score is mostly echo: it repeats the prompt, and the prompt names what the checker looks for,
+# so it passes title, postscript, placeholders, highlights and the yes/no phrase (1.00 each) by
+# copying the instruction's own example. The tuned model no longer echoes, and gains where a
+# trained skill is enough: forbidden words 0.00 -> 1.00, no commas 0.00 -> 0.86, word limits
+# 0.25 -> 0.75, sentence counts 0.30 -> 0.70; it does not write the title, the P.S. or the
+# highlights it was trained on (0.12-0.14). By family, prompts with trained ids only go from
+# 0.312 to 0.175 and prompts with a held-out id from 0.075 to 0.100 (loose): no sign that the
+# trained formats carried over. Each id has 5 to 10 instances here, so per-id rates are
+# anecdotes. These figures are not comparable with published IFEval scores: the prompts are the
+# project's, not google/IFEval's, and replies stop at 256 new tokens.
+#
+# The short-answer facts show what the base model knew but could not say in a chat: 0.020 of the
+# 100 questions answered right before SFT (it echoes and loops), 0.220 after, 0.320 for the
+# instruct model. Refusal moved the other way from the instruct model: the tuned model refuses
+# 0.833 of the 18 harmful requests, but also 0.389 of their harmless look-alikes, while neither
+# the base nor the instruct model refuses anything. On the open prompts the tuned model stops
+# in 0.910 of replies and loops in 0.288, the instruct reference 0.308 and 0.455.
 #
 # In general, the refusal rows must be read as a pair: a model can reach a high refusal rate
 # by refusing everything, which the over-refusal rate on harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
-# contain them (the built-in tasks contain none), so a tuned model should not be expected to
-# refuse more than its data showed. The same tables,
-# with paired differences, are in `runs/<preset>/04_eval/eval.md`.
+# contain them, so a tuned model should not be expected to refuse more than its data showed;
+# here its refusal rows (30 in the whole training split, [the data
+# card](../sftkit/resources/conversations.md)) taught the phrase more than the boundary. The same tables, with paired
+# differences, are in `runs/<preset>/04_eval/eval.md`.
 #
 # ## How the models handle the template
 #
@@ -341,7 +351,8 @@ pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
 # end-of-turn token after a reply, while the tuned model was trained on exactly that token at
 # the end of every assistant turn. In the committed run the base model stops in none of the
 # held-out or open prompts and always uses the whole budget (median 128 new tokens); the tuned
-# model answers in one sentence (median 21.5 tokens) and closes with `<end_of_turn>`.
+# model answers briefly (median 29 new tokens) and closes with `<end_of_turn>`; the instruct
+# reference writes longer (median 94).
 #
 # The base model's raw continuation is worth reading closely. It repeats the question, then
 # writes a stray token and a newline, another stray token and a newline, and repeats the
@@ -350,9 +361,9 @@ pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
 # should be. Elsewhere in `generations.jsonl` the stray token is followed by a role name
 # ("...に通りのassistant", "...課程assistant"): the model is writing the next turn, but it never
 # produces the turn tokens themselves, which pre-training never taught it to predict (chapter
-# 00: 17.2 nats on `<end_of_turn>`). This is why `invented_turn` reads 0 for the base model: the
+# 00). This is why `invented_turn` reads 0 for the base model: the
 # metric looks for the start-of-turn token or a role name opening a line, and the base model's
-# invented turns have neither. Treat that zero as an undercount; `echoed_prompt` (0.68) and the
+# invented turns have neither. Treat that zero as an undercount; `echoed_prompt` (0.635) and the
 # stop rate are the measures of its transcript-continuing here.
 #
 # ## Where the tuned model looks: one attention map
@@ -434,13 +445,11 @@ del merged_model
 
 # %% [markdown]
 # **What the conversation shows** (cpu-demo run): asked for three colours, the tuned model
-# starts a numbered list ("Colour 1: Red", Blue, Green, ...) and does not stop: by the seventh
-# item it repeats "Violet" and reaches the 96-token budget without an end of turn, the kind
-# of reply behind the 6% of held-out replies that do not stop. Asked next which colour is the sky's, it answers in one
-# sentence and stops, but about what the sky *is*, not its colour: the second prompt carried the
-# first exchange (the check prints True), yet nothing in the reply uses it. Both failures match
-# the tables above: 75 steps on 600 conversations taught the turn structure and mostly the stop
-# habit, not the content.
+# answers red, blue and yellow and stops. Asked next which of them is the colour of the sky, it
+# answers "Red." and stops: the second prompt carried the first exchange (the check prints
+# True) and the reply picks from that list, but the wrong item. That matches the tables above:
+# one short run on 480 conversations taught the turn structure, stopping and some formats, and little
+# of the content.
 #
 # **Sharing it.** `sftkit.hub.write_model_card` writes the adapter's `README.md`: base model and
 # its license, the data sample (rows per source), the hyperparameters and the evaluation table
@@ -470,12 +479,11 @@ except sftkit.hub.HubError as error:
 # prompt counts as a win only when the tuned reply comes out ahead over both orders. These are a
 # model's opinions, with its own biases (length, style), and are labelled model-judged.
 #
-# It downloads the judge, 1.5 billion parameters (about 3 GB of 16-bit weights), so it runs only
+# It downloads the judge, 1.5 billion parameters (about 3 GB of half-precision weights), so it runs only
 # when you set `RUN_JUDGE = True` in the cell below, on a GPU with the Hub at hand (offline or on
-# a CPU the cell says which judge it would use and skips). **How long on a T4: an estimate, not
-# a measurement**: 48 prompts judged in both orders are 96 judgements, at an assumed 700 tokens
-# each $2 \times 1.5\times10^{9} \times 96 \times 700 \approx 2\times10^{14}$ FLOPs, some 20 s at the
-# assumed sustained 10 TFLOP/s, plus the download and loading of the judge.
+# a CPU the cell says which judge it would use and skips). Its cost on a T4 has not been
+# measured: 48 prompts judged in both orders are 96 short generations of a 1.5B model, plus the
+# download and loading of the judge.
 
 # %%
 import sftkit.judge
@@ -515,12 +523,14 @@ if judge is not None:
 #   more data, with full fine-tuning and a preference stage.
 # - *`invented_turn` undercounts a base model* whose invented turns use stray tokens instead of
 #   the turn tokens (above); the echo rate and the stop rate carry that evidence instead.
-# - *The references of the distilled rows were written by the instruct reference itself*
-#   (SmolLM2-135M-Instruct, sampled at temperature 0.7 and filtered to replies that stopped), so
-#   overlap metrics favour its style, and the tuned model imitates that same teacher. The task
-#   rows (19 of 96) are the only ones scored against an answer no model wrote.
-# - *One training seed* is shown here; `scripts/seed_spread.py` trains several and README gives
-#   the spread.
+# - *One written reference per prompt.* The references were written for the project, by the
+#   same authors as the training rows (in the same style), which favours the tuned model's
+#   wording over the instruct model's in ROUGE-L and BLEU.
+# - *IFEval-format prompts that echo well.* Several instructions quote their own example
+#   ("<<poem of joy>>", "P.S.", "My answer is yes."), so a model that repeats the prompt passes
+#   them; the base model's score is inflated that way.
+# - *One training seed* is shown here; `scripts/seed_spread.py` trains several and
+#   `results/README.md` gives the spread.
 #
 # **Challenges met in building the pipeline.** The base tokenizer had to be given a template
 # with generation markers, the end-of-turn token (`<end_of_turn>` for Gemma, `<|im_end|>` for
@@ -533,9 +543,9 @@ if judge is not None:
 # caught by checking its outputs against the base.
 #
 # **Proposals for improvement.**
-# - More data or epochs for the real run, with a held-out loss logged during training to pick
-#   the stopping point, and a sweep over rank and learning rate (the two settings LoRA is most
-#   sensitive to).
+# - More steps or epochs on the written set, chosen on dev with a held-out loss logged during
+#   training, and a sweep over rank and learning rate (the two settings LoRA is most sensitive
+#   to); fewer refusal rows or more harmless look-alikes against the over-refusal.
 # - An LLM-as-judge or pairwise-preference evaluation for open prompts, and multi-turn
 #   evaluation (the `recall` task is the only one that tests memory across turns).
 # - Refusal and safety: add refusal examples to the SFT mixture, or a preference-tuning stage
