@@ -100,12 +100,13 @@ def test_sftkit_chat_with_the_committed_demo_adapter_two_turns(monkeypatch, caps
 
     sessions = []
     monkeypatch.setattr(sftkit.talk, "run_chat", lambda session, **kw: sessions.append(run_chat(session, **kw)))
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Say hello in French.\nGive me one word that rhymes with cat.\n"))
+    monkeypatch.setattr(sys, "stdin",
+                        io.StringIO("What is the capital of France?\nGive me one word that rhymes with cat.\n"))
     assert main(["chat", "--model", str(DEMO_ADAPTER), "--max-new-tokens", "24", "--dtype", "float32"]) == 0
     shown = capsys.readouterr().out
     first, second = sessions[0].turns
     assert first.stopped and first.reply and first.new_tokens < 24, first
     assert f"{first.reply}<end_of_turn>" in second.prompt, "the second prompt holds the first exchange, closed"
-    assert second.prompt.startswith("<bos><start_of_turn>user\nSay hello in French.<end_of_turn>")
+    assert second.prompt.startswith("<bos><start_of_turn>user\nWhat is the capital of France?<end_of_turn>")
     assert second.prompt.endswith("Give me one word that rhymes with cat.<end_of_turn>\n<start_of_turn>assistant\n")
     assert shown.count("model> ") == 2 and first.reply in shown
