@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
+from .data import BUILTIN_SOURCE
 from .generate import Generation, generate_batch
 from .masking import IGNORE_INDEX, NoTrainableTokensError, tokenize_conversation
 from .report import markdown_table
+from .run_data import OFFLINE_CONVERSATIONS
 from .tasks import check_answer
 
 
@@ -231,7 +233,7 @@ def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
 
 def trained_instruction_ids(cfg: Any) -> frozenset[str] | None:
     """The IFEval ids the run's training rows contain (offline conversations), or None when unknown."""
-    if cfg.data.source != "offline-conversations":
+    if cfg.data.source != OFFLINE_CONVERSATIONS:
         return None
     from .offline_conversations import trained_instruction_ids as ids
 
@@ -247,7 +249,7 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     from .tasks import make_task_splits
 
     e = cfg.eval
-    if cfg.data.source == "builtin-tasks":
+    if cfg.data.source == BUILTIN_SOURCE:
         _, test = make_task_splits(0, e.n_examples, seed=cfg.data.seed)
     else:  # the held-out split of the run's data (offline conversations, smol-smoltalk on Colab)
         from .run_data import load_run_data
@@ -270,7 +272,7 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     harmless = [t for (kind, _), t in zip(refusal_items, refusal_texts) if kind == "harmless"]
     refusal = score_refusals(harmful, harmless)
     facts, fact_generations = {}, []
-    if cfg.data.source in ("offline-conversations", "builtin-tasks"):  # offline runs; Colab's has no fact set
+    if cfg.data.source in (OFFLINE_CONVERSATIONS, BUILTIN_SOURCE):  # offline runs; Colab's has no fact set
         questions = fact_set.load_facts(cfg.data.eval_split if cfg.data.eval_split in fact_set.SPLITS else "test")
         fact_generations = generate_batch(model, tokenizer, [fact_set.as_messages(q) for q in questions],
                                           fact_set.MAX_NEW_TOKENS, e.batch_size)
