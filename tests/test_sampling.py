@@ -15,7 +15,7 @@ import datasets
 import pytest
 
 from sftkit.config import apply_overrides, get_preset
-from sftkit.data import DataSourceError, load_conversations, rows_per_source, sample_conversations
+from sftkit.data import DataSourceError, load_conversations, rows_per_source, sample_conversations, stream_sample
 from sftkit.run_data import load_run_data_with_report
 from sftkit.standins import KIND_WEIGHTS, build_dataset_standin
 
@@ -132,3 +132,20 @@ def test_the_sample_is_streamed_once_per_process(folder, monkeypatch):
     assert list(second[1]["messages"]) == list(first[1]["messages"])
     second[2]["train"]["rows"] = -1  # a caller's edit of its report does not reach the next caller
     assert load_run_data_with_report(cfg)[2]["train"]["rows"] == 20
+
+
+def test_a_sample_does_not_pay_the_thread_shutdown_sleep(folder, monkeypatch):
+    """`datasets` sleeps SLEEP_TIME_ON_THREADS_SHUTDOWN seconds whenever a streamed parquet read stops;
+    a sample stops its stream early, so every sample paid 5 s until `no_shutdown_sleep` set it to 0."""
+    import datasets.iterable_dataset
+
+    slept = []
+    monkeypatch.setattr(datasets.iterable_dataset.time, "sleep", slept.append)
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 5)
+    stream = stream_sample(str(folder), "train", seed=1, buffer_size=100)
+    assert len(list(stream.take(3))) == 3 and slept == [5]  # the library's behaviour this guards against
+    slept.clear()
+    data, report = sample_conversations(str(folder), 12, seed=1, buffer_size=100, stratify_by_source=True)
+    assert len(data) == 12 and report["split_rows_per_source"]
+    assert slept and set(slept) == {0}, slept  # each stop still calls sleep, for 0 seconds
+    assert datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN == 5  # restored for the caller's own streams

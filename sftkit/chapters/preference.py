@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 
 from ..adapters import save_adapter
 from ..config import RunConfig
-from ..data import SAMPLE_BUFFER, DataSourceError, load_hub_dataset, stream_sample
+from ..data import SAMPLE_BUFFER, DataSourceError, load_hub_dataset, no_shutdown_sleep, stream_sample
 from ..generate import Generation, generate_batch
 from ..lora import build_lora_config, trainable_parameters
 from ..measure import NonFiniteLossError, peak_memory_mb
@@ -151,7 +151,8 @@ def load_hub_preferences(name: str = "trl-lib/ultrafeedback_binarized", limit: i
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     else:
         stream = stream_sample(name, split, seed=seed, buffer_size=buffer_size, offline_hint=hint)
-        data = Dataset.from_list(list(stream.take(limit)), features=stream.features)
+        with no_shutdown_sleep():
+            data = Dataset.from_list(list(stream.take(limit)), features=stream.features)
     if not {"chosen", "rejected"} <= set(data.column_names):
         raise DataSourceError(f"{name!r} has no chosen/rejected columns (columns: {data.column_names})")
     data = data.select_columns([c for c in ("prompt", "chosen", "rejected") if c in data.column_names])

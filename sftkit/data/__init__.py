@@ -63,6 +63,7 @@ from .loading import format_report, load_conversations
 from .readers import LOCAL_SUFFIXES
 from .sampling import (
     SAMPLE_BUFFER,
+    no_shutdown_sleep,
     rows_per_source,
     sample_conversations,
     source_quotas,
@@ -124,6 +125,7 @@ __all__ = [
     "load_conversations",
     "sample_conversations",
     "stream_sample",
+    "no_shutdown_sleep",
     "dataset_split_names",
     "load_hub_dataset",
     "rows_per_source",

@@ -9,6 +9,8 @@ share of the split (`split_rows_per_source`, `source_quotas`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,6 +31,27 @@ from .validation import validate_conversation
 # the rows of the groups it has read; a larger buffer mixes more groups at the cost of memory
 # and download (rows read >= buffer + sample).
 SAMPLE_BUFFER = DataConfig().shuffle_buffer
+
+
+@contextlib.contextmanager
+def no_shutdown_sleep() -> Iterator[None]:
+    """Read streams inside this block without `datasets`' 5-second sleep when a stream closes.
+
+    `datasets` sleeps ``datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN`` (5 s) every time a
+    streamed parquet iteration stops, to let Arrow's reader threads finish before the process
+    could exit (apache/arrow#45214: a thread that outlives the interpreter aborts it). A sample
+    stops its stream early, so every sample paid those 5 s (0.8 s without them on the
+    smol-smoltalk stand-in). Here the setting is 0 while the block reads, and the stream's
+    objects are collected before the block ends, which joins those threads while Arrow is alive
+    (the fix reported in huggingface/datasets#7566); the setting is restored afterwards.
+    """
+    previous = datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+    try:
+        yield
+    finally:
+        gc.collect()
+        datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = previous
 
 
 def stream_sample(name: str, split: str, seed: int = 0, buffer_size: int = SAMPLE_BUFFER,
@@ -69,7 +92,7 @@ def split_rows_per_source(name: str, split: str, offline_hint: str = OFFLINE_HIN
     column projection: a streamed Hub split sends the ``source`` pages, not the conversations)."""
     _check_hub(name, offline_hint)
     counts: dict[str, int] = {}
-    with _HubErrors(name, offline_hint):
+    with _HubErrors(name, offline_hint), no_shutdown_sleep():
         stream = datasets.load_dataset(name, split=split, streaming=True, columns=["source"])
         for batch in stream.iter(batch_size=10_000):
             for value in batch["source"]:
@@ -146,7 +169,7 @@ def sample_conversations(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     stream = stream_sample(source, split, seed=seed, buffer_size=buffer_size)
-    with _HubErrors(source, OFFLINE_HINT):
+    with _HubErrors(source, OFFLINE_HINT), no_shutdown_sleep():
         # The first n rows decide the format; rows beyond them are streamed (same seed, same
         # order) only when some were dropped and need replacing.
         rows = [(number, row, None) for number, row in enumerate(stream.take(n))]
@@ -161,6 +184,7 @@ def sample_conversations(
             split_counts = split_rows_per_source(source, split)
             stream_rows = _stratified(stream_rows, source_quotas(split_counts, n), detected, skipped)
         dataset, report = _convert_rows(source, stream_rows, detected, strict, keep_source=keep_source, want=n)
+        more.close()  # stop the stream here, inside no_shutdown_sleep, not whenever it is collected
     report.update(split=split, seed=seed, buffer_size=buffer_size, rows_per_source=rows_per_source(dataset))
     if stratify_by_source:
         report.update(split_rows_per_source=split_counts, skipped_by_stratification=skipped)
