@@ -4,15 +4,16 @@ without peft.
 The exported model must give the logits of base + adapter to fp32 rounding, the trained
 turn-token rows included (peft's ``trainable_token_indices`` merge into the embedding), carry the
 training chat template, and stop `generate` at the end-of-turn token by its generation config.
-The smoke test builds a tiny adapter (tests/tiny_adapter.py); the slow one exports the
-committed demo adapter (Gemma 3 270M base) and reads it back in an interpreter where peft cannot
-be imported.
+The smoke test builds a tiny adapter (tests/tiny_adapter.py); the slow one takes the committed
+demo adapter (Gemma 3 270M base) as a user meets it: loaded with the standard auto classes in a
+fresh interpreter, and exported and read back in an interpreter where peft cannot be imported.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,28 +122,84 @@ def test_export_raises_when_the_saved_model_is_not_base_plus_adapter(tiny_adapte
     assert not (out / "sftkit_export.json").exists(), "a failed export must not record itself as exact"
 
 
-# Runs in a new interpreter in which peft cannot be imported: the export must stand alone.
-USER_CODE = """
+# The committed demo adapter as a user meets it, in two new interpreters that never import sftkit.
+# The merged export must stand alone: peft cannot be imported there. It gives the logits on the
+# probe and its greedy reply to a held-out test prompt, which must close the turn.
+MERGED_USER_CODE = """
 import json, sys
 sys.modules["peft"] = None
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-folder, ids_file, logits_file = sys.argv[1:4]
+folder, ids_file, logits_file, prompt = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 model = AutoModelForCausalLM.from_pretrained(folder).eval()
 tok = AutoTokenizer.from_pretrained(folder)
-ids = torch.load(ids_file)
 with torch.no_grad():
-    torch.save(model(input_ids=ids).logits, logits_file)
+    torch.save(model(input_ids=torch.load(ids_file)).logits, logits_file)
+ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"]
 # generate() stops at the generation config's EOS when no eos_token_id is passed
+new = model.generate(ids, max_new_tokens=160, do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
 print(json.dumps({"eos_id": tok.eos_token_id, "eos": tok.eos_token, "generation_eos": model.generation_config.eos_token_id,
-                  "template": tok.chat_template}))
+                  "template": tok.chat_template, "new": new, "text": tok.decode(new)}))
 """  # noqa: E501 (the script's source: wrapping its long line would change the string)
+# The adapter folder itself through the two standard calls of README's "use the adapter".
+ADAPTER_USER_CODE = """
+import json, sys
+import torch
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+folder, ids_file, logits_file = sys.argv[1:4]
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoPeftModelForCausalLM.from_pretrained(folder).eval()
+with torch.no_grad():
+    torch.save(model(input_ids=torch.load(ids_file)).logits, logits_file)
+print(json.dumps({"eos": tok.eos_token, "eos_id": tok.eos_token_id, "template": tok.chat_template}))
+"""
+
+
+def _run_user_code(code: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _adapter_pointed_at_this_machine(folder: Path) -> Path:
+    """A copy of the committed adapter whose config names this machine's converted base model (what
+    `sftkit.adapters.point_adapter_at` does after training), with the base's tokenizer.json (not
+    committed: 33 MB, byte-identical to the base model's)."""
+    from sftkit.models import gemma_base_dir
+
+    base = gemma_base_dir()
+    shutil.copytree(DEMO_ADAPTER, folder)
+    if not (folder / "tokenizer.json").is_file():
+        shutil.copy(base / "tokenizer.json", folder / "tokenizer.json")
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str(base)
+    config_path.write_text(json.dumps(config, indent=2))
+    return folder
 
 
 @pytest.mark.slow
-def test_export_of_the_committed_demo_adapter_stands_alone(tmp_path):
+def test_the_committed_demo_adapter_loads_as_a_user_loads_it_and_its_export_stands_alone(tmp_path):
+    """One load of the committed adapter (Gemma 3 270M base) checks both ways a user meets it.
+
+    The adapter folder loads with `AutoTokenizer` and `AutoPeftModelForCausalLM` in a fresh
+    interpreter, carries the training chat template and `<end_of_turn>` as EOS, and gives base +
+    adapter's logits; the merged export loads without peft, gives the same logits to fp32 rounding,
+    and its greedy reply to a held-out test prompt closes the turn. (The reply is generated from the
+    merged model: with the adapter unmerged, peft rebuilds the 262k-row embedding at every step.)
+    """
     if not (DEMO_ADAPTER / "adapter_model.safetensors").is_file():
-        pytest.fail(f"{DEMO_ADAPTER} has no adapter_model.safetensors")
+        pytest.fail(f"{DEMO_ADAPTER} has no adapter_model.safetensors: copy the demo's adapter there")
+    from sftkit.config import get_preset
+    from sftkit.run_data import load_run_data
+
+    cfg = get_preset("cpu-demo")
+    _, test_set = load_run_data(cfg)
+    assert cfg.data.eval_split == "test"
+    prompt = next(row["messages"][:-1] for row in test_set if not row.get("task"))
+
     peft_model, tokenizer = load_adapter_folder(DEMO_ADAPTER)
     ids = probe_ids(tokenizer)
     with torch.no_grad():
@@ -150,15 +207,23 @@ def test_export_of_the_committed_demo_adapter_stands_alone(tmp_path):
     result = export_merged(DEMO_ADAPTER, tmp_path / "merged", loaded=(peft_model, tokenizer))  # loaded once
     del peft_model
     torch.save(ids, tmp_path / "ids.pt")
-    done = subprocess.run([sys.executable, "-c", USER_CODE, str(result.out_dir), str(tmp_path / "ids.pt"),
-                           str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    got = torch.load(tmp_path / "logits.pt")
     # fp32 rounding at the scale of Gemma's logits (|logit| up to ~40)
-    assert (got - expected).abs().max().item() <= max(1e-4, 1e-5 * expected.abs().max().item())
-    assert seen["eos"] == "<end_of_turn>" and seen["eos_id"] == seen["generation_eos"] == end_of_turn_id(tokenizer)
-    assert seen["template"] == tokenizer.chat_template == training_template(GEMMA, bos=True)
+    tolerance = max(1e-4, 1e-5 * expected.abs().max().item())
+    template = training_template(GEMMA, bos=True)
+
+    merged = _run_user_code(MERGED_USER_CODE, str(result.out_dir), str(tmp_path / "ids.pt"),
+                            str(tmp_path / "merged_logits.pt"), json.dumps(prompt))
+    assert (torch.load(tmp_path / "merged_logits.pt") - expected).abs().max().item() <= tolerance
+    assert merged["eos"] == "<end_of_turn>"
+    assert merged["eos_id"] == merged["generation_eos"] == end_of_turn_id(tokenizer)
+    assert merged["template"] == tokenizer.chat_template == template
+    assert merged["new"][-1] == merged["eos_id"], f"the reply does not close its turn: {merged['text']!r}"
+    assert len(merged["new"]) > 3, merged["text"]
     record = json.loads((result.out_dir / "sftkit_export.json").read_text())
     assert record["max_logit_diff"] == result.max_logit_diff and Path(record["base_model"]).name == "gemma3-270m-base"
+
+    folder = _adapter_pointed_at_this_machine(tmp_path / "adapter")
+    adapter = _run_user_code(ADAPTER_USER_CODE, str(folder), str(tmp_path / "ids.pt"), str(tmp_path / "logits.pt"))
+    assert (torch.load(tmp_path / "logits.pt") - expected).abs().max().item() <= tolerance
+    assert adapter["template"] == template, "the saved template is not the training one"
+    assert adapter["eos"] == "<end_of_turn>" and adapter["eos_id"] == end_of_turn_id(tokenizer)
