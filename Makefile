@@ -26,7 +26,7 @@ demo: install
 
 test: install
 	$(PYTHON) -m ruff check .
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q --durations=15
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 test-fast: install
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PYTHON) -m pytest -q -m "not slow and not notebook"

@@ -311,7 +311,8 @@ class EvalSettings(_Section):
         "IFEval's format; else a dataset id or local folder laid out like google/IFEval (a Hub id with "
         "the Hub unreachable falls back to the offline prompts, and the result says so).")})
     ifeval_subset: int = field(default=0, metadata={"help": (
-        "A seeded subset of that many prompts of eval.ifeval_source (0 = all; google/IFEval has 541).")})
+        "A seeded subset of that many prompts of eval.ifeval_source (0 = all; google/IFEval has 541, the "
+        "offline prompts 80 dev and 120 test, all kept when the subset is not smaller).")})
     ifeval_seed: int = field(default=0, metadata={"help": "Seeds the choice of eval.ifeval_subset's prompts."})
     demo_ifeval: bool = field(default=True, metadata={"help": (
         "The demo scores IFEval for each model it evaluates (before, after, reference) too; each costs "

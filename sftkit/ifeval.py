@@ -257,14 +257,28 @@ def hub_rows(source: str = HUB_DATASET, subset: int = 0, seed: int = 0) -> list[
     from datasets import load_dataset
 
     dataset = load_dataset(source, split="train")
-    indices = list(range(len(dataset)))
-    if subset:
-        if subset > len(dataset):
-            raise ValueError(f"eval.ifeval_subset={subset} but {source} has {len(dataset)} prompts")
-        indices = sorted(random.Random(seed).sample(indices, subset))
-    rows = [_row(dataset[i], f"{source} row {i}") for i in indices]
+    if subset > len(dataset):
+        raise ValueError(f"eval.ifeval_subset={subset} but {source} has {len(dataset)} prompts")
+    rows = [_row(dataset[i], f"{source} row {i}") for i in _subset_indices(len(dataset), subset, seed)]
     _validate_ids(rows)
     return rows
+
+
+def _subset_indices(n: int, subset: int, seed: int) -> list[int]:
+    """All of ``range(n)``, or `subset` of them drawn with ``random.Random(seed)``, in their order."""
+    if not subset or subset >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), subset))
+
+
+def _offline_for(cfg: Any, checkers: str, note: str = "") -> tuple[list[IFEvalRow], str]:
+    """The offline prompts of the run's split, a seeded ``eval.ifeval_subset`` of them when it is smaller."""
+    e = cfg.eval
+    split = _offline_split(cfg)
+    rows = offline_rows(split)
+    kept = [rows[i] for i in _subset_indices(len(rows), e.ifeval_subset, e.ifeval_seed)]
+    size = f", subset {len(kept)} of {len(rows)} seed {e.ifeval_seed}" if len(kept) < len(rows) else ""
+    return kept, f"{checkers}, offline prompts, {split} split{size}{note}"
 
 
 def rows_for(cfg: Any) -> tuple[list[IFEvalRow], str]:
@@ -286,10 +300,8 @@ def rows_for(cfg: Any) -> tuple[list[IFEvalRow], str]:
             rows = hub_rows(source, e.ifeval_subset, e.ifeval_seed)
             size = f"subset {len(rows)} seed {e.ifeval_seed}" if e.ifeval_subset else f"all {len(rows)}"
             return rows, f"{checkers}, {source} {size}"
-        split = _offline_split(cfg)
-        return offline_rows(split), f"{checkers}, offline prompts, {split} split ({source} unreachable)"
-    split = _offline_split(cfg)
-    return offline_rows(split), f"{checkers}, offline prompts, {split} split"
+        return _offline_for(cfg, checkers, f" ({source} unreachable)")
+    return _offline_for(cfg, checkers)
 
 
 def _offline_split(cfg: Any) -> str:

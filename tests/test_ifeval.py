@@ -234,4 +234,11 @@ def test_rows_for_names_the_protocol(monkeypatch):
     assert len(rows) == 4 and protocol.endswith(f"{HUB_FOLDER} subset 4 seed 3")
     rows, protocol = ifeval.rows_for(cfg(ifeval_source="google/IFEval"))
     assert rows == test and protocol.endswith("offline prompts, test split (google/IFEval unreachable)")
+    # A subset of the offline prompts: seeded, in file order; t4's 200 for google/IFEval keeps all 120 offline.
+    rows, protocol = ifeval.rows_for(cfg(ifeval_subset=5, ifeval_seed=2))
+    assert len(rows) == 5 and protocol.endswith(f"offline prompts, test split, subset 5 of {len(test)} seed 2")
+    assert [test.index(row) for row in rows] == sorted(test.index(row) for row in rows)
+    assert rows == ifeval.rows_for(cfg(ifeval_subset=5, ifeval_seed=2))[0] != ifeval.rows_for(cfg(ifeval_subset=5))[0]
+    rows, protocol = ifeval.rows_for(cfg(ifeval_source="google/IFEval", ifeval_subset=200))
+    assert rows == test and protocol.endswith("test split (google/IFEval unreachable)")
     assert get_preset("t4").eval.ifeval_source == "google/IFEval" and get_preset("t4").eval.ifeval_subset == 200

@@ -369,7 +369,8 @@ def execute_notebook(name: str, kernel: str, tmp_path, record_property, preset: 
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("name", NOTEBOOKS)  # in this order: 04, 06 and 08 use the adapter 03 saves
+@pytest.mark.xdist_group("smoke-notebooks")  # one process, in this order: 04, 06 and 08 use the adapter 03 saves
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, record_property):
     from sftkit.models import hardware_name
 
