@@ -493,7 +493,7 @@ def _smoke() -> RunConfig:
     return RunConfig(
         preset="smoke",
         model=ModelConfig(name="tiny-smollm2", dtype="float32"),
-        # A curriculum stage like cpu-demo's, so the smoke run goes through the staged path.
+        # A curriculum stage, so the smoke run goes through the staged path (train.staged_order).
         data=DataConfig(source="builtin-tasks", train_size=32, eval_size=12, max_length=96, curriculum={"add": 8}),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0, targets="all-linear"),
         train=TrainSettings(

@@ -10,6 +10,8 @@ import dataclasses
 import functools
 import json
 import re
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -250,3 +252,265 @@ def test_a_setting_is_read_as_its_declared_type():
     assert type(set_one("train.num_train_epochs=2").train.num_train_epochs) is float
     # a plain str setting keeps "none" as text: only `X | None` settings read it as None
     assert set_one("data.source=none").data.source == "none"
+
+
+# --------------------------------------------------------------------------- boundaries, messages, files
+
+# The smallest value each rule allows must pass (the RULES above check the first value past it fails).
+BOUNDARIES = [
+    "data.train_size=0", "data.eval_size=0", "data.max_length=1", "data.shuffle_buffer=1",
+    'data.curriculum={"add": 0}',
+    "lora.r=1", "lora.alpha=1", "lora.alpha=0.5", "lora.dropout=0", "lora.layers=1",
+    "train.max_steps=1", "train.max_steps=-1", "train.per_device_train_batch_size=1",
+    "train.gradient_accumulation_steps=1", "train.warmup_ratio=0", "train.warmup_ratio=0.99", "train.weight_decay=0",
+    "train.max_grad_norm=0", "train.logging_steps=1", "train.save_steps=0", "train.learning_rate=1e-9",
+    "eval.max_new_tokens=1", "eval.open_max_new_tokens=1", "eval.ifeval_max_new_tokens=1", "eval.batch_size=1",
+    "eval.n_examples=1", "eval.bootstrap_resamples=1", "eval.n_side_by_side=0", "eval.ifeval_subset=0",
+]
+
+
+@pytest.mark.parametrize("override", BOUNDARIES)
+def test_the_edge_of_each_rule_is_allowed(override):
+    key, _, text = override.partition("=")
+    cfg = apply_overrides(get_preset("smoke"), [override])
+    assert functools.reduce(getattr, key.split("."), cfg) == json.loads(text)
+
+
+def test_a_warmup_ratio_of_one_is_refused():
+    # transformers reads a warmup value >= 1 as a number of steps: 1.0 would mean one step, not the whole run.
+    with pytest.raises(ValueError, match=re.escape("train.warmup_ratio must be in [0, 1), got 1.0")):
+        apply_overrides(get_preset("smoke"), ["train.warmup_ratio=1"])
+
+
+def _exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.fused_lm_head=true"],
+     "train.fused_lm_head=true cannot train the turn-token rows (peft wraps the LM head); "
+     "set lora.train_turn_tokens=false or leave train.fused_lm_head unset"),
+    (["train.batching=pack"],
+     "train.batching=pack cannot keep data.curriculum's stages in order (packing reorders rows across stages); "
+     "use train.batching=group or data.curriculum={}"),
+    (["train.batching=pack", "data.curriculum={}"],
+     "train.batching=pack needs a FlashAttention model.attn_implementation (flash_attention_2) to keep packed "
+     "examples apart; it is 'sdpa', where they attend to each other. Use train.batching=group (length grouping) "
+     "instead"),
+    # the text of a failed read: the reader's own reason in brackets, none where a union has no single reason
+    (["lora.layers=abc"], "--set lora.layers: cannot read 'abc' as int or none"),
+    (["data.curriculum=[1]"], "--set data.curriculum: cannot read '[1]' as dict[str, int] (not a JSON object)"),
+    (["train.max_steps=x"], "--set train.max_steps: cannot read 'x' as int (invalid literal for int() with base 10: "
+                            "'x')"),
+    # below a section, a setting has no fields to list
+    (["train.max_steps.x=3"], "--set train.max_steps.x: unknown key"),
+])
+def test_the_whole_message_of_a_refused_override(overrides, message):
+    # The whole line the user reads, not just its start: the rules between sections name the fix.
+    with pytest.raises(ValueError, match=_exactly(message)):
+        apply_overrides(get_preset("smoke"), overrides)
+
+
+def test_a_top_level_field_of_the_wrong_type_is_named_without_a_section():
+    cfg = RunConfig(output_dir=3)
+    with pytest.raises(ValueError, match=_exactly("output_dir must be str, got 3")):
+        cfg.validate()
+
+
+def test_an_unknown_preset_is_refused_naming_the_presets():
+    with pytest.raises(ValueError, match=_exactly("unknown preset 't5'; choose one of ['cpu-demo', 'smoke', 't4']")):
+        get_preset("t5")
+
+
+def test_overrides_reach_code_that_holds_a_section():
+    # The notebooks keep `cfg.train` etc. in variables; overrides must change those objects, not replace them.
+    cfg = get_preset("smoke")
+    train, lora = cfg.train, cfg.lora
+    apply_overrides(cfg, ["train.max_steps=7", "lora.r=2"])
+    assert cfg.train is train and cfg.lora is lora
+    assert train.max_steps == 7 and lora.r == 2
+
+
+# --------------------------------------------------------------------------- choosing a preset
+
+@pytest.mark.parametrize(("env", "cuda", "expected"), [
+    (None, True, "t4"), (None, False, "cpu-demo"), ("", True, "t4"), ("smoke", True, "smoke"),
+    ("smoke", False, "smoke"),
+])
+def test_the_default_preset_follows_the_environment_then_the_hardware(monkeypatch, env, cuda, expected):
+    import torch
+
+    from sftkit.config import default_preset_name, resolve_preset
+
+    if env is None:
+        monkeypatch.delenv("SFTKIT_PRESET", raising=False)
+    else:
+        monkeypatch.setenv("SFTKIT_PRESET", env)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert default_preset_name() == expected
+    assert resolve_preset() == get_preset(expected)
+    # an explicit name wins over the environment and the hardware
+    assert resolve_preset("smoke").preset == "smoke"
+
+
+# --------------------------------------------------------------------------- config.json
+
+# The repository's root: the first folder above this file with the README (mutmut runs the tests from a copy in
+# mutants/, which holds the package and the tests but not the committed results and documents).
+ROOT = next(folder for folder in Path(__file__).resolve().parents if (folder / "README.md").is_file())
+COMMITTED = ROOT / "results" / "cpu-demo-base" / "config.json"
+
+
+def test_the_cpu_demo_preset_is_the_configuration_of_the_committed_results():
+    # results/cpu-demo-base (README's headline numbers) was made by this config: a preset that differs
+    # no longer describes them.
+    committed = RunConfig.from_dict(json.loads(COMMITTED.read_text()))
+    preset = get_preset("cpu-demo")
+    assert dataclasses.replace(preset, output_dir=committed.output_dir) == committed, (
+        "the cpu-demo preset differs from results/cpu-demo-base/config.json: rerun `make demo` and commit its "
+        "results, or restore the preset")
+
+
+def test_save_writes_config_json_as_committed_runs_have_it(tmp_path):
+    # The file format tools and people read (2-space JSON, one trailing newline): the committed run's file
+    # read and saved again is the same bytes, and the folder is made on the way.
+    text = COMMITTED.read_text()
+    cfg = RunConfig.from_dict(json.loads(text))
+    path = cfg.save(tmp_path / "runs" / "new")
+    assert path == tmp_path / "runs" / "new" / "config.json"
+    assert path.read_text() == text
+    # saving again over an existing run folder replaces the file
+    cfg.output_dir = "elsewhere"
+    assert cfg.save(tmp_path / "runs" / "new") == path
+    assert RunConfig.from_dict(json.loads(path.read_text())) == cfg
+
+
+def test_from_dict_reads_old_bf16_autocast_and_missing_sections_as_defaults():
+    values = get_preset("smoke").to_dict()
+    values["train"]["cpu_bf16_autocast"] = True  # written before train.cpu_amp: on meant bf16 autocast
+    del values["train"]["cpu_amp"]
+    assert RunConfig.from_dict(values).train.cpu_amp == "bf16"
+    # a config.json that names only some sections: the others are their defaults
+    assert RunConfig.from_dict({"preset": "x", "lora": {"r": 2}}) == RunConfig(preset="x", lora=LoraSettings(r=2))
+
+
+# --------------------------------------------------------------------------- sftkit.config_types
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True),
+    ("false", False), ("False", False), ("0", False), ("no", False), ("NO", False),
+])
+@pytest.mark.parametrize("hint", [bool, bool | None], ids=["bool", "bool|None"])
+def test_parse_value_reads_every_spelling_of_a_bool(hint, text, expected):
+    from sftkit.config_types import parse_value
+
+    assert parse_value(text, hint, "k") is expected
+
+
+def test_parse_value_reads_a_choice_beside_other_types_and_names_what_it_cannot_read():
+    # A Literal beside other types (like "auto" or a number): a choice is kept as text, a list needs its comma,
+    # a bare word that is no choice is left for validation to name the choices.
+    from sftkit.config_types import parse_value
+
+    hint = Literal["all"] | list[str] | int
+    assert parse_value("all", hint, "k") == "all"
+    assert parse_value("3", hint, "k") == 3
+    assert parse_value("a,b", hint, "k") == ["a", "b"]
+    assert parse_value("al", hint, "k") == "al"
+    assert parse_value("auto", Literal["auto"] | int, "k") == "auto"
+    with pytest.raises(ValueError, match=_exactly("--set k: cannot read 'x' as tuple (no reader for tuple[int])")):
+        parse_value("x", tuple[int], "k")
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, "none"), (True, "true"), (False, "false"), (["q_proj", "v_proj"], "q_proj,v_proj"),
+    # one name stays JSON: "q_proj" alone would read back as a (misspelt) choice of lora.targets
+    (["q_proj"], '["q_proj"]'), ([], "[]"), ({"add": 8}, '{"add": 8}'), (3, "3"), (2e-4, "0.0002"), ("sdpa", "sdpa"),
+])
+def test_format_value_writes_what_set_reads(value, text):
+    assert format_value(value) == text
+
+
+def test_settings_show_each_declared_type():
+    rows = {row.key: row for row in settings(get_preset("t4"))}
+    assert [rows[key][:3] for key in ("lora.layers", "lora.alpha", "lora.targets", "train.batching",
+                                      "data.curriculum", "model.reference_name", "train.fused_lm_head")] == [
+        ("lora.layers", "int or none", "none"),
+        ("lora.alpha", "int or float", "32"),
+        ("lora.targets", "all-linear|attention|mlp or list[str]", "all-linear"),
+        ("train.batching", "group|pack|pad", "group"),
+        ("data.curriculum", "dict[str, int]", "{}"),
+        ("model.reference_name", "str or none", "HuggingFaceTB/SmolLM2-360M-Instruct"),
+        ("train.fused_lm_head", "bool or none", "none"),
+    ]
+
+
+def test_type_text_shows_an_annotation_without_a_name_as_its_text():
+    from sftkit.config_types import type_text
+
+    assert type_text("Path") == "Path"
+
+
+@dataclasses.dataclass
+class _Anything:
+    value: Any = None
+
+
+def test_any_takes_every_value():
+    from sftkit.config_types import check_types
+
+    for value in (None, 1, "x", [1], {"a": object()}):
+        check_types(_Anything(value), "x")
+
+
+# --------------------------------------------------------------------------- the t4 preset and its documentation
+
+def test_the_t4_preset_is_the_one_the_readme_describes():
+    readme = ROOT.joinpath("README.md").read_text()
+    cfg = get_preset("t4")
+    model, source, rows = re.search(r"^\| `t4` \| `([^`]+)` \(base\) \| `([^`]+)`, ([\d,]+) conversations \|",
+                                    readme, re.M).groups()
+    assert (cfg.model.name, cfg.data.source, cfg.data.train_size) == (model, source, int(rows.replace(",", "")))
+    assert cfg.train.save_steps == int(re.search(r"The `t4` preset saves a checkpoint every (\d+) steps", readme)[1])
+    subset, source = re.search(r"on Colab on\s+(\d+) seeded `([^`]+)` prompts", readme).groups()
+    assert (cfg.eval.ifeval_subset, cfg.eval.ifeval_source) == (int(subset), source)
+
+
+def test_the_t4_preset_names_the_hub_ids_its_help_and_stand_ins_name(tmp_path):
+    # Each setting's help quotes its t4 value (t4: "..."), and `sftkit standins` replaces the t4 preset's Hub
+    # ids with folders named like them: a preset that names another id would run CI on the wrong stand-in.
+    from sftkit.standins.paths import standin_paths
+
+    cfg = get_preset("t4")
+    quoted = {}
+    for key, f in _leaf_fields(cfg):
+        match = re.search(r't4: "([^"]+)"', f.metadata["help"])
+        if match:
+            quoted[key] = match[1]
+    assert len(quoted) == 5, quoted
+    paths = standin_paths(tmp_path)
+    for override in paths.overrides():
+        key, _, path = override.partition("=")
+        assert Path(path).relative_to(paths.root).as_posix() == functools.reduce(getattr, key.split("."), cfg), key
+        assert quoted.get(key, functools.reduce(getattr, key.split("."), cfg)) == Path(path).relative_to(
+            paths.root).as_posix(), key
+
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_preset_writes_to_runs_under_its_name(name):
+    # README: "Outputs land in `runs/<preset>/`"; results and estimates name the preset a config came from.
+    cfg = get_preset(name)
+    assert (cfg.preset, cfg.output_dir) == (name, f"runs/{name}")
+
+
+def test_the_smoke_preset_is_the_one_the_readme_describes():
+    # README: "tiny random Llama with the real tokenizer | built-in tasks | CI and notebook checks, seconds";
+    # `tiny-smollm2` is that model (`sftkit.models`), and a curriculum stage sends CI through the staged path.
+    from sftkit.models import OFFLINE_MODELS
+
+    cfg = get_preset("smoke")
+    readme = ROOT.joinpath("README.md").read_text()
+    assert "| `smoke` | tiny random Llama with the real tokenizer | built-in tasks |" in readme
+    assert cfg.model.name == "tiny-smollm2" and cfg.model.name in OFFLINE_MODELS
+    assert cfg.data.source == "builtin-tasks" and cfg.data.curriculum and cfg.train.batching == "group"
