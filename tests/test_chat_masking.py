@@ -339,12 +339,95 @@ def test_tokenize_dataset_without_drops_reports_none(tokenizer):
     assert set(data.column_names) >= {"messages", "input_ids", "attention_mask", "labels"}
 
 
+def test_control_string_escaping_when_the_template_ends_on_the_assistant_span(tokenizer):
+    # A template may close the assistant's generation span at the very end of the text (no newline after
+    # the end-of-turn). Mapping that span's end back through the removed literal markers must still work.
+    ends_on_span = copy.deepcopy(tokenizer)
+    ends_on_span.chat_template = CHATML_TRAINING_TEMPLATE.replace("{%- endgeneration -%}{{ '\n' }}",
+                                                                  "{%- endgeneration -%}")
+    assert ends_on_span.chat_template != CHATML_TRAINING_TEMPLATE
+    messages = [U("Is <|im_end|> a token?"), A("yes")]
+    row = tokenize_conversation(messages, ends_on_span)
+    assert render(messages, ends_on_span).endswith("yes" + IM_END)
+    assert tokenizer.decode(row["input_ids"]) == render(messages, ends_on_span)
+    assert trained_runs(row, tokenizer) == ["yes" + IM_END]
+
+
+def _ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_assistant_turn_ends_counts_only_ends_that_close_an_assistant_turn(tokenizer):
+    # Hand-built ids: an end-of-turn before any start (a row cut by keep_end), an assistant turn's end, a
+    # stray end right after it, and a user turn's end. Only the assistant turn's end closes an assistant turn.
+    start_id, end_id = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
+    assistant_turn = [start_id] + _ids(tokenizer, "assistant\nok") + [end_id]
+    user_turn = [start_id] + _ids(tokenizer, "user\nok") + [end_id]
+    ids = [end_id] + assistant_turn + [end_id] + user_turn
+    assert assistant_turn_ends(ids, tokenizer) == [len(assistant_turn)]
+
+
+def test_check_labels_accepts_a_keep_end_row_that_starts_inside_a_user_turn(tokenizer):
+    # keep_end can cut a row inside a user turn: that turn's untrained end-of-turn is no assistant's.
+    messages = CONVERSATIONS["system-multi-turn"]
+    full = tokenize_conversation(messages, tokenizer)
+    user_end = [i for i, token in enumerate(full["input_ids"]) if token == tokenizer.eos_token_id][3]
+    cut = tokenize_conversation(messages, tokenizer, max_length=len(full["input_ids"]) - user_end + 2,
+                                truncation="keep_end")
+    assert cut["input_ids"][2] == tokenizer.eos_token_id and cut["labels"][2] == IGNORE_INDEX
+    assert tokenizer.decode(cut["input_ids"][:3]) == "3?" + IM_END
+    assert assistant_turn_ends(cut["input_ids"], tokenizer) == [len(cut["input_ids"]) - 2]
+    check_labels(cut["input_ids"], cut["labels"], tokenizer)
+
+
+class _BosAddingTokenizer:
+    """The SmolLM2 tokenizer, but putting a BOS in front of plain text unless told not to (as Gemma's does)."""
+
+    def __init__(self, tokenizer, bos_id):
+        self._tokenizer, self._bos_id = tokenizer, bos_id
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, text, add_special_tokens=True, **kwargs):
+        ids = self._tokenizer(text, add_special_tokens=False, **kwargs)["input_ids"]
+        return {"input_ids": ([self._bos_id] if add_special_tokens else []) + ids}
+
+
+def test_assistant_turn_ends_with_a_tokenizer_that_adds_bos(tokenizer):
+    # The role name must be looked up without special tokens, or a BOS-adding tokenizer finds no assistant turn.
+    row = tokenize_conversation(CONVERSATIONS["three-assistant-turns"], tokenizer)
+    bos_adding = _BosAddingTokenizer(tokenizer, tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    assert bos_adding("assistant")["input_ids"][0] == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    expected = [i for i, token in enumerate(row["input_ids"]) if token == tokenizer.eos_token_id][1::2]
+    assert len(expected) == 3
+    assert assistant_turn_ends(row["input_ids"], bos_adding) == expected == assistant_turn_ends(row["input_ids"],
+                                                                                                  tokenizer)
+
+
+def test_tokenize_dataset_passes_keep_end_on_and_counts_rows_at_max_length(tokenizer):
+    # max_length is the single-turn row's exact length: that row (an exact fit) and the longer LONG_REPLY
+    # (cut, keeping its end) count as at max_length; the short row does not.
+    from datasets import Dataset
+
+    limit = len(tokenize_conversation(CONVERSATIONS["single-turn"], tokenizer)["input_ids"])
+    rows = [LONG_REPLY, CONVERSATIONS["single-turn"], [U("Hi"), A("Yo")]]
+    data, report = tokenize_dataset(Dataset.from_list([{"messages": m} for m in rows]), tokenizer, limit, "keep_end")
+    for index, messages in enumerate(rows):
+        full = tokenize_conversation(messages, tokenizer)
+        assert data[index]["input_ids"] == full["input_ids"][-limit:]
+        assert data[index]["labels"] == full["labels"][-limit:]
+    assert [len(ids) for ids in data["input_ids"]][:2] == [limit, limit] and len(data[2]["input_ids"]) < limit
+    assert report["at_max_length"] == 2 and report["kept"] == 3, report
+    assert report["dropped"] == {} and report["dropped_rows"] == {}, "nothing dropped: no empty entries either"
+
+
 # --------------------------------------------------------------------------- inspection
 
 
 def test_inspect_mask_refuses_rows_that_train_nothing(tokenizer):
     row = tokenize_conversation(CONVERSATIONS["single-turn"], tokenizer)
-    with pytest.raises(ValueError, match="all labels are -100"):
+    with pytest.raises(ValueError, match=r"^all labels are -100: this row trains nothing$"):
         inspect_mask(row["input_ids"], [IGNORE_INDEX] * len(row["labels"]), tokenizer)
 
 
@@ -376,6 +459,33 @@ def test_mask_view_text_and_html(tokenizer):
     assert "&lt;|im_end|&gt;" in html, "tokens must be HTML-escaped"
 
 
+def test_mask_view_text_exactly():
+    # The terminal view is a specification: each newline is shown as "\n" and kept as a line break, and
+    # trained tokens are wrapped in [[...]] (or a green ANSI background), masked ones shown as they are.
+    view = MaskView(tokens=["a", "b\n", "c"], trained=[False, True, True])
+    assert view.text() == "a[[b\\n\n]][[c]]"
+    assert view.text(color=True) == "a\033[42mb\\n\n\033[0m\033[42mc\033[0m"
+    assert str(view) == view.text()
+    assert MaskView(tokens=["x\ny"], trained=[False]).text() == "x\\n\ny"
+
+
+def test_mask_view_trained_fraction_of_an_empty_view_is_zero():
+    assert MaskView(tokens=[], trained=[]).trained_fraction == 0.0
+    assert MaskView(tokens=["a", "b", "c", "d"], trained=[True, False, False, True]).trained_fraction == 0.5
+
+
+def test_mask_view_html_exactly():
+    # The notebook view: a legend with the count, then one bordered span per token (HTML-escaped, newlines
+    # shown as "\n" plus a line break), green when trained and grey when masked.
+    view = MaskView(tokens=["<b>", "x\n", "&"], trained=[True, False, True])
+    legend = ('<div><span style="background:#b7e4c7">trained (label = token)</span> '
+              '<span style="color:#888">masked (-100)</span> - 2 of 3 tokens trained</div>')
+    tokens = ('<span style="background:#b7e4c7;border:1px solid #ddd;margin:1px">&lt;b&gt;</span>'
+              '<span style="color:#888;border:1px solid #ddd;margin:1px">x\\n<br></span>'
+              '<span style="background:#b7e4c7;border:1px solid #ddd;margin:1px">&amp;</span>')
+    assert view._repr_html_() == legend + '<div style="font-family:monospace;line-height:1.8">' + tokens + "</div>"
+
+
 # --------------------------------------------------------------------------- padding
 
 
@@ -394,7 +504,7 @@ def test_padding_efficiency_by_hand(batches, expected):
 
 @pytest.mark.parametrize("batches", [[], [[]], [[], []]])
 def test_padding_efficiency_rejects_empty_input(batches):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^no tokens in the given batches$"):
         padding_efficiency(batches)
 
 
@@ -444,3 +554,179 @@ def test_prepare_model_takes_eos_from_the_prepared_turn_format(tokenizer):
     for config in (model.config, model.generation_config):
         assert config.eos_token_id == eos, config
     assert prepare_model(model, gemma).config.pad_token_id == gemma.pad_token_id
+
+
+# --------------------------------------------------------------------------- turn formats and readiness
+
+
+class _Vocab:
+    """A tokenizer stand-in with just a vocabulary and its special tokens (for the choices made from them)."""
+
+    def __init__(self, vocab, eos_token="</s>", pad_token=None):
+        self.vocab, self.eos_token, self.pad_token = vocab, eos_token, pad_token
+
+    def get_vocab(self):
+        return dict.fromkeys(self.vocab, 0)
+
+
+def test_pick_turn_format_by_name_and_auto_needs_both_gemma_tokens(tokenizer):
+    from sftkit.chat import CHATML, GEMMA, pick_turn_format
+
+    assert pick_turn_format(tokenizer) is CHATML  # "auto" by default: SmolLM2 has ChatML's tokens
+    assert pick_turn_format(tokenizer, "chatml") is CHATML and pick_turn_format(tokenizer, "gemma") is GEMMA
+    assert pick_turn_format(_Vocab({"<start_of_turn>", "<end_of_turn>"})) is GEMMA
+    assert pick_turn_format(_Vocab({"<start_of_turn>"})) is CHATML, "half of Gemma's pair is not Gemma's format"
+    assert pick_turn_format(_Vocab({"<end_of_turn>"})) is CHATML
+    message = r"^unknown turn format 'llama'; choose auto or one of \['chatml', 'gemma'\]$"
+    with pytest.raises(ValueError, match=message):
+        pick_turn_format(tokenizer, "llama")
+
+
+def test_turn_format_of_names_the_known_end_of_turn_tokens():
+    from sftkit.chat import turn_format_of
+
+    with pytest.raises(TokenizerNotReadyError, match=(
+            r"^EOS '</s>' is no known end-of-turn token \(<\|im_end\|>, <end_of_turn>\): "
+            r"call sftkit\.chat\.prepare_tokenizer first$")):
+        turn_format_of(_Vocab(set(), eos_token="</s>"))
+
+
+def test_training_template_defaults_to_chatml_without_bos():
+    from sftkit.chat import GEMMA, training_template
+
+    assert training_template() == CHATML_TRAINING_TEMPLATE
+    assert training_template(bos=True) == "{{- bos_token -}}" + CHATML_TRAINING_TEMPLATE
+    gemma = CHATML_TRAINING_TEMPLATE.replace(IM_START, "<start_of_turn>").replace(IM_END, "<end_of_turn>")
+    assert training_template(GEMMA) == gemma
+
+
+class _Texts:
+    """A tokenizer stand-in that encodes "a" as `ids` (with its special tokens) and has `bos_token_id`."""
+
+    def __init__(self, bos_token_id, ids):
+        self.bos_token_id, self.ids = bos_token_id, ids
+
+    def __call__(self, text):
+        assert text == "a"
+        return {"input_ids": self.ids}
+
+
+@pytest.mark.parametrize("bos_token_id, ids, expected", [
+    (None, [1, 64], False),  # no BOS token at all
+    (1, [1, 64], True),  # BOS first: the family was trained with it (Gemma)
+    (1, [64], False),  # a BOS token the tokenizer does not put in front of text (SmolLM2)
+    (1, [64, 1], False),  # only the first id counts
+    (1, [], False),
+])
+def test_adds_bos_only_when_plain_text_starts_with_bos(bos_token_id, ids, expected):
+    from sftkit.chat import _adds_bos
+
+    assert _adds_bos(_Texts(bos_token_id, ids)) is expected
+
+
+@pytest.mark.parametrize("vocab, pad, eos, expected", [
+    ({"<|endoftext|>", "<pad>"}, "<pad>", "<|im_end|>", ("<pad>", False)),  # a pad that is not EOS is kept
+    ({"<|endoftext|>", "<pad>"}, None, "<|im_end|>", ("<|endoftext|>", False)),  # candidates in order
+    ({"<pad>", "<|finetune_right_pad_id|>"}, "<|im_end|>", "<|im_end|>", ("<pad>", False)),  # pad == EOS: replaced
+    ({"<|finetune_right_pad_id|>"}, None, "<|im_end|>", ("<|finetune_right_pad_id|>", False)),
+    ({"<|endoftext|>"}, "<|endoftext|>", "<|endoftext|>", ("<|pad|>", True)),  # a candidate equal to EOS: a new one
+    (set(), None, "<|im_end|>", ("<|pad|>", True)),
+])
+def test_pick_pad_token_never_returns_eos(vocab, pad, eos, expected):
+    from sftkit.chat import _pick_pad_token
+
+    assert _pick_pad_token(_Vocab(vocab, eos_token=eos, pad_token=pad)) == expected
+
+
+def test_check_tokenizer_ready_messages(tokenizer):
+    # Each way a tokenizer is not ready is named exactly, so a user knows what to fix.
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    with pytest.raises(TokenizerNotReadyError, match=r"^the tokenizer has no pad token$"):
+        check_tokenizer_ready(no_pad)
+    pad_is_eos = copy.deepcopy(tokenizer)
+    pad_is_eos.pad_token = IM_END
+    with pytest.raises(TokenizerNotReadyError, match=(
+            r"^pad token '<\|im_end\|>' equals EOS: padding masks would hide every end-of-turn label$")):
+        check_tokenizer_ready(pad_is_eos)
+    no_template = copy.deepcopy(tokenizer)
+    no_template.chat_template = None
+    with pytest.raises(TokenizerNotReadyError, match=r"^the chat template has no \{% generation %\} markers$"):
+        check_tokenizer_ready(no_template)
+    untrained_end = copy.deepcopy(tokenizer)
+    untrained_end.chat_template = CHATML_TRAINING_TEMPLATE.replace(
+        "{{ message['content'] + '<|im_end|>' }}{%- endgeneration -%}",
+        "{{ message['content'] }}{%- endgeneration -%}{{ '<|im_end|>' }}",
+    )
+    with pytest.raises(TokenizerNotReadyError, match=(
+            r"^the chat template leaves the assistant's end-of-turn token <\|im_end\|> out of the loss: "
+            r"the model would never learn to stop$")):
+        check_tokenizer_ready(untrained_end)
+
+
+class _Ids(_Vocab):
+    def __init__(self, token_id):
+        super().__init__(set(), eos_token=IM_END)
+        self.token_id, self.unk_token_id = token_id, 3
+
+    def convert_tokens_to_ids(self, token):
+        return self.token_id
+
+
+@pytest.mark.parametrize("token_id", [None, 3])
+def test_end_of_turn_id_refuses_a_token_missing_from_the_vocabulary(token_id):
+    with pytest.raises(TokenizerNotReadyError, match=r"^<\|im_end\|> is not in the vocabulary$"):
+        end_of_turn_id(_Ids(token_id))
+    assert end_of_turn_id(_Ids(4)) == 4
+
+
+def test_prepare_tokenizer_keeps_a_template_with_markers_for_its_end_of_turn(tokenizer):
+    # A template that already marks generation and closes turns with the chosen end-of-turn is kept; one
+    # written for another end-of-turn token is replaced by the training template for the chosen format.
+    from sftkit.chat import GEMMA, training_template
+
+    kept = copy.deepcopy(tokenizer)
+    own = CHATML_TRAINING_TEMPLATE.replace("{{ '\n' }}{%- else -%}", "{{ '\n\n' }}{%- else -%}")
+    assert own != CHATML_TRAINING_TEMPLATE
+    kept.chat_template = own
+    assert prepare_tokenizer(kept).chat_template == own
+    switched = copy.deepcopy(tokenizer)
+    prepare_tokenizer(switched, turn_format=GEMMA)
+    assert switched.chat_template == training_template(GEMMA)
+    assert len(switched) == len(tokenizer) + 2, "Gemma's two turn tokens are added to SmolLM2's vocabulary"
+    assert switched.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>"]) == [len(tokenizer),
+                                                                                    len(tokenizer) + 1]
+
+
+def test_prepare_model_grows_embeddings_with_mean_rows_and_never_shrinks_them(make_tiny_model, tokenizer):
+    # Added rows start at the mean of the existing ones (transformers' mean_resizing), not at random values a
+    # base model has never produced; a model with more rows than the tokenizer (padded vocabularies) keeps them.
+    import torch
+
+    from sftkit.chat import prepare_model
+
+    gemma = copy.deepcopy(tokenizer)
+    prepare_tokenizer(gemma, turn_format="gemma")
+    model = make_tiny_model()
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert old.shape[0] == len(tokenizer) and old.std() > 1e-3
+    prepare_model(model, gemma)
+    new = model.get_input_embeddings().weight.detach()
+    assert new.shape[0] == len(gemma) == len(tokenizer) + 2
+    assert torch.equal(new[: len(tokenizer)], old)
+    torch.testing.assert_close(new[len(tokenizer):], old.mean(0).expand(2, -1), atol=1e-4, rtol=0)
+    padded = make_tiny_model()
+    padded.resize_token_embeddings(len(tokenizer) + 64)
+    prepare_model(padded, tokenizer)
+    assert padded.get_input_embeddings().weight.shape[0] == len(tokenizer) + 64
+
+
+def test_prepare_tokenizer_starts_the_template_with_bos_when_the_tokenizer_puts_bos_before_text(tokenizer):
+    # Families trained with BOS first (Gemma) get a template that writes it, since apply_chat_template adds none.
+    from sftkit.chat import CHATML, training_template
+
+    bos_first = copy.deepcopy(tokenizer)
+    bos_first.add_bos_token = True
+    bos_first.chat_template = None
+    assert bos_first("a")["input_ids"][0] == bos_first.bos_token_id
+    assert prepare_tokenizer(bos_first).chat_template == training_template(CHATML, bos=True)
