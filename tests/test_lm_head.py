@@ -160,3 +160,276 @@ def test_a_trainable_head_takes_the_plain_cross_entropy(tiny_model):
     (grad,) = torch.autograd.grad(loss, head.weight)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(grad, expected_grad)
+
+
+def _embed_and_project_both_ways(model, ids, hidden):
+    """Outputs and gradients (delta rows, hidden) of peft's own forward and of `embed`/`project`."""
+    causal_lm = model.get_base_model()
+    embedding, head = causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings()
+    delta = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n][0]
+    results = {}
+    for way, (emb_fn, head_fn) in {"peft": (embedding, head), "rows": (lambda x: embed(embedding, x),
+                                                                      lambda h: project(head, h))}.items():
+        model.zero_grad()
+        h = hidden.clone().requires_grad_(True)
+        out_embed, out_logits = emb_fn(ids), head_fn(h)
+        (out_embed.square().sum() + out_logits.tanh().sum()).backward()
+        delta_grad = None if delta.grad is None else delta.grad.clone()
+        results[way] = (out_embed.detach(), out_logits.detach(), delta_grad, h.grad.clone())
+    return results
+
+
+def _assert_same(results):
+    for peft_value, rows_value in zip(results["peft"], results["rows"]):
+        if peft_value is None or rows_value is None:
+            assert peft_value is None and rows_value is None
+        else:
+            torch.testing.assert_close(rows_value, peft_value, rtol=1e-4, atol=1e-5)
+
+
+def test_disabled_or_merged_token_rows_are_used_as_peft_uses_them(make_tiny_model, tokenizer):
+    # With the adapters disabled peft uses the base rows (no delta, no delta gradient); merged, the
+    # base weight already holds the delta rows and the delta gets no gradient. `embed`/`project`
+    # must do the same, not put the deltas in again.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    ids = _ids(tokenizer)
+    hidden = torch.randn(2, 8, model.get_base_model().config.hidden_size, generator=torch.Generator().manual_seed(5))
+    enabled = _embed_and_project_both_ways(model, ids, hidden)
+    with model.disable_adapter():
+        disabled = _embed_and_project_both_ways(model, ids, hidden)
+    _assert_same(disabled)
+    assert not torch.allclose(disabled["rows"][0], enabled["rows"][0]), "the deltas must not be used when disabled"
+    assert disabled["rows"][2] is None or disabled["rows"][2].abs().sum() == 0
+    model.merge_adapter()
+    merged = _embed_and_project_both_ways(model, ids, hidden)
+    _assert_same(merged)
+    torch.testing.assert_close(merged["rows"][0], enabled["rows"][0], rtol=1e-4, atol=1e-5)
+    assert merged["rows"][2] is None or merged["rows"][2].abs().sum() == 0
+
+
+def test_token_rows_at_the_padding_id_get_no_gradient_there(make_tiny_model, tokenizer):
+    # F.embedding (peft's forward) gives the padding row no gradient: where a trainable token is
+    # also the padding id, its delta row gets no gradient from the embedding (the tied head's
+    # column still trains it), the same in values and gradients as peft's forward.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    start, end = turn_token_ids(tokenizer)
+    embedding = model.get_base_model().get_input_embeddings()
+    embedding.token_adapter.base_layer.padding_idx = start
+    hidden = torch.randn(2, 8, model.get_base_model().config.hidden_size, generator=torch.Generator().manual_seed(6))
+    _assert_same(_embed_and_project_both_ways(model, _ids(tokenizer), hidden))
+    # The embedding alone: no gradient for the padding token's row, one for the other turn token.
+    index = list(embedding.token_adapter.token_indices["default"])
+    ids = _ids(tokenizer)
+    model.zero_grad()
+    embed(embedding, ids).square().sum().backward()
+    delta = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n][0]
+    assert delta.grad[index.index(start)].abs().sum() == 0
+    assert delta.grad[index.index(end)].abs().sum() > 0
+
+
+def test_a_scaled_embedding_is_scaled_as_peft_scales_it(make_tiny_model, tokenizer):
+    # Gemma 3's embedding multiplies by `embed_scale` (sqrt(hidden size)) in its own forward; peft's
+    # trainable-token forward applies it by hand, and so must `embed`.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    embedding = model.get_base_model().get_input_embeddings()
+    embedding.token_adapter.base_layer.register_buffer("embed_scale", torch.tensor(4.0), persistent=False)
+    ids = _ids(tokenizer)
+    out = embed(embedding, ids)
+    torch.testing.assert_close(out, embedding(ids))
+    with model.disable_adapter():
+        plain = embedding.token_adapter.base_layer(ids)  # nn.Embedding itself ignores embed_scale
+    outside = ~torch.isin(ids, torch.tensor(turn_token_ids(tokenizer)))
+    torch.testing.assert_close(out[outside], 4.0 * plain[outside])
+
+
+def test_labelled_logits_apply_the_final_soft_capping(make_tiny_model, tokenizer):
+    # Gemma 2's final_logit_softcapping: logits = cap * tanh(logits / cap), as its own forward does.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer).eval()
+    ids = _ids(tokenizer)
+    labels = ids.clone()
+    labels[:, :3] = IGNORE_INDEX
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
+        model.get_base_model().config.final_logit_softcapping = 2.0
+        capped, _, _ = labelled_logits(model, ids, None, labels)
+    torch.testing.assert_close(capped, 2.0 * torch.tanh(full / 2.0), rtol=1e-5, atol=1e-5)
+    assert capped.abs().max() < 2.0
+
+
+class _HeadOnly(torch.nn.Module):
+    """A causal LM as `head_loss_sum` sees it: an output head and a config."""
+
+    def __init__(self, head, cap=None):
+        super().__init__()
+        self.head = head
+        self.config = type("Config", (), {"final_logit_softcapping": cap})()
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+def _frozen_head(bias=False):
+    head = torch.nn.Linear(6, 11, bias=bias)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(11, 6, generator=torch.Generator().manual_seed(7)))
+        if bias:
+            head.bias.copy_(torch.randn(11, generator=torch.Generator().manual_seed(8)))
+    return head.requires_grad_(False)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_chunked_loss_of_a_frozen_head_without_token_rows(chunk):
+    # LoRA without trainable tokens: the head is frozen, only `hidden` needs a gradient (the
+    # chunked path), in one chunk (the default for a small vocabulary) or in several.
+    head = _frozen_head()
+    hidden = torch.randn(7, 6, generator=torch.Generator().manual_seed(9))
+    targets = torch.tensor([0, 10, 3, 3, 7, 1, 5])
+    h_plain = hidden.clone().requires_grad_(True)
+    expected = F.cross_entropy(head(h_plain), targets, reduction="sum")
+    expected.backward()
+    h = hidden.clone().requires_grad_(True)
+    loss = head_loss_sum(_HeadOnly(head), h, targets, chunk=chunk)
+    loss.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(h.grad, h_plain.grad)
+    with torch.no_grad():  # no gradient wanted at all: the value alone
+        torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, chunk=chunk), expected.detach())
+
+
+def test_a_head_with_a_bias_takes_the_plain_cross_entropy():
+    # The chunked path has no bias term: a biased head must be scored by autograd's cross-entropy.
+    head = _frozen_head(bias=True)
+    hidden = torch.randn(5, 6, generator=torch.Generator().manual_seed(10))
+    targets = torch.tensor([1, 2, 3, 4, 5])
+    expected = F.cross_entropy(head(hidden), targets, reduction="sum")
+    torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, chunk=2), expected)
+    capped = F.cross_entropy(3.0 * torch.tanh(head(hidden) / 3.0), targets, reduction="sum")
+    torch.testing.assert_close(head_loss_sum(_HeadOnly(head, cap=3.0), hidden, targets, chunk=2), capped)
+
+
+def test_chunked_loss_trains_the_token_rows_from_a_constant_input(make_tiny_model, tokenizer):
+    # Only the delta rows need a gradient (hidden states that do not require one): the chunked
+    # path must still compute it, equal to the plain computation's.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    head = model.get_base_model().get_output_embeddings()
+    delta = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n][0]
+    start, end = turn_token_ids(tokenizer)
+    hidden = torch.randn(6, model.get_base_model().config.hidden_size, generator=torch.Generator().manual_seed(11))
+    targets = torch.tensor([start, 5, end, 9, end, 30])
+    grads = []
+    for loss_fn in (lambda: F.cross_entropy(project(head, hidden), targets, reduction="sum"),
+                    lambda: head_loss_sum(model, hidden, targets, chunk=4)):
+        model.zero_grad()
+        loss_fn().backward()
+        grads.append(delta.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+    assert grads[1].abs().sum() > 0
+
+
+def test_chunked_loss_stays_on_the_heads_device():
+    # On the "meta" device (shapes only, no accelerator needed): the running total, the gradient
+    # buffers and the indices must all live where the head and the hidden states are.
+    head = torch.nn.Linear(6, 11, bias=False, device="meta").requires_grad_(False)
+    hidden = torch.empty(5, 6, device="meta", requires_grad=True)
+    targets = torch.zeros(5, dtype=torch.long, device="meta")
+    loss = head_loss_sum(_HeadOnly(head), hidden, targets, chunk=2)
+    assert loss.device.type == "meta" and loss.shape == () and loss.dtype == torch.float32
+    loss.backward()
+    assert hidden.grad.device.type == "meta" and hidden.grad.shape == (5, 6)
+
+
+def test_labelled_logits_follow_the_attention_mask(make_tiny_model, tokenizer):
+    # Left padding: the first three positions of row 1 are masked out, so no later token may attend
+    # to them; the labelled logits must be the full forward's under the same mask.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer).eval()
+    ids = _ids(tokenizer)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, 4:] = ids[:, 4:]
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        unmasked = model(input_ids=ids).logits
+        logits, _, rows = labelled_logits(model, ids, mask, labels)
+    keep = labels[:, 1:] != IGNORE_INDEX
+    torch.testing.assert_close(logits, full[:, :-1][keep], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(full[1, 3:], unmasked[1, 3:], atol=1e-4), "the mask must matter for row 1"
+    assert rows.tolist() == [0] * 4 + [1] * 4
+
+
+def test_a_frozen_head_never_builds_the_full_logits(make_tiny_model, tokenizer, monkeypatch):
+    # The point of the chunked path is memory: with a frozen head (LoRA, with or without trainable
+    # token rows) `head_loss_sum` must not fall back to the plain (all logits at once) computation.
+    import sftkit.lm_head as lm_head
+
+    def no_plain_path(*args, **kwargs):
+        raise AssertionError("the plain cross-entropy path was taken for a frozen head")
+
+    frozen = make_tiny_model().requires_grad_(False)
+    with_rows = _peft_with_token_rows(make_tiny_model, tokenizer)
+    hidden = torch.randn(4, frozen.config.hidden_size, generator=torch.Generator().manual_seed(12))
+    targets = torch.tensor([1, 2, 3, 4])
+    expected = [F.cross_entropy(frozen.get_output_embeddings()(hidden), targets, reduction="sum"),
+                F.cross_entropy(project(with_rows.get_base_model().get_output_embeddings(), hidden), targets,
+                                reduction="sum")]
+    monkeypatch.setattr(lm_head, "_head_logits", no_plain_path)
+    monkeypatch.setattr(lm_head, "project", no_plain_path)
+    for model, value in zip((frozen, with_rows), expected):
+        torch.testing.assert_close(head_loss_sum(model, hidden, targets), value.detach(), rtol=1e-5, atol=1e-5)
+
+
+class _WeightOnlyHead(torch.nn.Module):
+    """A frozen head module with a weight and no `bias` attribute at all (not even None)."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, hidden):
+        return F.linear(hidden, self.weight)
+
+
+def test_a_head_without_a_bias_attribute_takes_the_chunked_path():
+    head = _WeightOnlyHead(torch.randn(11, 6, generator=torch.Generator().manual_seed(13)))
+    hidden = torch.randn(4, 6, generator=torch.Generator().manual_seed(14))
+    targets = torch.tensor([0, 3, 10, 3])
+    expected = F.cross_entropy(head(hidden), targets, reduction="sum")
+    torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, chunk=3), expected)
+
+
+def test_chunked_loss_of_a_bfloat16_head():
+    # A bf16 model without autocast: the chunk's softmax gradient (fp32) is cast to the head's
+    # dtype before the matmul with the head, and the gradient comes back in the hidden dtype.
+    head = _frozen_head().to(torch.bfloat16)
+    hidden = torch.randn(5, 6, generator=torch.Generator().manual_seed(15)).to(torch.bfloat16)
+    targets = torch.tensor([1, 0, 10, 4, 4])
+    h_plain = hidden.clone().requires_grad_(True)
+    expected = F.cross_entropy(head(h_plain).float(), targets, reduction="sum")
+    expected.backward()
+    h = hidden.clone().requires_grad_(True)
+    loss = head_loss_sum(_HeadOnly(head), h, targets, chunk=2)
+    loss.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-3)
+    assert h.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(h.grad, h_plain.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_embed_and_project_never_build_the_merged_matrix(make_tiny_model, tokenizer, monkeypatch):
+    # The module's point: peft's own forward copies the whole (vocabulary x hidden) matrix to put
+    # the delta rows in (`get_merged_weights`); `embed` and `project` must not, and still give its values.
+    model = _peft_with_token_rows(make_tiny_model, tokenizer)
+    causal_lm = model.get_base_model()
+    embedding, head = causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings()
+    ids = _ids(tokenizer)
+    hidden = torch.randn(3, causal_lm.config.hidden_size, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        expected = embedding(ids), head(hidden)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the merged weight matrix was built")
+
+    for module in (embedding, head):
+        monkeypatch.setattr(module.token_adapter, "get_merged_weights", no_copy)
+    with torch.no_grad():
+        torch.testing.assert_close(embed(embedding, ids), expected[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(project(head, hidden), expected[1], rtol=1e-5, atol=1e-5)

@@ -49,6 +49,13 @@ def test_rouge_l_stems_and_ignores_case():
     assert metrics.rouge_l(["Cats sleep"], ["cat sleeps"]) == pytest.approx([1.0])
 
 
+def test_rouge_l_passes_the_backend_on():
+    # `rouge_l` is `rouge_l_scores` without the backend name: an explicit backend must reach it
+    # (an unknown one is refused, with the known ones listed), not be replaced by the default.
+    with pytest.raises(ValueError, match=r"^unknown ROUGE backend 'nltk'; known: \('evaluate', 'rouge-score'\)$"):
+        metrics.rouge_l(["a"], ["a"], backend="nltk")
+
+
 def test_rouge_l_length_mismatch():
     with pytest.raises(ValueError, match="2 predictions vs 1 references"):
         metrics.rouge_l(["a", "b"], ["a"])
@@ -199,7 +206,7 @@ def test_repeated_ngram_rate_hand_counted():
 def test_stop_rate_and_lengths():
     assert metrics.stop_rate([True, False, True, True]) == pytest.approx(0.75)
     assert metrics.stop_rate([False]) == 0.0
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^stop_rate needs at least one generation, got an empty list$"):
         metrics.stop_rate([])
     assert metrics.response_lengths(["one two  three", "", " solo\n", "a\tb"]) == [3, 0, 1, 2]
 
@@ -322,6 +329,102 @@ def test_perplexity_restores_mode_and_validates(tiny_model):
         )
 
 
+def test_perplexity_validates_batch_size_and_rows(tiny_model):
+    rows = _rows()
+    with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
+        metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0, batch_size=0)
+    with pytest.raises(ValueError, match="^assistant_perplexity needs at least one row, got none$"):
+        metrics.assistant_perplexity(tiny_model, [], pad_token_id=0)
+    # batch_size=1 is the smallest valid size (every row on its own), with the same numbers.
+    sums, counts = _reference_nll(tiny_model, rows)
+    one = metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0, batch_size=1)
+    assert one["row_nll"] == pytest.approx([s / c for s, c in zip(sums, counts)], abs=1e-5)
+
+
+def test_perplexity_scores_a_row_whose_only_loss_token_is_the_second(tiny_model):
+    # labels[1] is the first label that can be scored (position 0 predicts it): a row with only
+    # that one is valid, and its NLL is that single token's cross-entropy.
+    rows = [{"input_ids": [3, 4, 5], "labels": [IGNORE_INDEX, 4, IGNORE_INDEX]}]
+    sums, counts = _reference_nll(tiny_model, rows)
+    assert counts == [1]
+    result = metrics.assistant_perplexity(tiny_model, rows, pad_token_id=0)
+    assert result["tokens"] == 1
+    assert result["row_nll"] == pytest.approx(sums, abs=1e-5)
+
+
+class _OneParameter(torch.nn.Module):
+    """A stand-in model: `assistant_perplexity` only reads its device and its training mode."""
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1, device=device))
+
+
+def test_perplexity_pads_batches_of_eight_on_the_right(monkeypatch):
+    # What reaches the model, recorded by a stand-in for `labelled_logits`: ten rows go in the
+    # default batches of 8 and 2; each batch is right-padded to its longest row with the pad id
+    # (input_ids), -100 (labels) and 0 (attention mask), all int64 as Hugging Face models expect.
+    # Uniform logits over 4 classes make every token's NLL log(4).
+    calls = []
+
+    def fake_labelled_logits(model, input_ids, attention_mask, labels):
+        calls.append((input_ids, attention_mask, labels))
+        keep = labels[:, 1:] != IGNORE_INDEX
+        rows = torch.arange(labels.shape[0]).unsqueeze(1).expand_as(keep)[keep]
+        return torch.zeros(int(keep.sum()), 4), labels[:, 1:][keep] % 4, rows
+
+    monkeypatch.setattr(metrics, "labelled_logits", fake_labelled_logits)
+    rows = [{"input_ids": [i + 1] * (2 + i % 3), "labels": [IGNORE_INDEX] + [i + 1] * (1 + i % 3)}
+            for i in range(10)]
+    result = metrics.assistant_perplexity(_OneParameter(), rows, pad_token_id=7)
+    assert [ids.shape for ids, _, _ in calls] == [(8, 4), (2, 4)]
+    ids, mask, labels = calls[1]  # rows 8 and 9: lengths 4 and 2
+    assert ids.dtype == mask.dtype == labels.dtype == torch.long
+    assert ids.tolist() == [[9, 9, 9, 9], [10, 10, 7, 7]]
+    assert labels.tolist() == [[IGNORE_INDEX, 9, 9, 9], [IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert calls[0][1].dtype == torch.long and calls[0][1].sum() == sum(len(r["input_ids"]) for r in rows[:8])
+    assert result["tokens"] == sum(1 + i % 3 for i in range(10))
+    assert result["nll"] == pytest.approx(math.log(4)) and result["ppl"] == pytest.approx(4.0)
+    assert result["row_nll"] == pytest.approx([math.log(4)] * 10)
+
+
+def test_perplexity_moves_the_batch_to_the_models_device(monkeypatch):
+    # A model whose parameter lives on the "meta" device (no accelerator needed): input_ids,
+    # attention mask and labels must all be sent there before the forward.
+    devices = []
+
+    def fake_labelled_logits(model, input_ids, attention_mask, labels):
+        devices.append((input_ids.device.type, attention_mask.device.type, labels.device.type))
+        return torch.zeros(2, 4), torch.tensor([1, 2]), torch.tensor([0, 0])
+
+    monkeypatch.setattr(metrics, "labelled_logits", fake_labelled_logits)
+    rows = [{"input_ids": [1, 2, 3], "labels": [IGNORE_INDEX, 2, 3]}]
+    result = metrics.assistant_perplexity(_OneParameter("meta"), rows, pad_token_id=0)
+    assert devices == [("meta", "meta", "meta")]
+    assert result["tokens"] == 2 and result["nll"] == pytest.approx(math.log(4))
+
+
+def test_perplexity_sums_token_losses_in_float64(monkeypatch):
+    # Per-token NLLs come out of the model in float32, but a long evaluation sums a great many of
+    # them: the sums are float64. Here one token's NLL is 600 (exact in float32, spacing 6e-5 there)
+    # and the other's about 6e-6; in float32 the sum would round back to 600.
+    logits, targets = torch.tensor([[0.0, -600.0], [0.0, -12.0]]), torch.tensor([1, 0])
+
+    def fake_labelled_logits(model, input_ids, attention_mask, labels):
+        return logits, targets, torch.tensor([0, 0])
+
+    monkeypatch.setattr(metrics, "labelled_logits", fake_labelled_logits)
+    rows = [{"input_ids": [1, 2, 3], "labels": [IGNORE_INDEX, 2, 3]}]
+    result = metrics.assistant_perplexity(_OneParameter(), rows, pad_token_id=0)
+    token_nll = F.cross_entropy(logits, targets, reduction="none")
+    assert token_nll.sum().item() == 600.0, "the float32 sum loses the small token"
+    expected = token_nll.double().sum().item() / 2
+    assert result["tokens"] == 2
+    assert result["row_nll"] == [pytest.approx(expected, rel=1e-12)]
+    assert result["nll"] == pytest.approx(expected, rel=1e-12)
+
+
 # ----------------------------------------------------------------------- bootstrap
 
 
@@ -337,6 +440,10 @@ def test_bootstrap_ci_contains_mean_and_matches_normal_theory():
     assert ci["high"] - ci["low"] == pytest.approx(expected_width, rel=0.06)
     # Centred on the mean (a shifted pair of quantiles would not be).
     assert (ci["low"] + ci["high"]) / 2 == pytest.approx(ci["mean"], abs=0.1 * expected_width)
+    # Each side on its own is 1.96 sd / sqrt(n) (this seed: within 1.5%): a lower quantile at
+    # alpha/3 instead of alpha/2 (z = 2.13, +9%) or at 2 * alpha (z = 1.64, -16%) fails here.
+    assert ci["mean"] - ci["low"] == pytest.approx(expected_width / 2, rel=0.05)
+    assert ci["high"] - ci["mean"] == pytest.approx(expected_width / 2, rel=0.05)
 
 
 def test_bootstrap_ci_shrinks_with_more_data_and_confidence():
@@ -426,8 +533,77 @@ def test_paired_bootstrap_no_change_and_worse():
     assert again == worse  # deterministic with the default seed
 
 
+def test_bootstrap_of_two_points_reaches_both_extremes():
+    # Resamples of [1, 0] (two draws with replacement) have mean 0, 0.5 or 1 with probability
+    # 1/4, 1/2, 1/4: among 1000 resamples about 250 are 0 and 250 are 1, so the 2.5% and 97.5%
+    # quantiles are exactly 0 and 1. A resampler that never drew the first example would give 0, 0.
+    assert metrics.bootstrap_ci([1.0, 0.0]) == {"mean": 0.5, "low": 0.0, "high": 1.0}
+    # Paired: differences [1, -1] resample to -1, 0, 1 (1/4, 1/2, 1/4), so "diff <= 0" (not
+    # better) has probability 3/4, and the interval is [-1, 1].
+    result = metrics.paired_bootstrap_diff([0.0, 1.0], [1.0, 0.0])
+    assert {k: result[k] for k in ("before", "after", "diff", "low", "high")} == {
+        "before": 0.5, "after": 0.5, "diff": 0.0, "low": -1.0, "high": 1.0}
+    assert result["p_not_better"] == pytest.approx(0.75, abs=0.05)
+
+
+def test_paired_bootstrap_constant_improvement_is_certain():
+    # Every example gains exactly 1: no spread, so the interval is the difference itself and
+    # the improvement is never in doubt; one example alone is the same case.
+    assert metrics.paired_bootstrap_diff([0.0, 1.0], [1.0, 2.0]) == {
+        "before": 0.5, "after": 1.5, "diff": 1.0, "low": 1.0, "high": 1.0, "p_not_better": 0.0}
+    assert metrics.paired_bootstrap_diff([0.25], [0.75]) == {
+        "before": 0.25, "after": 0.75, "diff": 0.5, "low": 0.5, "high": 0.5, "p_not_better": 0.0}
+
+
+def test_paired_bootstrap_takes_exact_match_booleans():
+    # Per-example exact match is a list of bools (`exact_match`); they count as 0/1 scores.
+    before = [True, False, False, True, False]
+    after = [True, True, False, True, True]
+    result = metrics.paired_bootstrap_diff(before, after)
+    assert (result["before"], result["after"], result["diff"]) == pytest.approx((0.4, 0.8, 0.4))
+    assert 0.0 <= result["low"] <= result["diff"] <= result["high"] <= 0.8
+    assert metrics.bootstrap_ci(after)["mean"] == pytest.approx(0.8)
+
+
+def test_bootstrap_defaults_are_1000_resamples_95_percent_seed_0():
+    # The documented defaults (the intervals in results/ were computed with them).
+    values = np.random.default_rng(9).uniform(size=30).tolist()
+    other = np.random.default_rng(10).uniform(size=30).tolist()
+    assert metrics.bootstrap_ci(values) == metrics.bootstrap_ci(values, n_resamples=1000, confidence=0.95, seed=0)
+    assert metrics.paired_bootstrap_diff(values, other) == metrics.paired_bootstrap_diff(
+        values, other, n_resamples=1000, confidence=0.95, seed=0)
+
+
+def test_bootstrap_argument_checks_name_the_problem():
+    for confidence in (0.0, 1.0):
+        with pytest.raises(ValueError, match=f"^confidence must be strictly between 0 and 1, got {confidence}$"):
+            metrics.bootstrap_ci([1.0, 2.0], confidence=confidence)
+        with pytest.raises(ValueError, match="^confidence must be strictly between 0 and 1"):
+            metrics.paired_bootstrap_diff([1.0, 2.0], [2.0, 1.0], confidence=confidence)
+    with pytest.raises(ValueError, match="^n_resamples must be >= 1, got 0$"):
+        metrics.bootstrap_ci([1.0, 2.0], n_resamples=0)
+    with pytest.raises(ValueError, match="^n_resamples must be >= 1, got 0$"):
+        metrics.paired_bootstrap_diff([1.0, 2.0], [2.0, 1.0], n_resamples=0)
+    # One resample is allowed: both quantiles are that resample's mean.
+    one = metrics.bootstrap_ci([1.0, 0.0], n_resamples=1)
+    assert one["low"] == one["high"] and one["low"] in (0.0, 0.5, 1.0)
+    one_paired = metrics.paired_bootstrap_diff([0.0, 1.0], [1.0, 0.0], n_resamples=1)
+    assert one_paired["low"] == one_paired["high"] and one_paired["low"] in (-1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"^values must be a non-empty list of numbers, got 2 values$"):
+        metrics.bootstrap_ci([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(ValueError, match="^values contains NaN or infinite values$"):
+        metrics.bootstrap_ci([1.0, float("inf")])
+    with pytest.raises(ValueError, match="^before must be a non-empty list of numbers, got 0 values$"):
+        metrics.paired_bootstrap_diff([], [])
+    with pytest.raises(ValueError, match="^before contains NaN or infinite values$"):
+        metrics.paired_bootstrap_diff([float("nan"), 1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="^after contains NaN or infinite values$"):
+        metrics.paired_bootstrap_diff([1.0, 2.0], [1.0, float("-inf")])
+
+
 def test_paired_bootstrap_length_mismatch():
-    with pytest.raises(ValueError, match="before has 3, after has 2"):
+    with pytest.raises(ValueError, match="^paired bootstrap needs one score per example in both lists: "
+                                         "before has 3, after has 2$"):
         metrics.paired_bootstrap_diff([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
@@ -457,3 +633,17 @@ def test_echoes_prompt_needs_the_whole_user_message():
     assert echoes_prompt(f"{prompt} anaknya\n{prompt}", prompt)
     assert not echoes_prompt("The lungs help us breathe.", prompt)
     assert not echoes_prompt("Hi there", "Hi"), "a short message is too generic to count"
+
+
+def test_echoes_prompt_counts_messages_from_twenty_characters():
+    # The documented threshold: a (stripped) message of exactly `min_chars` = 20 characters counts,
+    # one of 19 does not; surrounding whitespace of the message is not part of its length or of
+    # what must be repeated.
+    from sftkit.metrics import echoes_prompt
+
+    twenty = "abcdefghij klmnopqrs"
+    assert len(twenty) == 20
+    assert echoes_prompt(f"so: {twenty} again", twenty)
+    assert not echoes_prompt(f"so: {twenty[:19]} again", twenty[:19])
+    assert echoes_prompt(f"so:{twenty}.", f"  {twenty}\n")
+    assert not echoes_prompt(f"so:{twenty}.", twenty, min_chars=21)
