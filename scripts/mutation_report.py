@@ -4,8 +4,9 @@
 silent errors would corrupt results, against their fast tests) and then this script. It reads
 mutmut's results, shows every mutant that no test killed with its diff, and marks those
 explained as equivalent in ``dev/mutation_equivalents.toml`` (a mutant that changes nothing a
-caller can observe, with the reason). A mutant that no selected test executes ("no tests") is
-counted as surviving: nothing would catch it.
+caller can observe, with the reason); a survivor that is not equivalent but is left alive on
+purpose carries its reason there too (``[not_killed]``) and still counts as surviving. A mutant
+that no selected test executes ("no tests") is counted as surviving: nothing would catch it.
 
 The last line printed is ``mutants_killed=<k> mutants_survived=<s> mutants_timeout=<t>``, where
 survived counts the unexplained survivors only; the report also gives the score over the
@@ -47,18 +48,18 @@ def module_of(name: str) -> str:
 
 
 def function_of(name: str) -> str:
-    return name.rsplit(".", 1)[1].removeprefix("x").rsplit("__mutmut_", 1)[0].replace("ǁ", ".").strip("_")
+    return name.rsplit(".", 1)[1].removeprefix("x").rsplit("__mutmut_", 1)[0].replace("ǁ", ".").strip("_.")
 
 
 def diff_of(name: str, mutants: Path) -> str:
     """The mutant's diff against the source, through mutmut's own function (pinned version)."""
     import os
 
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
-
     here = Path.cwd()
     os.chdir(ROOT)
     try:
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
+
         return get_diff_for_mutant(name, path=Path(module_of(name))).strip()
     except Exception as error:  # noqa: BLE001 (a report line, not a crash, for a diff mutmut cannot rebuild)
         return f"(diff unavailable: {error})"
@@ -66,10 +67,13 @@ def diff_of(name: str, mutants: Path) -> str:
         os.chdir(here)
 
 
-def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
+def load_explanations(path: Path = EQUIVALENTS) -> tuple[dict[str, str], dict[str, str]]:
+    """The ``[equivalent]`` and ``[not_killed]`` tables: mutant name -> reason."""
     if not path.is_file():
-        return {}
-    return {str(k): str(v) for k, v in tomllib.loads(path.read_text()).get("equivalent", {}).items()}
+        return {}, {}
+    data = tomllib.loads(path.read_text())
+    return ({str(k): str(v) for k, v in data.get("equivalent", {}).items()},
+            {str(k): str(v) for k, v in data.get("not_killed", {}).items()})
 
 
 def summarise(results: dict[str, str], equivalents: dict[str, str]) -> dict[str, Counter]:
@@ -84,8 +88,8 @@ def summarise(results: dict[str, str], equivalents: dict[str, str]) -> dict[str,
     return dict(sorted(by_module.items()))
 
 
-def write_report(results: dict[str, str], equivalents: dict[str, str], mutants: Path, out: Path,
-                 wall_s: float | None) -> Counter:
+def write_report(results: dict[str, str], equivalents: dict[str, str], not_killed: dict[str, str], mutants: Path,
+                 out: Path, wall_s: float | None) -> Counter:
     by_module = summarise(results, equivalents)
     total = sum(by_module.values(), Counter())
     scored = total["mutants"] - total["equivalent"]
@@ -101,12 +105,12 @@ def write_report(results: dict[str, str], equivalents: dict[str, str], mutants: 
         f"Machine: {platform.processor() or platform.machine()}, mutmut 3.8.1"
         + (f"; the run took {wall_s / 60:.0f} minutes with two workers." if wall_s else "."),
         "",
-        "| module | mutants | killed | survived | no tests | timeout | equivalent |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| module | mutants | killed | survived | no tests | timeout | not checked | equivalent |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for module, c in [*by_module.items(), ("**all**", total)]:
         lines.append(f"| {module} | {c['mutants']} | {c['killed']} | {c['survived']} | {c['no tests']} | "
-                     f"{c['timeout']} | {c['equivalent']} |")
+                     f"{c['timeout']} | {c['not checked']} | {c['equivalent']} |")
     if scored:
         lines += ["", f"Killed {total['killed']} of {scored} non-equivalent mutants "
                       f"({100 * total['killed'] / scored:.1f}%; timeouts count as not killed)."]
@@ -114,11 +118,14 @@ def write_report(results: dict[str, str], equivalents: dict[str, str], mutants: 
     equivalent_names = [n for n, s in results.items() if s in ("survived", "no tests") and n in equivalents]
     lines += ["", f"## Surviving mutants ({len(open_names)})", ""]
     for name in open_names:
-        lines += [f"### `{name}` ({results[name]})", "", "```diff", diff_of(name, mutants), "```", ""]
+        lines += [f"### `{name}` ({results[name]})", ""]
+        if name in not_killed:
+            lines += [f"Not killed: {not_killed[name]}", ""]
+        lines += ["```diff", diff_of(name, mutants), "```", ""]
     lines += [f"## Equivalent mutants ({len(equivalent_names)})", ""]
     for name in equivalent_names:
         lines += [f"- `{name}`: {equivalents[name]}"]
-    stale = sorted(set(equivalents) - set(equivalent_names))
+    stale = sorted((set(equivalents) - set(equivalent_names)) | (set(not_killed) - set(open_names)))
     if stale:
         lines += ["", "Explanations in dev/mutation_equivalents.toml that match no surviving mutant "
                       "(killed now, or renamed):", *[f"- `{n}`" for n in stale]]
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     results = read_results(args.mutants)
     if not results:
         raise SystemExit(f"no mutmut results under {args.mutants}: run `make mutation` (mutmut run) first")
-    total = write_report(results, load_equivalents(), args.mutants, args.out, args.wall_s)
+    equivalents, not_killed = load_explanations()
+    total = write_report(results, equivalents, not_killed, args.mutants, args.out, args.wall_s)
     print(f"report: {args.out}")
     print(f"mutants_killed={total['killed']} mutants_survived={total['open']} mutants_timeout={total['timeout']}")
     return 0
