@@ -32,6 +32,15 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           None: "not checked"}
 
 
+def _hardware() -> str:
+    try:
+        from sftkit.models import hardware_name
+
+        return hardware_name()
+    except ImportError:
+        return platform.machine()
+
+
 def read_results(mutants: Path) -> dict[str, str]:
     """Mutant name -> status, from the ``.meta`` files mutmut writes beside each mutated module."""
     results = {}
@@ -89,7 +98,7 @@ def summarise(results: dict[str, str], equivalents: dict[str, str]) -> dict[str,
 
 
 def write_report(results: dict[str, str], equivalents: dict[str, str], not_killed: dict[str, str], mutants: Path,
-                 out: Path, wall_s: float | None) -> Counter:
+                 out: Path, wall_s: float | None, note: str = "") -> Counter:
     by_module = summarise(results, equivalents)
     total = sum(by_module.values(), Counter())
     scored = total["mutants"] - total["equivalent"]
@@ -102,8 +111,9 @@ def write_report(results: dict[str, str], equivalents: dict[str, str], not_kille
         "A mutant that no selected test executes (\"no tests\") counts as surviving. Survivors that",
         "change nothing a caller can observe are explained in `dev/mutation_equivalents.toml`.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, mutmut 3.8.1"
-        + (f"; the run took {wall_s / 60:.0f} minutes with two workers." if wall_s else "."),
+        f"Machine: {_hardware()}, mutmut 3.8.1"
+        + (f"; the run took {wall_s / 60:.0f} minutes with two workers." if wall_s else ".")
+        + (f" {note}" if note else ""),
         "",
         "| module | mutants | killed | survived | no tests | timeout | not checked | equivalent |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -140,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", type=Path, default=ROOT / "mutants")
     parser.add_argument("--out", type=Path, default=ROOT / "dev" / "mutation.md")
     parser.add_argument("--wall-s", type=float, default=None)
+    parser.add_argument("--note", default="", help="a sentence added after the machine line")
     args = parser.parse_args(argv)
     results = read_results(args.mutants)
     if not results:
         raise SystemExit(f"no mutmut results under {args.mutants}: run `make mutation` (mutmut run) first")
     equivalents, not_killed = load_explanations()
-    total = write_report(results, equivalents, not_killed, args.mutants, args.out, args.wall_s)
+    total = write_report(results, equivalents, not_killed, args.mutants, args.out, args.wall_s, args.note)
     print(f"report: {args.out}")
     print(f"mutants_killed={total['killed']} mutants_survived={total['open']} mutants_timeout={total['timeout']}")
     return 0

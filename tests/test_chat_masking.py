@@ -730,3 +730,28 @@ def test_prepare_tokenizer_starts_the_template_with_bos_when_the_tokenizer_puts_
     bos_first.chat_template = None
     assert bos_first("a")["input_ids"][0] == bos_first.bos_token_id
     assert prepare_tokenizer(bos_first).chat_template == training_template(CHATML, bos=True)
+
+
+class _AddedToken:
+    def __init__(self, content, special):
+        self.content, self.special = content, special
+
+
+class _TemplateVocabulary:
+    """A tokenizer stand-in with a chat template and added tokens, as `control_strings` reads them."""
+
+    def __init__(self, template, tokens):
+        self.chat_template = template
+        self.added_tokens_decoder = {index: token for index, token in enumerate(tokens)}
+
+
+def test_control_strings_are_the_special_and_template_tokens_longest_first():
+    from sftkit.masking import control_strings
+
+    tokens = [_AddedToken("~x", True), _AddedToken("<|im_start|>", False), _AddedToken("<|im_end|>", False),
+              _AddedToken("<unused>", False), _AddedToken("  ", False), _AddedToken("XX", False)]
+    template = "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>  {% endfor %}"
+    # Special tokens always; an added token only when the template writes it and it is not whitespace;
+    # longest first, so a control string that is a prefix of another never wins (not alphabetical: "~x" is last).
+    assert control_strings(_TemplateVocabulary(template, tokens)) == ("<|im_start|>", "<|im_end|>", "~x")
+    assert control_strings(_TemplateVocabulary(None, tokens)) == ("~x",)  # no template: only special tokens

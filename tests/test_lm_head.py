@@ -34,20 +34,10 @@ def _ids(tokenizer):
 def test_embed_and_project_equal_peft_forward_in_values_and_delta_gradients(make_tiny_model, tokenizer):
     model = _peft_with_token_rows(make_tiny_model, tokenizer)
     causal_lm = model.get_base_model()
-    embedding, head = causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings()
     deltas = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
     assert len(deltas) == 1, "the tied head shares the embedding's delta"
-    ids = _ids(tokenizer)
     hidden = torch.randn(2, 8, causal_lm.config.hidden_size, generator=torch.Generator().manual_seed(1))
-
-    results = {}
-    for way, (emb_fn, head_fn) in {"peft": (embedding, head), "rows": (lambda x: embed(embedding, x),
-                                                                      lambda h: project(head, h))}.items():
-        model.zero_grad()
-        h = hidden.clone().requires_grad_(True)
-        out_embed, out_logits = emb_fn(ids), head_fn(h)
-        (out_embed.square().sum() + out_logits.tanh().sum()).backward()
-        results[way] = (out_embed.detach(), out_logits.detach(), deltas[0].grad.clone(), h.grad.clone())
+    results = _embed_and_project_both_ways(model, _ids(tokenizer), hidden)
     # fp32 rounding only: the two ways sum the vocabulary in a different order, and the order
     # differs between CPU kernels (AVX2 vs AVX-512 hosts gave up to 1.8e-5 on values near 1.6);
     # a wrong or missing delta row changes values by the size of the 0.3-scale deltas.
