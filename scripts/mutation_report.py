@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tomllib
 from collections import Counter
@@ -60,10 +61,8 @@ def function_of(name: str) -> str:
     return name.rsplit(".", 1)[1].removeprefix("x").rsplit("__mutmut_", 1)[0].replace("ǁ", ".").strip("_.")
 
 
-def diff_of(name: str, mutants: Path) -> str:
+def diff_of(name: str) -> str:
     """The mutant's diff against the source, through mutmut's own function (pinned version)."""
-    import os
-
     here = Path.cwd()
     os.chdir(ROOT)
     try:
@@ -97,8 +96,8 @@ def summarise(results: dict[str, str], equivalents: dict[str, str]) -> dict[str,
     return dict(sorted(by_module.items()))
 
 
-def write_report(results: dict[str, str], equivalents: dict[str, str], not_killed: dict[str, str], mutants: Path,
-                 out: Path, wall_s: float | None, note: str = "") -> Counter:
+def write_report(results: dict[str, str], equivalents: dict[str, str], not_killed: dict[str, str], out: Path,
+                 wall_s: float | None, note: str = "") -> Counter:
     by_module = summarise(results, equivalents)
     total = sum(by_module.values(), Counter())
     scored = total["mutants"] - total["equivalent"]
@@ -131,7 +130,7 @@ def write_report(results: dict[str, str], equivalents: dict[str, str], not_kille
         lines += [f"### `{name}` ({results[name]})", ""]
         if name in not_killed:
             lines += [f"Not killed: {not_killed[name]}", ""]
-        lines += ["```diff", diff_of(name, mutants), "```", ""]
+        lines += ["```diff", diff_of(name), "```", ""]
     lines += [f"## Equivalent mutants ({len(equivalent_names)})", ""]
     for name in equivalent_names:
         lines += [f"- `{name}`: {equivalents[name]}"]
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         raise SystemExit(f"no mutmut results under {args.mutants}: run `make mutation` (mutmut run) first")
     equivalents, not_killed = load_explanations()
-    total = write_report(results, equivalents, not_killed, args.mutants, args.out, args.wall_s, args.note)
+    total = write_report(results, equivalents, not_killed, args.out, args.wall_s, args.note)
     print(f"report: {args.out}")
     print(f"mutants_killed={total['killed']} mutants_survived={total['open']} mutants_timeout={total['timeout']}")
     return 0

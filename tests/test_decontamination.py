@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from repo_scripts import load_script
 
 from sftkit import decontamination as dc
 from sftkit import offline_conversations as oc
@@ -16,13 +16,6 @@ from sftkit.evalsets.facts import load_facts
 from sftkit.ifeval import offline_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ngrams_and_overlaps_find_shared_word_runs():
@@ -69,7 +62,7 @@ def test_no_training_row_shares_eight_words_with_any_evaluation_prompt():
 
 
 def test_no_training_row_mentions_a_reserved_evaluation_topic():
-    checker = _script("check_written_rows")
+    checker = load_script("check_written_rows")
     rows, _, _ = _shipped_texts()
     for row in rows:
         text = " ".join(m["content"] for m in row["messages"])

@@ -164,19 +164,17 @@ def _run_user_code(code: str, *args: str) -> dict:
 
 
 def _adapter_pointed_at_this_machine(folder: Path) -> Path:
-    """A copy of the committed adapter whose config names this machine's converted base model (what
-    `sftkit.adapters.point_adapter_at` does after training), with the base's tokenizer.json (not
-    committed: 33 MB, byte-identical to the base model's)."""
+    """A copy of the committed adapter pointed at this machine's converted base model (as training does,
+    `point_adapter_at`), with the base's tokenizer.json (not committed: 33 MB, byte-identical to the base
+    model's)."""
+    from sftkit.adapters import point_adapter_at
     from sftkit.models import gemma_base_dir
 
     base = gemma_base_dir()
     shutil.copytree(DEMO_ADAPTER, folder)
     if not (folder / "tokenizer.json").is_file():
         shutil.copy(base / "tokenizer.json", folder / "tokenizer.json")
-    config_path = folder / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = str(base)
-    config_path.write_text(json.dumps(config, indent=2))
+    point_adapter_at(folder, base)
     return folder
 
 

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("mutation_report", ROOT / "scripts" / "mutation_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from repo_scripts import load_script
 
 
 def test_results_are_summed_per_module_and_explanations_are_applied(tmp_path):
-    script = _script()
+    script = load_script("mutation_report")
     meta = tmp_path / "mutants" / "sftkit"
     meta.mkdir(parents=True)
     # mutmut's exit codes: 1 killed, 0 survived, 33 no tests, 36 timeout, None not checked.
@@ -38,7 +29,7 @@ def test_results_are_summed_per_module_and_explanations_are_applied(tmp_path):
     assert script.function_of("sftkit.chat.xǁTurnFormatǁrender__mutmut_1") == "TurnFormat.render"
     equivalents, not_killed = script.load_explanations(explanations)
     out = tmp_path / "mutation.md"
-    total = script.write_report(results, equivalents, not_killed, tmp_path / "mutants", out, wall_s=600)
+    total = script.write_report(results, equivalents, not_killed, out, wall_s=600)
     # survived: the unexplained survivor and the one no test runs; the equivalent one is not counted.
     assert (total["killed"], total["open"], total["timeout"], total["equivalent"]) == (2, 2, 1, 1)
     report = out.read_text()

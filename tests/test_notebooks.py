@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -97,12 +98,7 @@ def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
 
 
 def _set_repo_url():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("set_repo_url", ROOT / "scripts" / "set_repo_url.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("set_repo_url")
 
 
 def test_every_notebook_installs_the_pinned_repository_of_pyproject():

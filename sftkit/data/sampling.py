@@ -41,9 +41,9 @@ def no_shutdown_sleep() -> Iterator[None]:
     streamed parquet iteration stops, to let Arrow's reader threads finish before the process
     could exit (apache/arrow#45214: a thread that outlives the interpreter aborts it). A sample
     stops its stream early, so every sample paid those 5 s (a 50-row sample of the smol-smoltalk
-    stand-in: 5.9 s with the sleep, 0.9 s without). Here the setting is 0 while the block reads, and the stream's
-    objects are collected before the block ends, which joins those threads while Arrow is alive
-    (the fix reported in huggingface/datasets#7566); the setting is restored afterwards.
+    stand-in: 5.9 s with the sleep, 0.9 s without). Here the setting is 0 while the block reads,
+    and the stream's objects are collected before the block ends, which joins those threads while
+    Arrow is alive (the fix reported in huggingface/datasets#7566); the setting is restored afterwards.
     """
     previous = datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN
     datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
