@@ -153,6 +153,10 @@ class DataConfig(_Section):
     curriculum: dict[str, int] = field(default_factory=dict, metadata={"help": (
         "Built-in tasks only (data.source=builtin-tasks): rows of single tasks trained first, in this "
         "order ({task: rows}, JSON), before the data.train_size mixed rows. Empty: one shuffled mix.")})
+    kind_rows: dict[str, int] = field(default_factory=dict, metadata={"help": (
+        "Offline conversations only: the mix, as rows of each named kind ({kind: rows}, JSON; kinds as "
+        "in resources/conversations.md: ifeval, refusal, everyday ...) within data.train_size, the rest "
+        "drawn from the other kinds. Empty: a plain seeded sample, in the file's proportions.")})
 
     @property
     def train_rows(self) -> int:
@@ -168,6 +172,9 @@ class DataConfig(_Section):
             self._require(name, getattr(self, name) >= 0, "must be >= 0")
         self._require("max_length", self.max_length >= 1, "must be >= 1")
         self._require("shuffle_buffer", self.shuffle_buffer >= 1, "must be >= 1")
+        self._require("kind_rows", all(rows >= 0 for rows in self.kind_rows.values()), "rows must be >= 0")
+        self._require("kind_rows", sum(self.kind_rows.values()) <= self.train_size,
+                      f"asks for more rows than data.train_size={self.train_size}")
         if not self.curriculum:
             return
         self._require("curriculum", all(rows >= 0 for rows in self.curriculum.values()), "rows must be >= 0")

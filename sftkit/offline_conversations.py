@@ -61,8 +61,9 @@ def _check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> None:
         raise ValueError(f"split must be one of {allowed}, got {split!r}")
 
 
-def _read_rows(split: str) -> list[dict]:
-    """The rows of one split, in file order, each validated (line numbers are 1-based)."""
+def _read_rows(split: str, with_kind: bool = False) -> list[dict]:
+    """The rows of one split, in file order, each validated (line numbers are 1-based); with
+    ``with_kind`` each also carries its ``kind`` (the card's row kinds: everyday, ifeval, ...)."""
     if not RESOURCE.is_file():
         raise FileNotFoundError(
             f"{RESOURCE} is missing: reinstall sftkit (it is package data) or rebuild it with "
@@ -92,6 +93,7 @@ def _read_rows(split: str) -> list[dict]:
                     "source": row["source"],
                     "task": row.get("task") or "",
                     "answer": row.get("answer") or "",
+                    **({"kind": row.get("kind") or ""} if with_kind else {}),
                 }
             )
     return rows
@@ -107,30 +109,63 @@ def load_offline_conversations(split: str) -> datasets.Dataset:
 
 
 def offline_conversation_splits(
-    train_size: int | None, eval_size: int | None, eval_split: str = "test", seed: int = 0
+    train_size: int | None, eval_size: int | None, eval_split: str = "test", seed: int = 0,
+    kind_rows: dict[str, int] | None = None,
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Train and held-out sets: ``train_size`` train rows shuffled by ``seed`` (None: all of them),
     and the first ``eval_size`` rows of ``eval_split`` (``test`` or ``dev``) in file order.
 
-    Asking for more rows than a split has raises instead of returning fewer. The eval rows
-    are not shuffled, so the same ``eval_size`` always gives the same rows,
+    ``kind_rows`` ({kind: rows}) sets the mix: that many rows of each named kind (``ifeval``,
+    ``refusal`` ...; the kinds of the card), and the rest of ``train_size`` drawn from the other
+    kinds, all in the seeded order. Empty or None: a plain seeded sample, whose shares follow the
+    file's. Asking for more rows than a split (or a kind) has raises instead of returning fewer.
+    The eval rows are not shuffled, so the same ``eval_size`` always gives the same rows,
     whatever the seed: seeds vary the training data, never the yardstick.
     """
     _check_split(eval_split, ("test", "dev"))
     for name, size in (("train_size", train_size), ("eval_size", eval_size)):
         if size is not None and size < 0:
             raise ValueError(f"{name} must be >= 0 or None, got {size}")
-    train = load_offline_conversations("train").shuffle(seed=seed)
+    kind_rows = dict(kind_rows or {})
+    rows = _read_rows("train", with_kind=True)
+    train = datasets.Dataset.from_list(rows, features=datasets.Features({**FEATURES, "kind": datasets.Value("string")}))
+    train = train.shuffle(seed=seed)
     held_out = load_offline_conversations(eval_split)
     for name, size, data, split in (("train_size", train_size, train, "train"),
                                     ("eval_size", eval_size, held_out, eval_split)):
         if size is not None and size > len(data):
             raise ValueError(f"{name}={size} but the {split} split has only {len(data)} rows")
-    if train_size is not None:
+    if kind_rows:
+        train = train.select(_mixed_positions(train["kind"], kind_rows, len(train) if train_size is None else train_size))
+    elif train_size is not None:
         train = train.select(range(train_size))
     if eval_size is not None:
         held_out = held_out.select(range(eval_size))
-    return train.flatten_indices(), held_out
+    return train.remove_columns("kind").flatten_indices(), held_out
+
+
+def _mixed_positions(kinds: list[str], kind_rows: dict[str, int], train_size: int) -> list[int]:
+    """Positions (in the shuffled order, kept) of ``kind_rows[k]`` rows of each named kind ``k``
+    and ``train_size - sum(kind_rows)`` rows of the other kinds."""
+    available = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
+    for kind, wanted in kind_rows.items():
+        if kind not in available:
+            raise ValueError(f"data.kind_rows: no training row has kind {kind!r} (kinds: {', '.join(sorted(available))})")
+        if not 0 <= wanted <= available[kind]:
+            raise ValueError(f"data.kind_rows: {kind}={wanted} but the train split has {available[kind]} such rows")
+    rest = train_size - sum(kind_rows.values())
+    others = sum(n for kind, n in available.items() if kind not in kind_rows)
+    if not 0 <= rest <= others:
+        raise ValueError(f"data.kind_rows asks for {sum(kind_rows.values())} rows of the named kinds, leaving "
+                         f"{rest} of data.train_size={train_size} for the other kinds, which have {others} rows")
+    quota = {**kind_rows, None: rest}
+    positions = []
+    for position, kind in enumerate(kinds):
+        key = kind if kind in kind_rows else None
+        if quota[key] > 0:
+            quota[key] -= 1
+            positions.append(position)
+    return positions
 
 
 def trained_instruction_ids() -> frozenset[str]:

@@ -60,12 +60,16 @@ def load_run_data_with_report(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]
 
 def _load(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     d = cfg.data
+    if d.kind_rows and d.source != OFFLINE_CONVERSATIONS:
+        raise ValueError(f"data.kind_rows names kinds of the offline conversations; source {d.source!r} has none "
+                         "(set data.kind_rows={})")
     if d.source == OFFLINE_CONVERSATIONS:
         from .offline_conversations import offline_conversation_splits
 
         if d.curriculum:
             raise ValueError("data.curriculum names built-in tasks; the offline conversations have no stages")
-        train, held_out = offline_conversation_splits(d.train_size, d.eval_size, eval_split=d.eval_split, seed=d.seed)
+        train, held_out = offline_conversation_splits(d.train_size, d.eval_size, eval_split=d.eval_split, seed=d.seed,
+                                                      kind_rows=d.kind_rows)
         return train, held_out, {"train": {"split": "train"}, "eval": {"split": d.eval_split}}
     if d.source == "builtin-tasks":
         from .tasks import make_task_splits

@@ -147,6 +147,8 @@ RULES = [
     ("data.shuffle_buffer=0", "data.shuffle_buffer must be >= 1"),
     ('data.curriculum={"add": -1}', "data.curriculum rows must be >= 0"),
     ('data.curriculum={"add": "8"}', "data.curriculum must be dict[str, int], got {'add': '8'}"),
+    ('data.kind_rows={"ifeval": -1}', "data.kind_rows rows must be >= 0"),
+    ('data.kind_rows={"ifeval": 5000}', "data.kind_rows asks for more rows than data.train_size="),
     ("lora.r=0", "lora.r must be >= 1, got 0"),
     ("lora.alpha=0", "lora.alpha must be > 0, got 0"),
     ("lora.dropout=1", "lora.dropout must be in [0, 1), got 1.0"),

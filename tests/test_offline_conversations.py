@@ -126,6 +126,52 @@ def test_sizes_are_honoured_and_eval_rows_come_in_file_order(splits):
         oc.offline_conversation_splits(len(splits["train"]) + 1, 4)
 
 
+def test_without_a_mix_the_sample_is_the_seeded_shuffle_of_the_train_split(splits):
+    train, _ = oc.offline_conversation_splits(40, 4, seed=3)
+    assert train["messages"] == splits["train"].shuffle(seed=3).select(range(40))["messages"]
+    assert train.column_names == list(oc.COLUMNS)
+
+
+def _kinds_of(train, raw_rows) -> Counter:
+    kind_of = {json.dumps(r["messages"], sort_keys=True): r["kind"] for r in raw_rows if r["split"] == "train"}
+    return Counter(kind_of[json.dumps(m, sort_keys=True)] for m in train["messages"])
+
+
+def test_a_mix_draws_the_named_kinds_exactly_and_the_rest_from_the_others(splits, raw_rows):
+    train, _ = oc.offline_conversation_splits(60, 4, seed=2, kind_rows={"ifeval": 30, "refusal": 5})
+    kinds = _kinds_of(train, raw_rows)
+    assert len(train) == 60 and kinds["ifeval"] == 30 and kinds["refusal"] == 5
+    assert sum(kinds.values()) - 35 == 25 and len(kinds) > 3, "the other 25 rows come from the other kinds"
+    # The named kinds' rows are the first of their kind in the seeded order, kept in that order.
+    shuffled = splits["train"].shuffle(seed=2)
+    first_ifeval = [m for m, s in zip(shuffled["messages"], shuffled["source"]) if s == oc.SOURCE_IFEVAL][:30]
+    assert [m for m, s in zip(train["messages"], train["source"]) if s == oc.SOURCE_IFEVAL] == first_ifeval
+    zero, _ = oc.offline_conversation_splits(20, 4, seed=2, kind_rows={"ifeval": 0})
+    assert oc.SOURCE_IFEVAL not in zero["source"]
+
+
+def test_a_mix_that_cannot_be_drawn_raises_naming_the_reason():
+    with pytest.raises(ValueError, match="no training row has kind 'poems'.*everyday"):
+        oc.offline_conversation_splits(10, 4, kind_rows={"poems": 2})
+    with pytest.raises(ValueError, match="refusal=31 but the train split has 30"):
+        oc.offline_conversation_splits(40, 4, kind_rows={"refusal": 31})
+    with pytest.raises(ValueError, match="leaving -5 of data.train_size=10"):
+        oc.offline_conversation_splits(10, 4, kind_rows={"refusal": 15})
+
+
+def test_a_run_trains_on_the_configured_mix_and_other_sources_refuse_one(raw_rows):
+    from sftkit.config import apply_overrides, get_preset
+    from sftkit.run_data import load_run_data
+
+    cfg = apply_overrides(get_preset("cpu-demo"), ["data.train_size=24", 'data.kind_rows={"refusal": 20}'])
+    train, _ = load_run_data(cfg)
+    assert len(train) == 24 and _kinds_of(train, raw_rows)["refusal"] == 20
+    for source in ("builtin-tasks", "rows.jsonl"):
+        other = apply_overrides(get_preset("smoke"), [f"data.source={source}", 'data.kind_rows={"refusal": 2}'])
+        with pytest.raises(ValueError, match="data.kind_rows names kinds of the offline conversations"):
+            load_run_data(other)
+
+
 def test_a_missing_file_and_a_bad_row_raise_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(oc, "RESOURCE", tmp_path / "conversations.jsonl")
     with pytest.raises(FileNotFoundError, match="build_conversations"):
