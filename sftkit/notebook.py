@@ -1,4 +1,8 @@
-"""What the chapters' first cells need: quiet libraries, runs kept on Google Drive, chapter 03's adapter found.
+"""What the chapters' first cells need: one `setup` call, runs kept on Google Drive, chapter 03's adapter found.
+
+Every chapter opens the same way: quiet libraries, the preset with its overrides, torch seeded,
+where its files go and the hardware named. `setup` does all of it and returns a `Chapter`, so
+each notebook keeps only its install lines and a short parameters cell.
 
 A fresh Colab runtime starts with an empty disk, so an adapter that chapter 03 saved in
 ``runs/<preset>/03_sft/adapter`` is gone by the time chapter 04 or 06 opens in a new session.
@@ -14,7 +18,10 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Where `runs_on_drive` keeps a preset's runs: <DRIVE_RUNS>/<preset>/ (03_sft/adapter, 04_eval, ...).
 DRIVE_MOUNT = Path("/content/drive")
@@ -88,3 +95,57 @@ def find_adapter(runs: str | Path, preset: str, drive_runs: Path = DRIVE_RUNS) -
         if (folder / "adapter_config.json").is_file():
             return folder
     return None
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """What a chapter's cells use: the preset it runs, its configuration and where its files go."""
+
+    preset: str
+    cfg: Any = field(repr=False)  # sftkit.config.RunConfig (imported lazily: see the module docstring)
+    overrides: tuple[str, ...]
+    hardware: str
+    root: Path
+    runs: Path  # shared artefacts of the preset's chapters: <root>/<cfg.output_dir> (03_sft/adapter, 04_eval ...)
+    figures: Path  # committed figures (figures/), or runs/<preset>/figures for smoke and overridden runs
+
+    @property
+    def note(self) -> str:
+        """The line printed under every figure: which preset, on what hardware."""
+        return f"{self.preset} preset, {self.hardware}"
+
+
+def setup(preset: str | None = None, overrides: Sequence[str] = (), drive: bool = False,
+          root: str | Path | None = None) -> Chapter:
+    """Set a chapter up: quiet libraries, the preset with its overrides, seeded torch, paths, one line each.
+
+    ``preset`` None takes ``$SFTKIT_PRESET``, else ``t4`` on a GPU and ``cpu-demo`` on a CPU
+    (`sftkit.config.default_preset_name`); ``overrides`` are ``key=value`` strings as ``sftkit demo
+    --set`` takes them, and ``$SFTKIT_SET`` adds more (";"-separated: CI runs the t4 chapters on
+    offline stand-ins so). ``drive`` keeps the runs on Google Drive in Colab (`runs_on_drive`; a
+    no-op elsewhere). ``root`` is the repository root that relative output folders are under (None:
+    the working directory). Smoke runs and overridden runs write their figures under the run's
+    folder, so they never overwrite the committed figures. torch is seeded with ``train.seed``.
+    """
+    import torch
+
+    import sftkit
+    from sftkit import config
+    from sftkit.models import hardware_name
+
+    quiet_libraries()
+    root = Path(root) if root is not None else Path.cwd()
+    name = preset or config.default_preset_name()
+    overrides = (*overrides, *config.env_overrides())
+    cfg = config.apply_overrides(config.get_preset(name), list(overrides))
+    if drive:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
+        cfg.output_dir = runs_on_drive(name, cfg.output_dir)
+    runs = root / cfg.output_dir  # an absolute output_dir stays as it is
+    figures = runs / "figures" if name == "smoke" or overrides else root / "figures"
+    torch.manual_seed(cfg.train.seed)
+    chapter = Chapter(preset=name, cfg=cfg, overrides=overrides, hardware=hardware_name(), root=root, runs=runs,
+                      figures=figures)
+    print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {root}")
+    print(f"preset: {name}\nhardware: {chapter.hardware}\nmodel: {cfg.model.name}\nartefacts: {runs}\n"
+          f"figures: {figures}\noverrides: {list(overrides) if overrides else 'none'}")
+    return chapter
