@@ -128,15 +128,16 @@ def offline_conversation_splits(
             raise ValueError(f"{name} must be >= 0 or None, got {size}")
     kind_rows = dict(kind_rows or {})
     rows = _read_rows("train", with_kind=True)
-    train = datasets.Dataset.from_list(rows, features=datasets.Features({**FEATURES, "kind": datasets.Value("string")}))
-    train = train.shuffle(seed=seed)
+    with_kind = datasets.Features({**FEATURES, "kind": datasets.Value("string")})
+    train = datasets.Dataset.from_list(rows, features=with_kind).shuffle(seed=seed)
     held_out = load_offline_conversations(eval_split)
     for name, size, data, split in (("train_size", train_size, train, "train"),
                                     ("eval_size", eval_size, held_out, eval_split)):
         if size is not None and size > len(data):
             raise ValueError(f"{name}={size} but the {split} split has only {len(data)} rows")
     if kind_rows:
-        train = train.select(_mixed_positions(train["kind"], kind_rows, len(train) if train_size is None else train_size))
+        size = len(train) if train_size is None else train_size
+        train = train.select(_mixed_positions(train["kind"], kind_rows, size))
     elif train_size is not None:
         train = train.select(range(train_size))
     if eval_size is not None:
@@ -150,7 +151,8 @@ def _mixed_positions(kinds: list[str], kind_rows: dict[str, int], train_size: in
     available = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
     for kind, wanted in kind_rows.items():
         if kind not in available:
-            raise ValueError(f"data.kind_rows: no training row has kind {kind!r} (kinds: {', '.join(sorted(available))})")
+            known = ", ".join(sorted(available))
+            raise ValueError(f"data.kind_rows: no training row has kind {kind!r} (kinds: {known})")
         if not 0 <= wanted <= available[kind]:
             raise ValueError(f"data.kind_rows: {kind}={wanted} but the train split has {available[kind]} such rows")
     rest = train_size - sum(kind_rows.values())
