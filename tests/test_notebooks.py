@@ -101,7 +101,7 @@ def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
             assert setup.source == first[0][0].source and parameters.source == first[0][1].source, name
     setup, parameters = _code_cells(_read(current[0]))[:2]
     assert '"google.colab" in sys.modules' in setup.source and 'f"sftkit @ git+{REPO_URL}@{REPO_REF}"' in setup.source
-    assert setup.source.rstrip().endswith("import sftkit.notebook  # noqa: E402"), "set-up beyond the install is setup()'s"
+    assert setup.source.rstrip().endswith("import sftkit.notebook  # noqa: E402"), "the rest is setup()'s job"
     assert "PRESET = None" in parameters.source and "DRIVE = False" in parameters.source
     assert "OVERRIDES = []" in parameters.source
     assert "chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)" in parameters.source
