@@ -28,6 +28,7 @@ noise.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -170,6 +171,7 @@ def _mixed_positions(kinds: list[str], kind_rows: dict[str, int], train_size: in
     return positions
 
 
+@functools.cache  # read once per process: the suite asks for every model it scores
 def trained_instruction_ids() -> frozenset[str]:
     """The IFEval instruction ids that the training split's instruction rows contain."""
     ids: set[str] = set()

@@ -41,30 +41,29 @@ def _join_prompt(instruction: str, extra: str) -> str:
     return f"{instruction}\n\n{extra}" if extra.strip() else instruction
 
 
-def from_alpaca(row: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
-    """Alpaca (instruction, optional input, output) to a user/assistant exchange."""
-    instruction = _required_text(row, "instruction", "alpaca")
-    extra = _optional_text(row, "input", "alpaca")
-    output = _required_text(row, "output", "alpaca")
+def _instruction_exchange(
+    row: Mapping[str, Any], fmt: str, extra_key: str, reply_key: str
+) -> dict[str, list[dict[str, str]]]:
+    """An instruction row (instruction, optional extra text, reply) as a user/assistant exchange."""
+    instruction = _required_text(row, "instruction", fmt)
+    extra = _optional_text(row, extra_key, fmt)
+    reply = _required_text(row, reply_key, fmt)
     return {
         "messages": [
             {"role": "user", "content": _join_prompt(instruction, extra)},
-            {"role": "assistant", "content": output},
+            {"role": "assistant", "content": reply},
         ]
     }
+
+
+def from_alpaca(row: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Alpaca (instruction, optional input, output) to a user/assistant exchange."""
+    return _instruction_exchange(row, "alpaca", "input", "output")
 
 
 def from_dolly(row: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Dolly (instruction, optional context, response) to a user/assistant exchange."""
-    instruction = _required_text(row, "instruction", "dolly")
-    context = _optional_text(row, "context", "dolly")
-    response = _required_text(row, "response", "dolly")
-    return {
-        "messages": [
-            {"role": "user", "content": _join_prompt(instruction, context)},
-            {"role": "assistant", "content": response},
-        ]
-    }
+    return _instruction_exchange(row, "dolly", "context", "response")
 
 
 # ShareGPT speaker names seen in the wild, mapped to our roles ("model" is Gemini's word).
