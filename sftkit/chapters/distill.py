@@ -15,16 +15,29 @@
 
 `train_token_kd` mixes the two losses, ``alpha * KD + (1 - alpha) * CE``, in a simple loop
 that is easy to read next to the formula; alpha = 1 is pure distillation, 0 is plain SFT.
+
+The student: token-level KD needs one tokenizer for both models, and the simplest student that
+shares it is the teacher with fewer decoder blocks (`truncated_student`, as in DistilBERT, which
+starts from every other block of BERT). It keeps the embedding, the final norm and the LM head,
+so it starts far closer to the teacher than a random model of the same size would. In a small
+model most parameters sit in the embedding (Gemma 3 270M: 168M of 268M, a 262k-token vocabulary),
+so dropping blocks saves less than the depth suggests; `parameter_counts` shows the split.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import operator
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from ..masking import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +217,180 @@ def train_token_kd(student: Any, teacher: Any, tokenizer: Any, rows: Any, steps:
     return history
 
 
+# --------------------------------------------------------------------------- a truncated student
+
+# The model types whose decoder blocks `truncated_student` knows how to cut, each with the config
+# fields that hold one entry per block (sliced with the blocks). Gemma 3's `layer_types` says which
+# blocks use sliding-window attention and which attend to everything; Llama's config has nothing per
+# block. A type is listed only once its config has been read for per-block fields: cutting a model
+# whose config still described the dropped blocks would load into a different network.
+PER_BLOCK_FIELDS: dict[str, tuple[str, ...]] = {"gemma3_text": ("layer_types",), "llama": ()}
+
+
+def student_blocks(num_blocks: int, keep: int | Iterable[int]) -> list[int]:
+    """The teacher's block indices a student keeps, checked: increasing, distinct, in range.
+
+    An int `keep` = n spreads n blocks evenly from bottom to top: block ``round(i * (N - 1) / (n - 1))``
+    for i = 0 .. n - 1 of the teacher's N, halves rounded up, so the first and the last block are
+    always kept (the first reads the embeddings, the last writes what the head reads); n = 1 keeps
+    block 0 alone. For 18 blocks, 6 keeps 0, 3, 7, 10, 14, 17. A sequence names the blocks itself.
+    Raises ValueError for n < 1 or n > N, an index out of range, a repeated or out-of-order index.
+    """
+    if isinstance(keep, bool):  # True is an int to Python, never a block count to a reader
+        raise ValueError(f"keep must be a number of blocks or a list of block indices, got {keep!r}")
+    if not isinstance(keep, Iterable):
+        try:
+            keep = operator.index(keep)  # an int, or an integer from numpy or torch
+        except TypeError:
+            raise ValueError(f"keep must be a number of blocks or a list of block indices, got {keep!r}") from None
+        if not 1 <= keep <= num_blocks:
+            raise ValueError(f"keep={keep}: a student keeps between 1 and {num_blocks} blocks (the teacher's)")
+        if keep == 1:
+            return [0]
+        # Integer arithmetic for round-half-up, so the rule never depends on float rounding.
+        return [(2 * i * (num_blocks - 1) + keep - 1) // (2 * (keep - 1)) for i in range(keep)]
+    try:
+        blocks = [operator.index(index) for index in keep]
+    except TypeError:
+        raise ValueError(f"keep must be a number of blocks or a list of block indices, got {keep!r}") from None
+    if not blocks:
+        raise ValueError("keep names no block: a student keeps at least one")
+    for index in blocks:
+        if not 0 <= index < num_blocks:
+            raise ValueError(f"block index {index} is out of range: the teacher has {num_blocks} blocks "
+                             f"(0-{num_blocks - 1})")
+    repeated = sorted({index for index in blocks if blocks.count(index) > 1})
+    if repeated:
+        raise ValueError(f"block indices {repeated} are listed more than once: each block is kept once")
+    if blocks != sorted(blocks):
+        # A student runs its blocks in the teacher's order; a permutation is more likely a typo than a wish.
+        raise ValueError(f"block indices must be increasing (the teacher's order), got {blocks}")
+    return blocks
+
+
+def _decoder_blocks(model: Any) -> tuple[str, torch.nn.ModuleList]:
+    """The dotted name and the module list of a supported model's decoder blocks; ValueError otherwise."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        peft = hasattr(model, "peft_config")
+        hint = " (a PEFT model: merge the adapter first, model.merge_and_unload())" if peft else ""
+        raise ValueError(f"expected a transformers model, got {type(model).__name__}{hint}")
+    model_type = getattr(model.config, "model_type", None)
+    layers = getattr(model.base_model, "layers", None)
+    if model_type not in PER_BLOCK_FIELDS or not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(f"cannot cut the blocks of {type(model).__name__} (model type {model_type!r}): "
+                         f"truncated_student knows {sorted(PER_BLOCK_FIELDS)}")
+    if len(layers) != model.config.num_hidden_layers:
+        raise ValueError(f"the model has {len(layers)} blocks but its config says num_hidden_layers="
+                         f"{model.config.num_hidden_layers}")
+    name = next(name for name, module in model.named_modules() if module is layers)
+    return name, layers
+
+
+def _ties_head_to_embedding(model: Any) -> bool:
+    """Whether the LM head computes with the input embedding's matrix (the same tensor, or an equal one)."""
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or not getattr(model.config, "tie_word_embeddings", False):
+        return False
+    return head.weight is embedding.weight or (head.weight.shape == embedding.weight.shape
+                                               and torch.equal(head.weight, embedding.weight))
+
+
+def _student_config(model: Any, blocks: list[int]) -> Any:
+    """A copy of the teacher's config that describes the student: its depth and its blocks' own entries."""
+    config = copy.deepcopy(model.config)  # keeps the attention implementation and every other setting
+    config.num_hidden_layers = len(blocks)
+    for field in PER_BLOCK_FIELDS[config.model_type]:
+        values = getattr(config, field, None)
+        if values is not None:
+            setattr(config, field, [values[index] for index in blocks])
+    # Gemma 3's legacy period of full-attention blocks (every 6th) only builds `layer_types` when a
+    # config has none; the student's are explicit and usually no longer periodic, so a saved period
+    # would misdescribe it. (Loading sets the in-memory default back; it is unused there too.)
+    if hasattr(config, "_sliding_window_pattern"):
+        del config._sliding_window_pattern
+    # A head that was untied from the embedding (a merged adapter that trained some token rows, say)
+    # while the config still says tied must stay untied, or one of the two matrices would be lost.
+    config.tie_word_embeddings = _ties_head_to_embedding(model)
+    return config
+
+
+def truncated_student(model: Any, keep: int | Iterable[int], *, dtype: str | torch.dtype | None = None
+                      ) -> PreTrainedModel:
+    """A new model: the teacher with only the decoder blocks `keep` (see `student_blocks` for the rule).
+
+    The student has copies of the kept blocks, the embedding, the final norm and the LM head (tied
+    to the embedding when the teacher's is), and a config that describes it exactly: the new
+    `num_hidden_layers` and, per block, the kept blocks' entries (Gemma 3's sliding/full
+    `layer_types`). It is built from that config, as `from_pretrained` would build it, so every
+    per-block attribute the modules derive from it (each attention's ``layer_idx``, which indexes
+    the KV cache, numbered 0..n-1; its sliding window) is the one a saved and reloaded student has.
+    The teacher is not changed. `dtype` None keeps the teacher's; the student is on the teacher's
+    device, with every parameter trainable, in the teacher's train/eval mode, with a copy of its
+    generation config. Supported: the model types in `PER_BLOCK_FIELDS` (Gemma 3 text, Llama);
+    ValueError for others, a PEFT model (merge it first), quantized weights or a bad `keep`.
+    """
+    from transformers.initialization import no_init_weights
+
+    from ..models import resolve_dtype
+
+    layers_name, layers = _decoder_blocks(model)
+    # Quantized weights (int8/4-bit storage, or a quantizer that would re-quantize on loading) cannot
+    # be copied as plain tensors, and the student's config would claim a quantization it lacks.
+    quantized = getattr(model, "hf_quantizer", None) is not None or \
+        getattr(model.config, "quantization_config", None) is not None or \
+        any(not parameter.is_floating_point() for parameter in model.parameters())
+    if quantized:
+        raise ValueError("the teacher is quantized: load it unquantized (float32 or bfloat16) to cut its blocks")
+    blocks = student_blocks(len(layers), keep)
+    config = _student_config(model, blocks)
+    # No random initialisation (every weight is overwritten below): for Gemma 3 270M it would fill a
+    # 168M-parameter embedding with noise only to replace it.
+    with torch.device(model.device), no_init_weights():
+        student = type(model)._from_config(config, dtype=model.dtype if dtype is None else resolve_dtype(dtype))
+    student.tie_weights()  # post_init ties them, but no_init_weights skips it along with the initialisation
+    # The teacher's weights under the student's names: kept block blocks[j] becomes block j.
+    prefix = layers_name + "."
+    new_index = {old: new for new, old in enumerate(blocks)}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith(prefix):
+            index, rest = name[len(prefix):].split(".", 1)
+            if int(index) not in new_index:
+                continue
+            name = f"{prefix}{new_index[int(index)]}.{rest}"
+        state[name] = tensor
+    # strict: a weight left over or missing would be a bug here, never something to skip.
+    student.load_state_dict(state, strict=True)
+    student.generation_config = copy.deepcopy(model.generation_config)
+    student.train(model.training)
+    return student
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Parameters by part, each tensor once: ``embedding`` (and an untied LM head), ``blocks``, ``other``, ``total``.
+
+    ``other`` is what is left (the final norm). For a table of teacher against students: blocks
+    shrink with depth, the embedding does not.
+    """
+    _, layers = _decoder_blocks(model)
+    embedding_ids = {id(model.get_input_embeddings().weight)}
+    if model.get_output_embeddings() is not None:
+        embedding_ids.add(id(model.get_output_embeddings().weight))
+    block_ids = {id(parameter) for parameter in layers.parameters()}
+    counts = {"embedding": 0, "blocks": 0, "other": 0}
+    for parameter in model.parameters():  # each shared (tied) tensor once
+        part = "embedding" if id(parameter) in embedding_ids else "blocks" if id(parameter) in block_ids else "other"
+        counts[part] += parameter.numel()
+    return {**counts, "total": sum(counts.values())}
+
+
 __all__ = [
+    "PER_BLOCK_FIELDS",
+    "student_blocks",
+    "truncated_student",
+    "parameter_counts",
     "kd_loss",
     "causal_lm_ce",
     "sequence_kd_dataset",
