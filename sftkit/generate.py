@@ -82,7 +82,8 @@ def generate_ids(
                 ids = prompts[index]
                 input_ids[row, width - len(ids) :] = torch.tensor(ids)
                 attention_mask[row, width - len(ids) :] = 1
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {}
+            # do_sample itself is passed below: naming it here too made every sampled call a TypeError.
+            sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),

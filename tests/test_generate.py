@@ -118,6 +118,18 @@ def test_stop_detection_and_trimming(tokenizer):
     assert mask[0, 0] == 0 and call["input_ids"][0, 0] == pad, "the shorter prompt is padded on the left"
 
 
+def test_seeded_sampling_repeats_and_differs_from_greedy(scrambled_model, tokenizer):
+    def sample(seed):
+        return [g.text for g in generate_batch(scrambled_model, tokenizer, CONVERSATIONS[:3] * 2, max_new_tokens=6,
+                                               do_sample=True, temperature=1.0, top_p=1.0, seed=seed)]
+
+    first = sample(3)
+    assert sample(3) == first, "the same seed gives the same samples"
+    assert first[:3] != first[3:], "each row samples on its own: a repeated prompt gets another reply"
+    greedy = [g.text for g in generate_batch(scrambled_model, tokenizer, CONVERSATIONS[:3], max_new_tokens=6)]
+    assert first[:3] != greedy
+
+
 def test_chat_returns_a_string(tiny_model, tokenizer):
     reply = chat(tiny_model, tokenizer, "Hello!", system="Be brief.", max_new_tokens=4)
     assert isinstance(reply, str) and reply, repr(reply)

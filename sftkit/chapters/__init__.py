@@ -6,6 +6,7 @@ modules here each serve one later chapter and go beyond that pipeline:
 
 - `trials`: a resumable grid of LoRA settings (chapter 05, `sftkit trials`);
 - `preference`: on-policy preference pairs and LoRA DPO (chapter 06);
+- `verifiable_preferences`: on-policy pairs judged by IFEval's official checkers (chapter 06);
 - `alpaca`: Alpaca-format data, full fine-tuning vs hand-written LoRA vs peft (chapter 07);
 - `classify`: a last-token classification head (chapter 08);
 - `distill`: sequence- and token-level knowledge distillation (chapter 08).
