@@ -4,10 +4,15 @@ Each runs as a user runs it (a subprocess, from the repository root) in its ``--
 a tiny random model for two steps on the CPU. The figures they print are not checked (they
 are timings of a tiny model); the shape of the output is: every table row, and the last line
 that the lead's scripts parse.
+
+The peer comparison's expert peer is also checked without training (fast): its `SFTConfig` and
+`LoraConfig` equal sftkit's where both must do the same work, and the labels TRL builds from
+its configuration equal `sftkit.masking`'s on the same rows -- the proof that both do one job.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -15,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +38,22 @@ def run_benchmark(name: str, *args: str, timeout: int = 300) -> str:
 def test_peer_comparison_smoke():
     out = run_benchmark("peer_comparison.py", "--smoke")
     lines = [line for line in out.splitlines() if line.strip()]
-    assert re.fullmatch(r"speedup_vs_peer=\d+\.\d{2} mfu_cpu=(\d+\.\d{3}|n/a)", lines[-1]), lines[-1]
+    assert re.fullmatch(r"speedup_vs_peer=\d+\.\d{2} speedup_vs_expert=\d+\.\d{2} mfu_cpu=(\d+\.\d{3}|n/a)",
+                        lines[-1]), lines[-1]
     assert "fp32 matmul peak:" in out and "best of 2" in out, out
-    for row in ("tokens/s (non-pad)", "s per step", "peak RSS (MB)", "held-out NLL after", "s to common NLL",
-                "s to the other's final NLL"):
+    assert re.search(r"^\s+default peer\s+sftkit preset\s+expert peer\s+sftkit, no rows$", out, re.M), out
+    for row in ("tokens/s (non-pad)", "s per step", "peak RSS (MB)", "held-out NLL after",
+                "s to the pair's common NLL", "s to the other's final NLL", "last logged grad norm"):
         assert re.search(rf"^{re.escape(row)}.*\d", out, re.M), f"row {row!r} missing:\n{out}"
-    tokens_per_s = re.search(r"^tokens/s \(non-pad\)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    tokens_per_s = re.search(r"^tokens/s \(non-pad\)" + r"\s+([\d.]+)" * 4 + "$", out, re.M)
     assert tokens_per_s and all(float(x) > 0 for x in tokens_per_s.groups()), out
+    # Every training row's labels from TRL's assistant_only_loss equal sftkit's; the limits are said.
+    labels = re.search(r"^labels = sftkit's\s.*?(\d+)/(\d+) rows", out, re.M)
+    assert labels and labels.group(1) == labels.group(2), out
+    assert re.search(r"^grad\. checkpointing\s+on\s+off\s+off\s+off$", out, re.M), out
+    assert re.search(r"^turn-token rows\s+frozen\s+trained\s+frozen\s+frozen$", out, re.M), out
+    for limit in ("turn-token rows: off on BOTH", "padding_free", "Liger", "LM head: TRL's fused head"):
+        assert limit in out, f"{limit!r} not explained:\n{out}"
 
 
 @pytest.mark.slow
@@ -52,3 +67,134 @@ def test_gpu_card_smoke():
     assert re.search(r"^padding-free \(FlashAttention 2\)\s+skipped: ", out, re.M), out
     assert re.search(r"batched greedy generation .* [\d.]+ tokens/s", out), out
     assert "T4 fit: not measured (no GPU)" in out, out
+
+
+# --------------------------------------------------------------------------- the expert peer, without training
+
+
+@pytest.fixture(scope="module")
+def peer():
+    return load_script("peer_comparison", folder="benchmarks")
+
+
+def _blocks_model(make_tiny_model, blocks: int):
+    """The tiny model's architecture with `blocks` transformer blocks (random weights): the cpu-demo's 18."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(make_tiny_model().config)
+    config.num_hidden_layers = blocks
+    return AutoModelForCausalLM.from_config(config)
+
+
+def test_expert_peer_configuration_does_sftkits_work(peer, make_tiny_model, tokenizer, tmp_path):
+    from sftkit.config import get_preset
+    from sftkit.train import _lora_config, build_sft_config
+
+    cfg = peer.equal_work_config(get_preset("cpu-demo"))
+    model = _blocks_model(make_tiny_model, 18)
+    args, lora = peer.expert_peer_config(cfg, model, tmp_path)
+    ours, our_lora = build_sft_config(cfg, tmp_path), _lora_config(cfg, model, tokenizer)
+
+    # The preset's blocks, targets and LoRA shape, no token rows (TRL's fused head cannot train them).
+    assert lora.layers_to_transform == list(range(9, 18)) == our_lora.layers_to_transform
+    assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert lora.target_modules == our_lora.target_modules
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (16, 32, 0.0)
+    assert lora.trainable_token_indices is None and our_lora.trainable_token_indices is None
+    # TRL builds assistant-only labels itself; sftkit passes them pre-built (equal: test below).
+    assert args.assistant_only_loss is True and ours.assistant_only_loss is False
+    assert args.activation_checkpointing is False and args.gradient_checkpointing is False
+    assert args.train_sampling_strategy == "group_by_length" == ours.train_sampling_strategy
+    assert (args.learning_rate, str(args.lr_scheduler_type.value), args.warmup_steps) == (1e-3, "cosine", 0.05)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_length) == (8, 1, 256)
+    assert (args.bf16, args.fp16, args.padding_free, args.packing, args.use_liger_kernel) == (False,) * 5
+    for name in peer.SHARED_SFT_FIELDS:
+        assert getattr(args, name) == getattr(ours, name), name
+    peer.check_expert_matches_sftkit(cfg, model, tokenizer, args, lora)  # the run-time check agrees
+
+    # A drift the run-time check must catch.
+    args.learning_rate = 2e-4
+    with pytest.raises(ValueError, match="learning_rate"):
+        peer.check_expert_matches_sftkit(cfg, model, tokenizer, args, lora)
+
+
+def test_expert_peer_refuses_turn_token_rows(peer, tiny_model, tmp_path):
+    from sftkit.config import get_preset
+
+    cfg = get_preset("smoke")
+    assert cfg.lora.train_turn_tokens, "the presets train the turn-token rows"
+    with pytest.raises(ValueError, match="turn-token rows"):
+        peer.expert_peer_config(cfg, tiny_model, tmp_path)
+
+
+def _as_gemma(tokenizer):
+    from sftkit.chat import prepare_tokenizer
+
+    gemma = copy.deepcopy(tokenizer)
+    gemma.chat_template = None
+    return prepare_tokenizer(gemma, turn_format="gemma")
+
+
+@pytest.mark.parametrize("turn_format", ["chatml", "gemma"])
+def test_expert_peer_labels_equal_sftkit_masking(peer, make_tiny_model, tokenizer, tmp_path, turn_format):
+    # The expert's SFTConfig makes TRL tokenize the conversations itself (assistant_only_loss with
+    # the template's generation markers); sftkit tokenizes them with sftkit.masking. Same rows,
+    # same max_length (short here, so truncation and the drop of a reply-less row are compared too).
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from sftkit.config import get_preset
+    from sftkit.masking import tokenize_dataset
+
+    tok = copy.deepcopy(tokenizer) if turn_format == "chatml" else _as_gemma(tokenizer)
+    cfg = peer.equal_work_config(get_preset("smoke"))
+    cfg.data.max_length = 40
+    conversations = [
+        [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}],
+        [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"},
+         {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"},
+         {"role": "assistant", "content": "6"}],
+        [{"role": "user", "content": "Count."}, {"role": "assistant", "content": " ".join(["one", "two"] * 20)}],
+        [{"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "late reply"}],
+    ]
+    rows = Dataset.from_list([{"messages": m} for m in conversations])
+    model = make_tiny_model()
+    args, lora = peer.expert_peer_config(cfg, model, tmp_path)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, peft_config=lora)
+    ours, report = tokenize_dataset(rows, tok, cfg.data.max_length)
+    assert report["kept"] == 3, report  # the last row's reply is cut off
+    theirs = list(trainer.train_dataset)
+    assert peer.labels_agree(theirs, list(ours)) == (3, 3)
+    for mine, trl in zip(ours, theirs):
+        assert mine["labels"] == trl["labels"] and mine["input_ids"] == trl["input_ids"]
+    assert peer.labels_agree(theirs[:2], list(ours)) == (0, 3), "a missing row is a disagreement"
+
+
+def test_trl_fused_head_still_cannot_train_token_rows(make_tiny_model, tokenizer, tmp_path):
+    # The reason the expert comparison turns the turn-token rows off on both sides. If TRL learns
+    # to train them, this fails: give the expert peer the rows back (peer_comparison.cpu_limits).
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from sftkit.chat import turn_token_ids
+
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=1, bf16=False,
+                     use_cpu=True, report_to="none", save_strategy="no", activation_checkpointing=False,
+                     assistant_only_loss=True, disable_tqdm=True)
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], task_type="CAUSAL_LM",
+                      trainable_token_indices=turn_token_ids(tokenizer))
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    rows = Dataset.from_list([{"messages": messages}])
+    trainer = SFTTrainer(model=make_tiny_model(), args=args, train_dataset=rows,
+                         processing_class=copy.deepcopy(tokenizer), peft_config=lora)
+    with pytest.raises(AttributeError, match="bias"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("mfus, mfu_text", [([0.4, 0.5], "0.450"), ([], "n/a")])
+def test_peer_comparison_final_line_parses(peer, mfus, mfu_text):
+    line = peer.final_line([3.9, 4.1], [1.5, 1.8], mfus)
+    assert line == f"speedup_vs_peer=4.00 speedup_vs_expert=1.65 mfu_cpu={mfu_text}"
+    match = peer.FINAL_LINE.fullmatch(line)
+    assert match and float(match.group(1)) == 4.0 and float(match.group(2)) == 1.65
