@@ -39,6 +39,34 @@ def _scores(conversations) -> dict:
     return {key: means.get(key, summary.get(key)) for key in METRICS}
 
 
+def _reused_runs(items: list[str], seeds: list[int]) -> dict[int, Path]:
+    """``SEED=RUN_DIR`` items as {seed: folder}; each seed must be one of ``--seeds``."""
+    reused = {}
+    for item in items:
+        seed, sep, folder = item.partition("=")
+        if not sep or not seed.strip().lstrip("-").isdigit():
+            raise SystemExit(f"--reuse {item!r}: expected SEED=RUN_DIR")
+        if int(seed) not in seeds:
+            raise SystemExit(f"--reuse {item!r}: seed {seed} is not among --seeds {seeds}")
+        reused[int(seed)] = Path(folder)
+    return reused
+
+
+def _read_run(folder: Path, cfg, extra: list[str]) -> dict:
+    """The scores of a demo run trained with ``cfg`` (checked against its config.json, output_dir aside)."""
+    import dataclasses
+
+    from sftkit.config import RunConfig
+
+    saved = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    if dataclasses.replace(saved, output_dir=cfg.output_dir) != cfg:
+        raise SystemExit(f"{folder}/config.json is not this run's configuration ({extra}): train it instead")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    after, train = metrics["after"], metrics["train"]
+    return {"overrides": extra, "train_s": train["wall_s"], "tokens_per_s": train["tokens_per_s"],
+            "reused": str(folder), **{key: after.get(key) for key in METRICS}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cpu-demo")
@@ -53,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-from", type=Path, default=None,
                         help="a seeds.json of the same split whose base-model scores to reuse "
                              "instead of re-evaluating")
+    parser.add_argument("--reuse", action="append", default=[], metavar="SEED=RUN_DIR",
+                        help="a run `sftkit demo` already trained with this seed (same preset, overrides and "
+                             "split; its config.json is checked): its metrics.json is read instead of training "
+                             "again. Only with --conversations-only, which scores what the demo scores")
     args = parser.parse_args(argv)
+    reused = _reused_runs(args.reuse, args.seeds)
+    if reused and not args.conversations_only:
+        parser.error("--reuse reads a demo run's scores (the conversations alone): add --conversations-only")
 
     from sftkit.adapters import merged_adapter
     from sftkit.config import apply_overrides, get_preset
@@ -96,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
              (v.split(":", 1) for v in args.variant)]
     for name, extra in runs:
         cfg = config(extra)
+        seed = int(name.split()[1]) if name.startswith("seed ") else None
+        if seed in reused:
+            results["runs"][name] = _read_run(reused[seed], cfg, extra)
+            print(f"[seeds] {name}: read from {reused[seed]}", flush=True)
+            continue
         train_set, _ = load_run_data(cfg)
         model, tokenizer = load_for(cfg)
         out = args.out / name.replace(" ", "-")

@@ -1,0 +1,47 @@
+"""scripts/seed_spread.py's reading of an already trained run (no training: the committed demo run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from repo_scripts import ROOT, load_script
+
+from sftkit.config import apply_overrides, get_preset
+
+COMMITTED = ROOT / "results" / "cpu-demo-base"
+
+
+def test_a_reused_run_gives_the_scores_of_its_metrics_file():
+    script = load_script("seed_spread")
+    cfg = apply_overrides(get_preset("cpu-demo"), ["data.eval_split=test", "train.seed=0"])
+    row = script._read_run(COMMITTED, cfg, ["train.seed=0"])
+    metrics = json.loads((COMMITTED / "metrics.json").read_text())
+    assert row["stop_rate"] == metrics["after"]["stop_rate"] and row["looped"] == metrics["after"]["looped"]
+    assert row["train_s"] == metrics["train"]["wall_s"] and row["reused"] == str(COMMITTED)
+    assert row["instruction_loose"] is None, "the demo scores the conversations alone"
+    assert set(script.METRICS) <= set(row)
+
+
+def test_a_run_of_another_configuration_is_refused(tmp_path):
+    script = load_script("seed_spread")
+    other = apply_overrides(get_preset("cpu-demo"), ["data.eval_split=test", "train.seed=1"])
+    with pytest.raises(SystemExit, match="is not this run's configuration"):
+        script._read_run(COMMITTED, other, ["train.seed=1"])
+    copy = tmp_path / "run"
+    shutil.copytree(COMMITTED, copy, ignore=shutil.ignore_patterns("adapter"))
+    dev = apply_overrides(get_preset("cpu-demo"), ["data.eval_split=dev", "train.seed=0"])
+    with pytest.raises(SystemExit, match="is not this run's configuration"):
+        script._read_run(copy, dev, ["train.seed=0"])
+
+
+def test_reuse_arguments_name_a_seed_of_the_spread():
+    script = load_script("seed_spread")
+    assert script._reused_runs(["0=results/x"], [0, 1, 2]) == {0: script.Path("results/x")}
+    for bad, message in (("results/x", "expected SEED=RUN_DIR"), ("a=results/x", "expected SEED=RUN_DIR"),
+                         ("5=results/x", "seed 5 is not among --seeds")):
+        with pytest.raises(SystemExit, match=message):
+            script._reused_runs([bad], [0, 1, 2])
+    with pytest.raises(SystemExit):  # argparse's error: --reuse needs --conversations-only
+        script.main(["--reuse", "0=results/x", "--seeds", "0"])
