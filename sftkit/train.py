@@ -47,6 +47,7 @@ from .measure import (
     CountingCollator,
     ThroughputCallback,
     cpu_matmul_peaks,
+    faster_peaks,
     model_flops_utilisation,
     peak_memory_mb,
     peak_tflops,
@@ -431,18 +432,26 @@ def _loop_metrics(trainer: Any, train_output: Any, wall: float, device: str) -> 
 def _throughput_metrics(trainer: Any, probes: _Probes, wall: float, device: str) -> dict[str, Any]:
     """Tokens, padding, FLOPs and model FLOPs utilisation of the run (summed over its processes)."""
     counter, throughput, cpu_peaks, cpu_peak = probes.counter, probes.throughput, probes.cpu_peaks, probes.cpu_peak
+    if cpu_peaks is not None:  # measured again now: a peak taken while the cores were shared would inflate MFU
+        uses = "bf16" if cpu_peak is cpu_peaks["bf16"] else "fp32"
+        cpu_peaks = faster_peaks(cpu_peaks, cpu_matmul_peaks(trainer.model))
+        cpu_peak = cpu_peaks[uses]
     # Each process counted its own batches; the run's throughput is their sum.
     counts = trainer.accelerator.reduce(torch.tensor([counter.real_tokens, counter.padded_tokens]), "sum")
     real_tokens, padded_tokens = (int(x) for x in counts.tolist())
     tokens_per_s = real_tokens / wall if wall > 0 else 0.0
-    peak = throughput.peak
+    peak = cpu_peak["gflops"] / 1000 if cpu_peak else throughput.peak
+    mfu = model_flops_utilisation(tokens_per_s, throughput.flops_per_token, peak) if peak else None
+    if mfu is not None and mfu > 1:
+        logger.warning(f"MFU {mfu:.2f} > 1: the peak it is measured against is too low (on a CPU: both matmul "
+                       "measurements were taken while other work held the cores); this run's MFU means nothing")
     return {
         "tokens": real_tokens,
         "padded_tokens": padded_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
         "padding_efficiency": round(real_tokens / padded_tokens, 4),
         # Against the card's data-sheet peak, or on a CPU against the matmul peak measured in this run.
-        "mfu": model_flops_utilisation(tokens_per_s, throughput.flops_per_token, peak) if peak else None,
+        "mfu": mfu,
         "mfu_peak": (f"{peak_tflops(device)} TFLOP/s data-sheet dense peak" if cpu_peak is None and peak
                      else f"{cpu_peak['gflops']} GFLOP/s measured: {cpu_peak['method']}" if cpu_peak else None),
         "flops_per_token": round(throughput.flops_per_token),

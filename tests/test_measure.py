@@ -146,3 +146,21 @@ def test_cpu_matmul_peaks_measures_bf16_only_where_native(monkeypatch):
 
 def test_model_flops_utilisation():
     assert model_flops_utilisation(100.0, 5e8, 0.1) == 0.5
+
+
+def test_faster_peaks_keeps_each_precisions_faster_measurement_and_says_so():
+    from sftkit.measure import faster_peaks
+
+    def peak(gflops, name):
+        return {"gflops": gflops, "dtype": name, "per_shape_gflops": {}, "threads": 2, "method": f"torch.matmul {name}"}
+
+    disturbed = {"fp32": peak(80.0, "fp32"), "bf16": peak(430.0, "bf16"), "native_bf16": ["avx512_bf16"]}
+    quiet = {"fp32": peak(200.0, "fp32"), "bf16": peak(410.0, "bf16"), "native_bf16": ["avx512_bf16"]}
+    merged = faster_peaks(disturbed, quiet)
+    assert merged["fp32"]["gflops"] == 200.0 and merged["bf16"]["gflops"] == 430.0
+    assert merged["native_bf16"] == ["avx512_bf16"]
+    assert merged["fp32"]["method"] == ("torch.matmul fp32; the faster of two measurements, before and after "
+                                        "training (80.0 and 200.0 GFLOP/s)")
+    assert disturbed["fp32"]["gflops"] == 80.0, "the inputs are not changed"
+    no_bf16 = faster_peaks({**disturbed, "bf16": None}, {**quiet, "bf16": None})
+    assert no_bf16["bf16"] is None and no_bf16["fp32"]["gflops"] == 200.0
