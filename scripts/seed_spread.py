@@ -39,6 +39,10 @@ def _scores(conversations) -> dict:
     return {key: means.get(key, summary.get(key)) for key in METRICS}
 
 
+def _cell(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _reused_runs(items: list[str], seeds: list[int]) -> dict[int, Path]:
     """``SEED=RUN_DIR`` items as {seed: folder}; each seed must be one of ``--seeds``."""
     reused = {}
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from sftkit.evaluation import evaluate_model, evaluate_suite
     from sftkit.models import hardware_name
     from sftkit.run_data import load_run_data
+    from sftkit.report import markdown_table
     from sftkit.runs import load_for, train_and_record
 
     def evaluate(model, tokenizer, cfg):
@@ -148,23 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")  # after each run: resumable reading
         del model, result
     seeds = [results["runs"][f"seed {s}"] for s in args.seeds]
-    lines = [f"# {args.preset}: {len(args.seeds)} training seeds on the {args.split} split "
-             f"({len(eval_set)} prompts)", "",
-             f"Hardware: {results['hardware']}. Before = the base model (seed-independent).", "",
-             "| metric | before | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | sd | "
-             + " | ".join(name for name, _ in runs[len(args.seeds):]) + " |",
-             "|---" * (4 + len(args.seeds) + len(runs) - len(args.seeds)) + "|"]
+    variants = [name for name, _ in runs[len(args.seeds):]]
+    header = ["metric", "before", *(f"seed {s}" for s in args.seeds), "mean", "sd", *variants]
+    rows = []
     for key in METRICS:
         values = [r[key] for r in seeds if r[key] is not None]
         if not values:
             continue
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        extra = [f"{results['runs'][name][key]:.3f}" if results['runs'][name][key] is not None else "n/a"
-                 for name, _ in runs[len(args.seeds):]]
-        before_value = results["before"][key]
-        before_value = float("nan") if before_value is None else before_value
-        lines.append(f"| {key} | {before_value:.3f} | " + " | ".join(f"{v:.3f}" for v in values)
-                     + f" | {statistics.mean(values):.3f} | {sd:.3f} | " + " | ".join(extra) + " |")
+        extra = [_cell(results["runs"][name][key]) for name in variants]
+        rows.append([key, _cell(results["before"][key]), *(_cell(r[key]) for r in seeds),
+                     _cell(statistics.mean(values)), _cell(sd), *extra])
+    lines = [f"# {args.preset}: {len(args.seeds)} training seeds on the {args.split} split "
+             f"({len(eval_set)} prompts)", "",
+             f"Hardware: {results['hardware']}. Before = the base model (seed-independent).", "",
+             *markdown_table(header, rows, align=["left", *["right"] * (len(header) - 1)])]
     lines += ["", "Training seconds: " + ", ".join(f"{name} {r['train_s']}" for name, r in results["runs"].items())]
     results["summary"] = {key: {"mean": statistics.mean([r[key] for r in seeds]),
                                 "sd": statistics.stdev([r[key] for r in seeds]) if len(seeds) > 1 else 0.0}
