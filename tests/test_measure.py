@@ -152,7 +152,8 @@ def test_faster_peaks_keeps_each_precisions_faster_measurement_and_says_so():
     from sftkit.measure import faster_peaks
 
     def peak(gflops, name):
-        return {"gflops": gflops, "dtype": name, "per_shape_gflops": {}, "threads": 2, "method": f"torch.matmul {name}"}
+        return {"gflops": gflops, "dtype": name, "per_shape_gflops": {}, "threads": 2,
+                "method": f"torch.matmul {name}"}
 
     disturbed = {"fp32": peak(80.0, "fp32"), "bf16": peak(430.0, "bf16"), "native_bf16": ["avx512_bf16"]}
     quiet = {"fp32": peak(200.0, "fp32"), "bf16": peak(410.0, "bf16"), "native_bf16": ["avx512_bf16"]}
