@@ -90,8 +90,6 @@ PRESET, cfg, HARDWARE, RUNS, FIGURES, NOTE = (chapter.preset, chapter.cfg, chapt
 # are left out here. The counts below come from this preset's model.
 
 # %%
-import copy
-
 import pandas as pd
 import torch
 from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
@@ -157,6 +155,8 @@ memory.round(4)
 # sides, so the update is not zero) are copied into ours, and the outputs are compared.
 
 # %%
+import copy
+
 from torch import nn
 
 layer_name = next(n for n, m in model.named_modules() if n.endswith("q_proj") and isinstance(m, nn.Linear))
