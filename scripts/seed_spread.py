@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         before_scores = _scores(evaluate(model, tokenizer, base_cfg))
         before_s = round(time.perf_counter() - start, 1)
-    results = {"hardware": hardware_name(), "split": args.split, "n": len(eval_set),
+    results = {"hardware": hardware_name(), "split": args.split, "n": len(eval_set), "preset": args.preset,
+               "set": args.overrides,  # applied to every run, before each run's own overrides
                "before": before_scores, "before_s": before_s, "runs": {}}
     (args.out / "seeds.json").write_text(json.dumps(results, indent=2) + "\n")  # reusable with --before-from
     del model

@@ -77,7 +77,9 @@ def test_the_seed_table_is_one_markdown_table_with_a_cell_per_column(tmp_path, m
     monkeypatch.setattr(sftkit.adapters, "merged_adapter", lambda model: contextlib.nullcontext())
     monkeypatch.setattr(sftkit.evaluation, "evaluate_suite", lambda *a: type("S", (), {"reference": None})())
     script.main(["--seeds", "0", "1", "--before-from", str(tmp_path / "before.json"), "--out", str(tmp_path / "out"),
-                 "--variant", "other:train.learning_rate=0.002"])
+                 "--variant", "other:train.learning_rate=0.002", "--set", "eval.n_examples=4"])
+    saved = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    assert saved["set"] == ["eval.n_examples=4"] and saved["preset"] == "cpu-demo", "what every run was trained with"
     table = [line for line in (tmp_path / "out" / "seeds.md").read_text().splitlines() if line.startswith("|")]
     assert table[0] == "| metric | before | seed 0 | seed 1 | mean | sd | other |"
     assert len(table) == 2 + len(script.METRICS) and all(line.count("|") == 8 for line in table)
