@@ -70,9 +70,13 @@ def check_types(obj: Any, prefix: str) -> None:
     hints = type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, hint = getattr(obj, f.name), hints[f.name]
-        if dataclasses.is_dataclass(hint) or _matches(value, hint):
-            continue
         key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hint):  # a section: checked field by field by its own validate()
+            if not isinstance(value, hint):
+                raise ValueError(f"{key} must be a {hint.__name__} (a section of the configuration), got {value!r}")
+            continue
+        if _matches(value, hint):
+            continue
         first = typing.get_args(hint)[0] if _is_union(hint) else hint
         wanted = ("one of " if typing.get_origin(first) is Literal else "") + type_text(hint)
         raise ValueError(f"{key} must be {wanted}, got {value!r}")

@@ -319,6 +319,14 @@ def test_a_top_level_field_of_the_wrong_type_is_named_without_a_section():
         cfg.validate()
 
 
+def test_a_section_replaced_by_a_plain_value_is_named():
+    section = "(a section of the configuration)"
+    with pytest.raises(ValueError, match=_exactly(f"model must be a ModelConfig {section}, got 'x'")):
+        RunConfig(model="x").validate()
+    with pytest.raises(ValueError, match=_exactly(f"lora must be a LoraSettings {section}, got None")):
+        RunConfig(lora=None).validate()
+
+
 def test_an_unknown_preset_is_refused_naming_the_presets():
     with pytest.raises(ValueError, match=_exactly("unknown preset 't5'; choose one of ['cpu-demo', 'smoke', 't4']")):
         get_preset("t5")
