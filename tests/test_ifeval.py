@@ -321,13 +321,14 @@ def test_punkt_from_package_keeps_a_model_another_process_wrote_first(empty_nltk
     def save_then_lose_the_race(params, dir):
         written = original(params, dir=dir)
         lang_dir.mkdir()
+        (lang_dir / "ortho_context.tab").write_text("")  # a complete model ends with this file
         (lang_dir / "winner.txt").write_text("the other process's model")
         return written
 
     monkeypatch.setattr(nltk_punkt, "save_punkt_params", save_then_lose_the_race)
     assert ifeval._punkt_from_package(nltk)[0] is True
     assert sorted(p.name for p in lang_dir.parent.iterdir()) == ["english"]
-    assert [p.name for p in lang_dir.iterdir()] == ["winner.txt"]
+    assert sorted(p.name for p in lang_dir.iterdir()) == ["ortho_context.tab", "winner.txt"]
     assert not (lang_dir.parent / f"english.tmp-{os.getpid()}").exists()
 
 
@@ -651,3 +652,18 @@ def test_hub_rows_names_the_row_that_is_not_an_ifeval_row(tmp_path):
     with pytest.raises(ValueError, match=rf"^{tmp_path} row 1 is not an IFEval row .*: IFEval row '2': 2 "
                                          "instruction ids but 1 kwargs"):
         ifeval.hub_rows(str(tmp_path))
+
+
+def test_punkt_from_package_replaces_an_incomplete_english_folder(empty_nltk_paths):
+    # A folder cut short (files written one by one, the process killed before the last) would be
+    # found by nltk and fail at load; it is set aside and replaced by a complete one.
+    nltk, root = empty_nltk_paths
+    lang_dir = root / "tokenizers" / "punkt_tab" / "english"
+    lang_dir.mkdir(parents=True)
+    (lang_dir / "collocations.tab").write_text("")
+    available, _ = ifeval._punkt_from_package(nltk)
+    assert available is True
+    assert sorted(p.name for p in lang_dir.iterdir()) == ["abbrev_types.txt", "collocations.tab",
+                                                          "ortho_context.tab", "sent_starters.txt"]
+    assert sorted(p.name for p in lang_dir.parent.iterdir()) == ["english"], "nothing set aside is left behind"
+    assert nltk.sent_tokenize("I met Prof. Brown today. We talked.") == ["I met Prof. Brown today.", "We talked."]
