@@ -129,9 +129,8 @@ def setup(preset: str | None = None, overrides: Sequence[str] = (), drive: bool 
     """
     import torch
 
-    import sftkit
-    from sftkit import config
-    from sftkit.models import hardware_name
+    from . import __version__, config
+    from .models import hardware_name
 
     quiet_libraries()
     root = Path(root) if root is not None else Path.cwd()
@@ -145,7 +144,7 @@ def setup(preset: str | None = None, overrides: Sequence[str] = (), drive: bool 
     torch.manual_seed(cfg.train.seed)
     chapter = Chapter(preset=name, cfg=cfg, overrides=overrides, hardware=hardware_name(), root=root, runs=runs,
                       figures=figures)
-    print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {root}")
+    print(f"sftkit {__version__} from {Path(__file__).parent}; repository root: {root}")
     print(f"preset: {name}\nhardware: {chapter.hardware}\nmodel: {cfg.model.name}\nartefacts: {runs}\n"
           f"figures: {figures}\noverrides: {list(overrides) if overrides else 'none'}")
     return chapter
