@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -149,7 +150,7 @@ def offline_conversation_splits(
 def _mixed_positions(kinds: list[str], kind_rows: dict[str, int], train_size: int) -> list[int]:
     """Positions (in the shuffled order, kept) of ``kind_rows[k]`` rows of each named kind ``k``
     and ``train_size - sum(kind_rows)`` rows of the other kinds."""
-    available = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
+    available = Counter(kinds)
     for kind, wanted in kind_rows.items():
         if kind not in available:
             known = ", ".join(sorted(available))

@@ -356,10 +356,14 @@ def _cpu_mfu_peak(model: Any, args: Any) -> tuple[dict[str, Any] | None, dict[st
     process and with its threads (a few seconds), in the precision the run computes in.
     """
     cpu_peaks = None if torch.cuda.is_available() else cpu_matmul_peaks(model)
-    cpu_peak = None
-    if cpu_peaks is not None:
-        cpu_peak = cpu_peaks["bf16"] if args.bf16 and cpu_peaks["bf16"] else cpu_peaks["fp32"]
-    return cpu_peaks, cpu_peak
+    return cpu_peaks, _peak_in_precision(cpu_peaks, args.bf16)
+
+
+def _peak_in_precision(cpu_peaks: dict[str, Any] | None, bf16: bool) -> dict[str, Any] | None:
+    """The CPU peak of the precision the run computes in: bf16's where it runs bf16 natively, else fp32's."""
+    if cpu_peaks is None:
+        return None
+    return cpu_peaks["bf16"] if bf16 and cpu_peaks["bf16"] else cpu_peaks["fp32"]
 
 
 def _attach_probes(trainer: Any, args: Any, device: str, head_everywhere: bool) -> _Probes:
@@ -433,9 +437,8 @@ def _throughput_metrics(trainer: Any, probes: _Probes, wall: float, device: str)
     """Tokens, padding, FLOPs and model FLOPs utilisation of the run (summed over its processes)."""
     counter, throughput, cpu_peaks, cpu_peak = probes.counter, probes.throughput, probes.cpu_peaks, probes.cpu_peak
     if cpu_peaks is not None:  # measured again now: a peak taken while the cores were shared would inflate MFU
-        uses = "bf16" if cpu_peak is cpu_peaks["bf16"] else "fp32"
         cpu_peaks = faster_peaks(cpu_peaks, cpu_matmul_peaks(trainer.model))
-        cpu_peak = cpu_peaks[uses]
+        cpu_peak = _peak_in_precision(cpu_peaks, trainer.args.bf16)
     # Each process counted its own batches; the run's throughput is their sum.
     counts = trainer.accelerator.reduce(torch.tensor([counter.real_tokens, counter.padded_tokens]), "sum")
     real_tokens, padded_tokens = (int(x) for x in counts.tolist())

@@ -51,6 +51,15 @@ SAME_AS_CHOSEN = "rejected reply equals the reference"
 # --------------------------------------------------------------------------- pairs
 
 
+def preference_pair(prompt: Iterable[dict[str, str]], chosen: str, rejected: str) -> dict[str, list[dict[str, str]]]:
+    """One row of TRL's conversational preference format: the prompt's messages and two assistant replies."""
+    return {
+        "prompt": [dict(message) for message in prompt],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
 def build_preference_pairs(
     examples: Iterable[dict[str, Any]], generations: list[Generation]
 ) -> tuple[list[dict[str, list[dict[str, str]]]], dict[str, Any]]:
@@ -99,11 +108,7 @@ def build_preference_pairs(
         reason = WRONG_NOT_STOPPED if not correct and not generation.stopped else WRONG if not correct else NOT_STOPPED
         # A reply that did not stop is rendered closed by the chat template; it still loses to
         # the reference exactly where it should have ended (or where it went wrong).
-        pairs.append({
-            "prompt": [dict(message) for message in messages[:-1]],
-            "chosen": [{"role": "assistant", "content": reference}],
-            "rejected": [{"role": "assistant", "content": generation.text}],
-        })
+        pairs.append(preference_pair(messages[:-1], reference, generation.text))
         pair_reasons.append(reason)
         pair_rows.setdefault(reason, []).append(index)
     report = {
@@ -325,6 +330,7 @@ __all__ = [
     "WRONG_NOT_STOPPED",
     "ALREADY_RIGHT",
     "SAME_AS_CHOSEN",
+    "preference_pair",
     "build_preference_pairs",
     "generate_on_policy",
     "load_hub_preferences",

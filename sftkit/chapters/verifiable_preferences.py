@@ -49,6 +49,7 @@ from ..ifeval import IFEvalRow, as_messages, lm_eval_version, score_ifeval
 from ..metrics import repeated_ngram_rate
 from ..offline_conversations import RESOURCE
 from ..report import markdown_table
+from .preference import preference_pair
 
 __all__ = [
     "ALL_PASSED",
@@ -346,7 +347,7 @@ def build_verified_pairs(
 
     The rule is `_choose`'s: chosen = the shortest passing reply, rejected = the failing reply
     with the most failures. Rows are in TRL's conversational preference format, as
-    `sftkit.chapters.preference.build_preference_pairs` writes them::
+    `sftkit.chapters.preference.build_preference_pairs` writes them (`preference_pair`)::
 
         {"prompt": [{"role": "user", ...}], "chosen": [{"role": "assistant", ...}], "rejected": [{...}]}
 
@@ -365,11 +366,7 @@ def build_verified_pairs(
             skipped_ids[choice].append(row.id)
             continue
         chosen, rejected = choice
-        pairs.append({
-            "prompt": as_messages(row),
-            "chosen": [{"role": "assistant", "content": group[chosen].text}],
-            "rejected": [{"role": "assistant", "content": group[rejected].text}],
-        })
+        pairs.append(preference_pair(as_messages(row), group[chosen].text, group[rejected].text))
         pair_ids.append(row.id)
     replies = [reply for group in scored for reply in group]
     report = VerifiedPairsReport(
