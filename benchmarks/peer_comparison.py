@@ -297,8 +297,8 @@ def expert_peer_config(cfg: RunConfig, model: Any, output_dir: str | Path) -> tu
         # SFTConfig turns checkpointing on by default: it recomputes every block's forward in the
         # backward pass to save memory a 270M LoRA does not need. sftkit does not checkpoint.
         activation_checkpointing=t.gradient_checkpointing,
-        # Same precision as sftkit picks for this hardware: on a CPU with the preset's cpu_amp="off",
-        # fp32 without autocast (SFTConfig's default would turn bf16 autocast on).
+        # The same precision as sftkit's side of the comparison: on a CPU fp32 without autocast
+        # (config_for; SFTConfig's default would turn bf16 autocast on).
         **precision_flags(cpu_amp=t.cpu_amp),
         use_cpu=not torch.cuda.is_available(),
         # TRL's own loss (its fused LM head); Liger's kernels need Triton (cpu_limits).
@@ -514,7 +514,10 @@ def config_for(model_name: str, args: argparse.Namespace) -> RunConfig:
     cfg.train.per_device_train_batch_size = args.batch_size
     cfg.train.gradient_accumulation_steps = 1  # one batch per optimizer step, as SFTConfig's default
     cfg.train.logging_steps = max(1, args.steps)
+    # fp32 on every side, whatever the preset's `auto` picks on this CPU: TRL's default recipe has no
+    # equivalent of holding the frozen weights in bf16, and fp32 is what an AVX2-only CPU runs.
     cfg.train.cpu_amp = "off"
+    cfg.model.dtype = "float32"
     return cfg
 
 

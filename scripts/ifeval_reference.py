@@ -16,12 +16,13 @@ from sftkit.config import get_preset
 from sftkit.evaluation import ifeval_for_model
 from sftkit.ifeval import summary
 from sftkit.models import hardware_name, load_model, load_tokenizer
+from sftkit.precision import load_dtype
 
 cfg = get_preset("cpu-demo")
 name = cfg.model.reference_name
 start = time.perf_counter()
 tok = prepare_tokenizer(load_tokenizer(name))
-model = load_model(name, dtype=cfg.model.dtype).eval()
+model = load_model(name, dtype=load_dtype(cfg.model.dtype, cfg.train.cpu_amp)).eval()
 result = ifeval_for_model(model, tok, cfg)
 out = {"model": name, "hardware": hardware_name(), "wall_s": round(time.perf_counter() - start, 1), **summary(result)}
 json.dump(out, open(sys.argv[1], "w"), indent=2)

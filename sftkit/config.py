@@ -51,7 +51,7 @@ TurnFormatName = Literal["auto", "chatml", "gemma"]
 EvalSplit = Literal["test", "dev"]
 LoraTargets = Literal["all-linear", "attention", "mlp"]
 Batching = Literal["group", "pack", "pad"]
-CpuAmp = Literal["off", "bf16", "fp16"]
+CpuAmp = Literal["auto", "off", "bf16", "fp16"]
 
 
 class _Section:
@@ -90,7 +90,8 @@ class ModelConfig(_Section):
         '`sftkit.models.OFFLINE_MODELS` ("smollm2-135m-instruct", "tiny-smollm2").')})
     dtype: Dtype = field(default="auto", metadata={"help": (
         'Weight precision. "auto" picks from the hardware: fp16 on compute capability < 8 (T4), '
-        "bf16 on >= 8, fp32 on CPU.")})
+        "bf16 on >= 8; on a CPU the run's precision (train.cpu_amp): bf16 weights for a bf16 run, "
+        "fp16 for an fp16 one, fp32 otherwise (`sftkit.precision.load_dtype`).")})
     # A str, not a Literal: transformers takes more kernels (flex_attention, Hub kernels) than sftkit lists.
     attn_implementation: str = field(default="sdpa", metadata={"help": (
         "Attention kernel (transformers' attn_implementation). SDPA is fast everywhere; eager is only "
@@ -248,11 +249,12 @@ class TrainSettings(_Section):
         "Recompute activations in the backward pass instead of keeping them: less memory, more "
         "compute (each block's forward runs twice).")})
     cpu_amp: CpuAmp = field(default="off", metadata={"help": (
-        "Mixed precision on a CPU (`sftkit.precision`): off (fp32), bf16 (bf16 autocast: about 1.5x "
-        "faster on CPUs with native bf16, emulated and slower on AVX2-only ones) or fp16 (fp16 autocast "
-        "with a loss scaler, as a T4 trains). With model.dtype=float16 and fp16 a CPU runs a T4's "
-        "numerics; with bfloat16 and bf16 an Ampere-or-later card's. Ignored on GPUs, whose precision "
-        "follows the compute capability.")})
+        "Mixed precision on a CPU (`sftkit.precision`): off (fp32), bf16 (bf16 autocast: faster on CPUs "
+        "with native bf16, emulated and slower on AVX2-only ones), fp16 (fp16 autocast with a loss "
+        "scaler, as a T4 trains) or auto (bf16 where the CPU lists avx512_bf16 or amx_bf16, else off). "
+        "With model.dtype=float16 and fp16 a CPU runs a T4's numerics; with bfloat16 and bf16 an "
+        "Ampere-or-later card's; model.dtype=auto follows this setting. Ignored on GPUs, whose "
+        "precision follows the compute capability.")})
     # Why None (where Triton runs) is the default: TRL's fused head never materialises the
     # (batch, length, vocabulary) logits and is fast under Triton (CUDA), but its torch fallback
     # scores every position in fp32 passes and made a CPU step of the 135M model about 1.5x slower
@@ -461,10 +463,12 @@ def _t4() -> RunConfig:
 def _cpu_demo() -> RunConfig:
     # The CPU main job: a real *base* model (Gemma 3 270M, pretrained on next-token prediction
     # only; Gemma terms) learns to converse from the offline conversational set, within 15
-    # minutes on 2 AVX2 cores with bf16 off. Settings and their measurements: README.
+    # minutes on 2 AVX2 cores in fp32. Settings and their measurements: README.
     return RunConfig(
         preset="cpu-demo",
-        model=ModelConfig(name="gemma3-270m-base", dtype="float32", turn_format="auto",
+        # dtype and cpu_amp "auto": bf16 weights and autocast where the CPU has native bf16 (the
+        # frozen base and head in bf16, LoRA and optimiser state in fp32), fp32 on AVX2-only CPUs.
+        model=ModelConfig(name="gemma3-270m-base", dtype="auto", turn_format="auto",
                           reference_name="smollm2-135m-instruct"),
         # 480 of the 1,037 training rows (written conversations, IFEval-family rows, task rows), once:
         # 60 steps, the ~47k tokens that fit the 15-minute budget on 2 AVX2-class cores in fp32 (the
@@ -481,9 +485,9 @@ def _cpu_demo() -> RunConfig:
             warmup_ratio=0.05,
             logging_steps=5,
             batching="group",
-            # Off, so the budget holds on AVX2-only CPUs (where bf16 is emulated); where the CPU has
-            # native bf16, --set train.cpu_amp=bf16 is about 1.5x faster.
-            cpu_amp="off",
+            # The CPU's best native precision: bf16 with AVX512-BF16/AMX, fp32 on AVX2-only CPUs
+            # (where bf16 is emulated and slower); --set train.cpu_amp=off forces fp32.
+            cpu_amp="auto",
             seed=0,
         ),
         # The held-out reference replies are at most 120 Gemma tokens (median 55).

@@ -193,11 +193,12 @@ def evaluate_reference(cfg: RunConfig, eval_set: Any) -> ModelEval | None:
         return None
     from .chat import prepare_tokenizer
     from .models import load_model, load_tokenizer
+    from .precision import load_dtype
 
     name = cfg.model.reference_name
     logger.info(f"reference model {name} on the same prompts")
     tokenizer = prepare_tokenizer(load_tokenizer(name))
-    model = load_model(name, dtype=cfg.model.dtype)
+    model = load_model(name, dtype=load_dtype(cfg.model.dtype, cfg.train.cpu_amp))
     e = cfg.eval
     result = evaluate_model("instruct", model, tokenizer, eval_set, e.max_new_tokens, e.batch_size,
                             cfg.data.max_length, ifeval_cfg=cfg if e.demo_ifeval else None)

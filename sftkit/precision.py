@@ -11,7 +11,15 @@ autocast and the scaler off, silently. So:
 
 - `precision_flags` turns a run's settings into `TrainingArguments`' ``fp16``/``bf16``: on a GPU
   by compute capability (fp16 below 8.0, bf16 from 8.0), on a CPU by ``train.cpu_amp``
-  (``off``, ``bf16`` or ``fp16``);
+  (``auto``, ``off``, ``bf16`` or ``fp16``);
+- `resolve_cpu_amp` reads ``auto``: bf16 where the CPU computes it natively (AVX512-BF16 or AMX
+  in /proc/cpuinfo: about twice the fp32 matmul rate), fp32 elsewhere (AVX2-only CPUs emulate
+  bf16 and would run slower than in fp32);
+- `load_dtype` is the dtype a run loads its models in: ``model.dtype`` as given, and for
+  ``auto`` on a CPU the run's precision, as ``auto`` on a card follows the card. A bf16 run
+  then holds the frozen base and its LM head in bf16 once, instead of autocast casting every
+  fp32 weight again in every forward (the 262k-row head once per loss chunk), while peft keeps
+  the LoRA weights, the trainable token rows and so the optimiser state in fp32;
 - `CpuAmpTrainerMixin` puts a trainer's CPU fp16 run under fp16 autocast with a CPU
   ``GradScaler``, through accelerate's own machinery (its autocast wrapper of the forward, its
   scaled backward, unscale-before-clip and skipped-step bookkeeping), so the training loop is
@@ -20,7 +28,8 @@ autocast and the scaler off, silently. So:
   the run computed in (weights, autocast, scaler) for the run card.
 
 With ``--set model.dtype=float16 --set train.cpu_amp=fp16`` a CPU runs a T4's numerics; with
-``bfloat16``/``bf16`` an Ampere-or-later card's.
+``bfloat16``/``bf16`` an Ampere-or-later card's; ``--set train.cpu_amp=auto`` (the ``cpu-demo``
+preset's) the best the CPU has natively.
 """
 
 from __future__ import annotations
@@ -30,9 +39,38 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .measure import cpu_native_bf16
 from .models import pick_dtype
 
-CPU_AMP_CHOICES = ("off", "bf16", "fp16")
+CPU_AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+# The weights' dtype under `load_dtype` for model.dtype "auto" on a CPU, by the run's precision.
+_CPU_WEIGHTS = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_cpu_amp(cpu_amp: str, cpuinfo: str | None = None) -> str:
+    """``train.cpu_amp`` with ``auto`` decided: ``bf16`` where the CPU lists native bf16 matrix
+    instructions (avx512_bf16, amx_bf16; `sftkit.measure.cpu_native_bf16`), else ``off``."""
+    if cpu_amp not in CPU_AMP_CHOICES:
+        raise ValueError(f"train.cpu_amp must be one of {', '.join(CPU_AMP_CHOICES)}; got {cpu_amp!r}")
+    if cpu_amp != "auto":
+        return cpu_amp
+    return "bf16" if cpu_native_bf16(cpuinfo) else "off"
+
+
+def load_dtype(model_dtype: str, cpu_amp: str = "off", device: str | torch.device | None = None) -> str:
+    """The dtype a run loads its models in (``model.dtype``, ``train.cpu_amp``).
+
+    A named dtype is kept. ``auto`` follows the hardware: on a GPU `pick_dtype` (fp16 on a T4,
+    bf16 from Ampere); on a CPU the run's precision (`resolve_cpu_amp`): bf16 weights for a bf16
+    run, fp16 for an fp16 one, fp32 otherwise. Every model of a run (the one trained, the base
+    it is compared with, the reference, the base an adapter is checked against) loads in it,
+    so before and after differ by training, not by numerics.
+    """
+    if model_dtype != "auto":
+        return model_dtype
+    if pick_dtype(device) != torch.float32:  # a GPU
+        return "auto"
+    return _CPU_WEIGHTS[resolve_cpu_amp(cpu_amp)]
 
 
 def precision_flags(device: str | None = None, cpu_amp: str = "off") -> dict[str, bool]:
@@ -41,11 +79,11 @@ def precision_flags(device: str | None = None, cpu_amp: str = "off") -> dict[str
     On a GPU: fp16 on compute capability < 8 (T4, V100), bf16 from 8 (A100, L4, H100);
     `cpu_amp` is ignored there. On a CPU: `cpu_amp` (``off``: fp32; ``bf16``: bf16 autocast, native
     on AVX512-BF16/AMX CPUs, emulated and slower elsewhere; ``fp16``: fp16 autocast with a loss
-    scaler, as a T4 trains, through `CpuAmpTrainerMixin`). The weights keep the dtype they were
-    loaded in (``model.dtype``): mixed precision changes what the matmuls compute in.
+    scaler, as a T4 trains, through `CpuAmpTrainerMixin`; ``auto``: `resolve_cpu_amp`). The
+    weights keep the dtype they were loaded in (`load_dtype`): mixed precision changes what the
+    matmuls compute in.
     """
-    if cpu_amp not in CPU_AMP_CHOICES:
-        raise ValueError(f"train.cpu_amp must be one of {', '.join(CPU_AMP_CHOICES)}; got {cpu_amp!r}")
+    cpu_amp = resolve_cpu_amp(cpu_amp)
     dtype = pick_dtype(device)
     if dtype == torch.float32:  # a CPU
         return {"fp16": cpu_amp == "fp16", "bf16": cpu_amp == "bf16"}

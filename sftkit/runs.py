@@ -18,6 +18,7 @@ from .adapters import adapter_base_name, point_adapter_at, verify_adapter
 from .chat import prepare_model, prepare_tokenizer
 from .config import RunConfig, resolve_preset
 from .models import OFFLINE_MODELS, hardware_name, load_model, load_tokenizer
+from .precision import load_dtype
 from .run_card import write_run_card
 from .train import TrainResult, train_lora
 
@@ -30,7 +31,7 @@ def load_for(cfg: RunConfig, need_attention_weights: bool = False):
                                   turn_format=cfg.model.turn_format)
     model = load_model(
         cfg.model.name,
-        dtype=cfg.model.dtype,
+        dtype=load_dtype(cfg.model.dtype, cfg.train.cpu_amp),
         attn_implementation=None if need_attention_weights else cfg.model.attn_implementation,
         need_attention_weights=need_attention_weights,
         trust_remote_code=cfg.model.trust_remote_code,
@@ -67,7 +68,8 @@ def train_and_record(cfg: RunConfig, model: Any, tokenizer: Any, train_set: Any,
         from .models import resolve_source
 
         point_adapter_at(result.adapter_dir, Path(resolve_source(cfg.model.name)))
-    base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    base = load_model(cfg.model.name, dtype=load_dtype(cfg.model.dtype, cfg.train.cpu_amp),
+                      attn_implementation=cfg.model.attn_implementation)
     prepare_model(base, tokenizer)
     probe = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Say hello."}], add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -115,17 +117,18 @@ def load_named_model(spec: str, cfg: RunConfig, tokenizer: Any, merge: bool = Fa
     name gets the training run's embedding size and the adapter's weights fit it.
     """
     path = Path(spec)
+    dtype = load_dtype(cfg.model.dtype, cfg.train.cpu_amp)  # the precision the run trained in
     if spec == "base":
-        model = load_model(cfg.model.name, dtype=cfg.model.dtype)
+        model = load_model(cfg.model.name, dtype=dtype)
     elif (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = prepare_model(load_model(adapter_base_name(path), dtype=cfg.model.dtype), tokenizer)
+        base = prepare_model(load_model(adapter_base_name(path), dtype=dtype), tokenizer)
         model = PeftModel.from_pretrained(base, str(path))
         if merge:
             model = model.merge_and_unload()
     else:
-        model = load_model(spec, dtype=cfg.model.dtype)
+        model = load_model(spec, dtype=dtype)
     prepare_model(model, tokenizer)
     return model.eval()
 

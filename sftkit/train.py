@@ -151,8 +151,12 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
     the training loop counts them (gradient accumulation), else their mean; equal loss and
     gradients to the full computation (tests/test_train.py).
     """
-    hidden, targets, _ = labelled_hidden(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
-    total = head_loss_sum(model, hidden, targets)  # chunked: the (positions x vocabulary) logits are never all held
+    # The two ranges name the step's parts in a torch.profiler trace (benchmarks/step_profile.py).
+    with torch.profiler.record_function("sftkit::blocks_forward"):
+        hidden, targets, _ = labelled_hidden(model, inputs["input_ids"], inputs.get("attention_mask"),
+                                             inputs["labels"])
+    with torch.profiler.record_function("sftkit::head_loss"):
+        total = head_loss_sum(model, hidden, targets)  # chunked: the (positions x vocabulary) logits are never all held
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)
@@ -510,11 +514,13 @@ def train_lora(
     output_dir: str | Path,
     eval_dataset: Any | None = None,
     resume_from_checkpoint: str | bool | None = None,
+    callbacks: list[Any] | None = None,
     **sft_overrides: Any,
 ) -> TrainResult:
     """Wrap `model` with LoRA, train it with `SFTTrainer`, save the adapter, return measurements.
 
     `train_dataset` is a `messages` dataset; it is tokenized here with assistant-only labels.
+    `callbacks` are `TrainerCallback`s added to the trainer's own (a profiler's, for instance).
     The model returned is the trained `PeftModel` (in eval mode).
     """
     check_packing_is_safe(cfg.train.batching, model)
@@ -536,6 +542,7 @@ def train_lora(
         eval_dataset=eval_tokenized,
         processing_class=tokenizer,
         peft_config=lora_config,
+        callbacks=callbacks,
     )
     params = trainable_parameters(trainer.model)
     device = hardware_name()

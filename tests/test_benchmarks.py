@@ -198,3 +198,48 @@ def test_peer_comparison_final_line_parses(peer, mfus, mfu_text):
     assert line == f"speedup_vs_peer=4.00 speedup_vs_expert=1.65 mfu_cpu={mfu_text}"
     match = peer.FINAL_LINE.fullmatch(line)
     assert match and float(match.group(1)) == 4.0 and float(match.group(2)) == 1.65
+
+
+def test_step_profile_splits_each_traced_step_into_its_parts():
+    # A real torch.profiler trace of steps shaped like a training step: the blocks' and head's
+    # ranges (the names sftkit.train.labelled_head_loss gives them), a backward, an optimizer step
+    # and some time in Python; each part lands where the table says, and nothing is counted twice.
+    import time
+
+    import torch
+
+    profile = load_script("step_profile", folder="benchmarks")
+    weight = torch.randn(256, 256, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                      schedule=torch.profiler.schedule(wait=0, warmup=1, active=2, repeat=1))
+    with profiler:
+        for _ in range(4):
+            with torch.profiler.record_function("sftkit::blocks_forward"):
+                hidden = torch.randn(128, 256) @ weight
+            with torch.profiler.record_function("sftkit::head_loss"):
+                loss = (hidden @ torch.randn(256, 512)).square().mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            time.sleep(0.02)  # the trainer's Python between torch calls
+            profiler.step()
+    steps, matmul = profile.step_breakdown(list(profiler.events()))
+    assert len(steps) == 2, steps
+    for seconds, matmul_seconds in zip(steps, matmul):
+        for part in ("embedding + blocks, forward", "LM head loss and its gradient", "backward", "optimizer"):
+            assert seconds.get(part, 0.0) > 0, (part, seconds)
+        assert seconds["outside torch ops"] >= 0.015, seconds
+        assert abs(sum(seconds[p] for p in profile.PARTS if p in seconds) - seconds["total"]) < 1e-6, seconds
+        assert 0 < matmul_seconds < seconds["total"], (matmul_seconds, seconds)
+
+
+@pytest.mark.slow
+def test_step_profile_smoke_run_prints_its_table_and_last_line(tmp_path):
+    out = run_benchmark("step_profile.py", "--preset", "smoke", "--steps", "1", "--out", str(tmp_path / "profile.md"))
+    assert re.search(r"^step_s=\d+\.\d{3} matmul_share=0\.\d{3} precision=fp32$", out.splitlines()[-1], re.M), out
+    table = (tmp_path / "profile.md").read_text()
+    for part in ("data", "embedding + blocks, forward", "LM head loss and its gradient", "backward", "optimizer",
+                 "outside torch ops", "step (wall)"):
+        assert re.search(rf"^\| {re.escape(part)} \| \d+\.\d{{3}} \| \d+\.\d%", table, re.M), (part, table)
+    assert "Made by `python benchmarks/step_profile.py --preset smoke" in table

@@ -234,7 +234,7 @@ def test_config_command_shows_the_values_after_overrides(capsys):
 @pytest.mark.parametrize(("command", "override", "message"), [
     ("train", "train.no_such_key=1", "--set train.no_such_key: unknown key"),
     ("train", "lora.layers=abc", "--set lora.layers: cannot read 'abc' as int or none"),
-    ("demo", "train.cpu_amp=fp32", "train.cpu_amp must be one of off|bf16|fp16, got 'fp32'"),
+    ("demo", "train.cpu_amp=fp32", "train.cpu_amp must be one of auto|off|bf16|fp16, got 'fp32'"),
     ("config", "train.per_device_train_batch_size=0", "train.per_device_train_batch_size must be >= 1, got 0"),
 ])
 def test_a_set_error_ends_with_where_to_look_up_the_keys(command, override, message, capsys):

@@ -18,7 +18,7 @@ from sftkit.adapters import AdapterCheckError, verify_adapter
 from sftkit.chat import turn_token_ids
 from sftkit.config import apply_overrides, get_preset
 from sftkit.lora import build_lora_config
-from sftkit.precision import enable_cpu_fp16, precision_flags
+from sftkit.precision import enable_cpu_fp16, load_dtype, precision_flags, resolve_cpu_amp
 
 # (model.dtype, train.cpu_amp): a T4's numerics, an Ampere-or-later card's, and fp32.
 NUMERICS = [("float16", "fp16"), ("bfloat16", "bf16"), ("float32", "off")]
@@ -33,8 +33,49 @@ def test_precision_flags_on_a_cpu_follow_cpu_amp(no_cuda):
     assert precision_flags() == {"fp16": False, "bf16": False}
     assert precision_flags(cpu_amp="fp16") == {"fp16": True, "bf16": False}
     assert precision_flags(cpu_amp="bf16") == {"fp16": False, "bf16": True}
-    with pytest.raises(ValueError, match="train.cpu_amp must be one of off, bf16, fp16; got 'half'"):
+    with pytest.raises(ValueError, match="train.cpu_amp must be one of auto, off, bf16, fp16; got 'half'"):
         precision_flags(cpu_amp="half")
+
+
+# /proc/cpuinfo flag lines of a CPU with native bf16 and of an AVX2-only one.
+NATIVE_BF16_CPU = "flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 amx_tile"
+AVX2_CPU = "flags\t\t: fpu sse2 avx avx2 fma"
+
+
+def test_cpu_amp_auto_is_bf16_only_where_the_cpu_has_native_bf16():
+    assert resolve_cpu_amp("auto", NATIVE_BF16_CPU) == "bf16"
+    assert resolve_cpu_amp("auto", AVX2_CPU) == "off", "AVX2-only CPUs emulate bf16: slower than fp32"
+    for chosen in ("off", "bf16", "fp16"):
+        assert resolve_cpu_amp(chosen, AVX2_CPU) == chosen, "an explicit choice is kept"
+    with pytest.raises(ValueError, match="train.cpu_amp must be one of auto, off, bf16, fp16; got 'fp32'"):
+        resolve_cpu_amp("fp32")
+
+
+def test_precision_flags_with_auto_follow_this_cpu(no_cuda, monkeypatch):
+    import sftkit.precision
+
+    for cpuinfo, flags in ((NATIVE_BF16_CPU, {"fp16": False, "bf16": True}), (AVX2_CPU, {"fp16": False, "bf16": False})):
+        monkeypatch.setattr(sftkit.precision, "cpu_native_bf16", lambda text=None, c=cpuinfo: ["x"] if "bf16" in c else [])
+        assert precision_flags(cpu_amp="auto") == flags
+
+
+def test_auto_weights_on_a_cpu_follow_the_run_precision_and_named_dtypes_are_kept(no_cuda, monkeypatch):
+    import sftkit.precision
+
+    assert load_dtype("auto", "off") == "float32"
+    assert load_dtype("auto", "bf16") == "bfloat16", "a bf16 run holds its frozen weights in bf16 once"
+    assert load_dtype("auto", "fp16") == "float16", "as a T4 loads them"
+    assert load_dtype("float32", "bf16") == "float32", "a named dtype is kept: fp32 weights under bf16 autocast"
+    monkeypatch.setattr(sftkit.precision, "cpu_native_bf16", lambda text=None: [])
+    assert load_dtype("auto", "auto") == "float32", "fp32 on an AVX2-only CPU"
+    monkeypatch.setattr(sftkit.precision, "cpu_native_bf16", lambda text=None: ["avx512_bf16"])
+    assert load_dtype("auto", "auto") == "bfloat16"
+
+
+def test_auto_weights_on_a_gpu_are_left_to_the_card(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert load_dtype("auto", "bf16", "cuda") == "auto", "cpu_amp never decides a GPU's weights"
 
 
 def test_precision_flags_on_a_gpu_follow_the_compute_capability_whatever_cpu_amp_says(monkeypatch):
