@@ -171,3 +171,31 @@ def test_raw_text_keeps_invented_turns_and_generate_raw_skips_the_template(token
     assert IM_START not in result.text and not result.stopped
     [call] = model.calls
     assert call["input_ids"][0].tolist() == prompt, "generate_raw must not apply the chat template"
+
+
+def test_the_head_gets_a_contiguous_input_and_the_same_replies(scrambled_model, tokenizer):
+    # A frozen bf16 head is where torch's linear takes its slow batched path on a strided input
+    # (`contiguous_head_input`); the hook must reach the head at every step, and change no reply.
+    model = copy.deepcopy(scrambled_model).to(torch.bfloat16).requires_grad_(False)
+    seen = []
+    spy = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: seen.append(args[0].is_contiguous()))
+    try:
+        replies = generate_batch(model, tokenizer, CONVERSATIONS, max_new_tokens=4, batch_size=6)
+    finally:
+        spy.remove()
+    assert seen and all(seen), f"the head saw a strided input in {seen.count(False)} of {len(seen)} calls"
+    handles = model.get_output_embeddings()._forward_pre_hooks
+    assert not handles, "the hook must be removed after generation"
+    with torch.no_grad():  # the same greedy replies through the plain, strided path
+        plain = []
+        for conversation in CONVERSATIONS:
+            ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True)
+            out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.convert_tokens_to_ids(IM_END))
+            plain.append(out[0, ids["input_ids"].shape[1]:].tolist())
+    for reply, tokens in zip(replies, plain):
+        if IM_END in tokenizer.convert_ids_to_tokens(tokens):
+            tokens = tokens[: tokenizer.convert_ids_to_tokens(tokens).index(IM_END)]
+        assert reply.new_tokens == len(tokens) and reply.text == tokenizer.decode(tokens, skip_special_tokens=True).strip()
