@@ -104,7 +104,7 @@ pd.DataFrame([(section, key, value) for section in ("model", "data", "lora", "tr
 # | `train.batching` | `group` puts sequences of similar length in the same batch, so little compute is spent on padding; packing would need FlashAttention to keep examples apart, which a T4 lacks. |
 # | `train.gradient_checkpointing` | On the T4 it recomputes activations in the backward pass instead of storing them: slower steps, but longer sequences and bigger batches fit in memory. |
 # | `data.max_length` | Chosen from the length histogram of chapter 02, so that few conversations are cut. |
-# | precision | Picked from the hardware: fp16 mixed precision on a T4 (it has no fast bf16), bf16 on Ampere or newer, fp32 on a CPU. |
+# | precision (`model.dtype`, `train.cpu_amp`: auto) | Picked from the hardware: fp16 mixed precision on a T4 (it has no fast bf16), bf16 on Ampere or newer; on a CPU bf16 where it has native bf16 instructions (avx512_bf16, amx_bf16: the frozen weights held in bf16, LoRA's weights and the optimiser state in fp32), fp32 on AVX2-only CPUs, where bf16 is emulated and slower. |
 
 # %%
 model, tokenizer = sftkit.runs.load_for(cfg)
