@@ -56,8 +56,9 @@ expert peer vs sftkit with turn rows off), the training time each needed to reac
 common held-out NLL (the higher of the two final losses) and the other's final NLL ("not
 reached" if it never did). The last line is ``speedup_vs_peer=<x> speedup_vs_expert=<y>
 mfu_cpu=<z>`` for the first model (the main job's): sftkit's tokens/s over the default peer's,
-sftkit-with-turn-rows-off's over the expert peer's, and the sftkit preset's MFU, each the mean
-over the repeats (every repeat's figures are printed on the line before).
+sftkit-with-turn-rows-off's over the expert peer's, and the sftkit preset's MFU (against the faster
+of the fp32 peaks measured at the start and at the end), each the median over the repeats (every
+repeat's figures are printed on the line before).
 
 Models: ``gemma3-270m-base`` (the main job's, Gemma 3 270M base) and ``smollm2-135m-instruct``
 (SmolLM2-135M-*Instruct*: the only offline 135M checkpoint, dequantised from its Q4_1 GGUF;
@@ -96,6 +97,7 @@ from sftkit.measure import (
     CountingCollator,
     ThroughputCallback,
     cpu_matmul_peaks,
+    faster_peaks,
     model_flops_utilisation,
     peak_memory_mb,
     training_flops_per_token,
@@ -146,6 +148,7 @@ class Run:
     steps: int = 0
     peak_rss_mb: float = 0.0
     mfu: float | None = None
+    flops_per_token: float | None = None  # model FLOPs per trained token, for MFU against a later peak
     # The last logged training loss and gradient norm: equal work gives (nearly) equal numbers.
     last_log: dict[str, float] = field(default_factory=dict)
     # (training seconds so far, held-out loss) after step 0, every k steps and the last.
@@ -412,6 +415,7 @@ def run_sftkit(recipe: str, cfg: RunConfig, train_set: Any, held_out: list[dict]
     m = result.metrics
     run.last_log = last_logged(result.log_history)
     run.tokens, run.peak_rss_mb, run.padding_efficiency = m["tokens"], m["peak_rss_mb"], m["padding_efficiency"]
+    run.flops_per_token = m["flops_per_token"]
     # train_lora's own MFU counts the held-out scoring as training time; here every recipe is
     # measured against the same peak (measured at the start), over training time only.
     if peak_gflops:
@@ -449,6 +453,7 @@ def _train_trl(run: Run, model: Any, tokenizer: Any, args: Any, peft_config: Any
     run.last_log = last_logged(trainer.state.log_history)
     run.tokens, run.padding_efficiency = counter.real_tokens, round(counter.padding_efficiency, 4)
     run.peak_rss_mb = round(peak_memory_mb()["peak_rss_mb"], 1)
+    run.flops_per_token = throughput.flops_per_token
     if throughput.peak:
         run.mfu = model_flops_utilisation(run.tokens_per_s, throughput.flops_per_token, throughput.peak)
 
@@ -582,7 +587,7 @@ def print_table(model_name: str, repeat: int, runs: dict[str, Run]) -> None:
     row("training s (scoring excluded)", [f"{run.train_s:.1f}" for run in columns])
     row("padding efficiency", [f"{run.padding_efficiency:.3f}" for run in columns])
     row("peak RSS (MB)", [f"{run.peak_rss_mb:.0f}" for run in columns])
-    row("MFU vs measured fp32 peak", [fmt(run.mfu, ".3f", "n/a") for run in columns])
+    row("MFU vs start fp32 peak", [fmt(run.mfu, ".3f", "n/a") for run in columns])
     row("last logged train loss", [fmt(run.last_log.get("loss"), ".4f", "n/a") for run in columns])
     row("last logged grad norm", [fmt(run.last_log.get("grad_norm"), ".4f", "n/a") for run in columns])
     row("held-out NLL before", [f"{run.curve[0][1]:.4f}" for run in columns])
@@ -597,9 +602,13 @@ def print_table(model_name: str, repeat: int, runs: dict[str, Run]) -> None:
 
 
 def final_line(vs_peer: list[float], vs_expert: list[float], mfus: list[float]) -> str:
-    """``speedup_vs_peer=<x> speedup_vs_expert=<y> mfu_cpu=<z>``: means over the repeats (MFU n/a on a GPU)."""
-    mfu = f"{statistics.mean(mfus):.3f}" if mfus else "n/a"
-    return (f"speedup_vs_peer={statistics.mean(vs_peer):.2f} speedup_vs_expert={statistics.mean(vs_expert):.2f} "
+    """``speedup_vs_peer=<x> speedup_vs_expert=<y> mfu_cpu=<z>``: medians over the repeats (MFU n/a on a GPU).
+
+    Medians, not means or the best run: one repeat slowed by another job on a shared machine
+    moves a mean of two or three, and the best run is the one least like what a user sees.
+    """
+    mfu = f"{statistics.median(mfus):.3f}" if mfus else "n/a"
+    return (f"speedup_vs_peer={statistics.median(vs_peer):.2f} speedup_vs_expert={statistics.median(vs_expert):.2f} "
             f"mfu_cpu={mfu}")
 
 
@@ -660,11 +669,19 @@ def main() -> None:
     main_repeats = results[models[0]]
     vs_peer = [speedups(runs)[0] for runs in main_repeats]
     vs_expert = [speedups(runs)[1] for runs in main_repeats]
-    mfus = [runs[SFTKIT].mfu for runs in main_repeats if runs[SFTKIT].mfu is not None]
     print(f"\ntotal wall time {time.perf_counter() - began:.0f} s")
+    mfus: list[float] = []
+    if peaks:
+        # Measured again at the end and the faster kept, as train_lora does: a peak measured while
+        # the cores were busy or not yet warm would inflate every MFU.
+        peaks = faster_peaks(peaks, cpu_matmul_peaks(repeats=2 if args.smoke else 5))
+        peak = peaks["fp32"]["gflops"]
+        print(f"fp32 matmul peak, the faster of the start and the end: {peak} GFLOP/s ({peaks['fp32']['method']})")
+        mfus = [round(model_flops_utilisation(runs[SFTKIT].tokens_per_s, runs[SFTKIT].flops_per_token, peak / 1000), 3)
+                for runs in main_repeats if runs[SFTKIT].flops_per_token]
     print(f"{models[0]}, per repeat: speed-up vs {DEFAULT} {[round(s, 2) for s in vs_peer]}, vs {EXPERT} "
-          f"{[round(s, 2) for s in vs_expert]}, {SFTKIT} MFU {mfus}; the last line: means over the repeats "
-          f"(speedup_vs_peer: {SFTKIT}/{DEFAULT}, speedup_vs_expert: {SFTKIT_NO_ROWS}/{EXPERT}, "
+          f"{[round(s, 2) for s in vs_expert]}, {SFTKIT} MFU against that peak {mfus}; the last line: medians "
+          f"over the repeats (speedup_vs_peer: {SFTKIT}/{DEFAULT}, speedup_vs_expert: {SFTKIT_NO_ROWS}/{EXPERT}, "
           f"mfu_cpu: {SFTKIT})")
     print(final_line(vs_peer, vs_expert, mfus))
 

@@ -20,8 +20,8 @@ across the whole step: what the matmul peak that MFU is measured against can spe
 
     python benchmarks/step_profile.py [--preset cpu-demo] [--steps 4] [--set train.cpu_amp=off] [--out FILE]
 
-The last line is ``step_s=<mean> matmul_share=<x> precision=<p>`` (``fp32``, ``bf16`` or ``fp16``); `--out` writes the table
-as Markdown with the hardware, the precision and the command that made it.
+The last line is ``step_s=<mean> matmul_share=<x> precision=<p>`` (``fp32``, ``bf16`` or ``fp16``);
+`--out` writes the table as Markdown with the hardware, the precision and the command that made it.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
         hidden, targets, _ = labelled_hidden(model, inputs["input_ids"], inputs.get("attention_mask"),
                                              inputs["labels"])
     with torch.profiler.record_function("sftkit::head_loss"):
-        total = head_loss_sum(model, hidden, targets)  # chunked: the (positions x vocabulary) logits are never all held
+        total = head_loss_sum(model, hidden, targets)  # chunked: the logits are never all held
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)

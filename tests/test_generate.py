@@ -198,4 +198,5 @@ def test_the_head_gets_a_contiguous_input_and_the_same_replies(scrambled_model, 
     for reply, tokens in zip(replies, plain):
         if IM_END in tokenizer.convert_ids_to_tokens(tokens):
             tokens = tokens[: tokenizer.convert_ids_to_tokens(tokens).index(IM_END)]
-        assert reply.new_tokens == len(tokens) and reply.text == tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        assert reply.new_tokens == len(tokens)
+        assert reply.text == tokenizer.decode(tokens, skip_special_tokens=True).strip()

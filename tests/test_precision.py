@@ -54,9 +54,10 @@ def test_cpu_amp_auto_is_bf16_only_where_the_cpu_has_native_bf16():
 def test_precision_flags_with_auto_follow_this_cpu(no_cuda, monkeypatch):
     import sftkit.precision
 
-    for cpuinfo, flags in ((NATIVE_BF16_CPU, {"fp16": False, "bf16": True}), (AVX2_CPU, {"fp16": False, "bf16": False})):
-        monkeypatch.setattr(sftkit.precision, "cpu_native_bf16", lambda text=None, c=cpuinfo: ["x"] if "bf16" in c else [])
-        assert precision_flags(cpu_amp="auto") == flags
+    for cpuinfo, bf16 in ((NATIVE_BF16_CPU, True), (AVX2_CPU, False)):
+        monkeypatch.setattr(sftkit.precision, "cpu_native_bf16",
+                            lambda text=None, c=cpuinfo: ["avx512_bf16"] if "avx512_bf16" in c else [])
+        assert precision_flags(cpu_amp="auto") == {"fp16": False, "bf16": bf16}
 
 
 def test_auto_weights_on_a_cpu_follow_the_run_precision_and_named_dtypes_are_kept(no_cuda, monkeypatch):
