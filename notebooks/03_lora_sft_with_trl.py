@@ -230,8 +230,10 @@ pd.Series({
 # machine's fp32 matrix-multiply peak at 203.5 GFLOP/s in the same process, so the run used 59% of
 # it (MFU 0.59): on two cores more than half of a step is matrix multiplication at the measured
 # peak, and the rest is work FLOPs do not count (norms, activations, the optimizer, data
-# movement). The same run inside `make demo`, on the same machine, took 356 s at 132.5 tokens/s
-# (MFU 0.54, [its run card](../results/cpu-demo-base/run.md)): compare MFU, not seconds, across runs.
+# movement). Compare MFU, not seconds, across runs. On a CPU with native bf16 the preset now
+# trains in bf16 (`train.cpu_amp=auto`): the committed `make demo` run on the same machine took
+# 193.8 s at 243.5 tokens/s, MFU 0.4688 of the bf16 peak measured in the run
+# ([its run card](../results/cpu-demo-base/run.md)).
 
 # %%
 fig = sftkit.viz.plot_loss_curves(result.log_history, FIGURES / "03_loss.png", note=NOTE)

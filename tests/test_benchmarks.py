@@ -12,6 +12,7 @@ its configuration equal `sftkit.masking`'s on the same rows -- the proof that bo
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import re
@@ -90,7 +91,10 @@ def test_expert_peer_configuration_does_sftkits_work(peer, make_tiny_model, toke
     from sftkit.config import get_preset
     from sftkit.train import _lora_config, build_sft_config
 
-    cfg = peer.equal_work_config(get_preset("cpu-demo"))
+    # The preset as the benchmark sets it up: fp32 on both sides whatever `auto` picks on this CPU.
+    cfg = peer.equal_work_config(peer.config_for("gemma3-270m-base", argparse.Namespace(smoke=False, steps=10,
+                                                                                         batch_size=8)))
+    assert get_preset("cpu-demo").train.cpu_amp == "auto" and cfg.train.cpu_amp == "off"
     model = _blocks_model(make_tiny_model, 18)
     args, lora = peer.expert_peer_config(cfg, model, tmp_path)
     ours, our_lora = build_sft_config(cfg, tmp_path), _lora_config(cfg, model, tokenizer)
