@@ -40,9 +40,10 @@ from transformers import TrainerCallback
 from sftkit.config import apply_overrides, get_preset
 from sftkit.demo import load_demo_data
 from sftkit.models import hardware_name
-from sftkit.precision import load_dtype, resolve_cpu_amp
+from sftkit.precision import load_dtype, precision_flags
 from sftkit.report import markdown_table
 from sftkit.runs import load_for
+from sftkit.train import train_lora
 
 WARMUP_STEPS = 2
 PARTS = ("data", "embedding + blocks, forward", "LM head loss and its gradient", "backward", "optimizer",
@@ -112,15 +113,13 @@ def main() -> None:
     cfg = apply_overrides(copy.deepcopy(get_preset(args.preset)), args.overrides)
     cfg.train.max_steps = WARMUP_STEPS + args.steps + 1  # the last step ends the schedule's trace
     cfg.train.logging_steps = 1000
-    precision = ({"off": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[resolve_cpu_amp(cfg.train.cpu_amp)]
-                 if not torch.cuda.is_available() else "the card's")
+    flags = precision_flags(cpu_amp=cfg.train.cpu_amp)  # what the trainer will run in, GPU or CPU
+    precision = "fp16 autocast" if flags["fp16"] else "bf16 autocast" if flags["bf16"] else "fp32"
     model, tokenizer = load_for(cfg)
     train_set, _ = load_demo_data(cfg)
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                       schedule=torch.profiler.schedule(wait=0, warmup=WARMUP_STEPS,
                                                                        active=args.steps, repeat=1))
-    from sftkit.train import train_lora
-
     with profiler, tempfile.TemporaryDirectory() as out:
         result = train_lora(cfg, model, tokenizer, train_set, out, callbacks=[ProfilerSteps(profiler)])
     steps, matmul = step_breakdown(list(profiler.events()))
