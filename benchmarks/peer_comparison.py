@@ -82,7 +82,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from transformers import TrainerCallback
@@ -147,8 +147,7 @@ class Run:
     train_s: float = 0.0
     steps: int = 0
     peak_rss_mb: float = 0.0
-    mfu: float | None = None
-    flops_per_token: float | None = None  # model FLOPs per trained token, for MFU against a later peak
+    flops_per_token: float | None = None  # model FLOPs per trained token (MFU: `mfu`)
     # The last logged training loss and gradient norm: equal work gives (nearly) equal numbers.
     last_log: dict[str, float] = field(default_factory=dict)
     # (training seconds so far, held-out loss) after step 0, every k steps and the last.
@@ -157,6 +156,13 @@ class Run:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.train_s if self.train_s else 0.0
+
+    def mfu(self, peak_gflops: float | None) -> float | None:
+        """Model FLOPs utilisation over training time only (train_lora's own counts the held-out
+        scoring too), against `peak_gflops`; None without a peak (a GPU)."""
+        if not peak_gflops or not self.flops_per_token:
+            return None
+        return model_flops_utilisation(self.tokens_per_s, self.flops_per_token, peak_gflops / 1000)
 
     @property
     def final_loss(self) -> float:
@@ -375,51 +381,19 @@ def recipe_summary(args: Any, lora: Any, total_blocks: int, loss_on: str, head: 
 # --------------------------------------------------------------------------- the runs
 
 
-@contextlib.contextmanager
-def with_callbacks(*callbacks: TrainerCallback) -> Iterator[None]:
-    """`sftkit.train.train_lora` with `callbacks` added to the trainer it builds, nothing else changed.
-
-    train_lora takes no callbacks, so the trainer class it looks up is wrapped for the
-    duration of the run; its loss, batching, LoRA placement and measurements are its own.
-    """
-    original = sftkit_train.sft_trainer_class
-
-    def patched(*args: Any, **kwargs: Any):
-        base = original(*args, **kwargs)
-
-        class WithCallbacks(base):  # type: ignore[misc, valid-type]
-            def __init__(self, *a: Any, **kw: Any):
-                super().__init__(*a, **kw)
-                for callback in callbacks:
-                    self.add_callback(callback)
-
-        return WithCallbacks
-
-    sftkit_train.sft_trainer_class = patched
-    try:
-        yield
-    finally:
-        sftkit_train.sft_trainer_class = original
-
-
-def run_sftkit(recipe: str, cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int,
-               peak_gflops: float | None) -> Run:
+def run_sftkit(recipe: str, cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int) -> Run:
     model, tokenizer = load_for(cfg)
     run = Run(recipe)
     with tempfile.TemporaryDirectory() as out:
         run.does = recipe_summary(sftkit_train.build_sft_config(cfg, out),
                                   sftkit_train._lora_config(cfg, model, tokenizer),
                                   model.config.num_hidden_layers, "assistant", "labelled only")
-        with with_callbacks(HeldOutLoss(held_out, tokenizer.pad_token_id, eval_every, run)):
-            result = sftkit_train.train_lora(cfg, model, tokenizer, train_set, out, disable_tqdm=True)
+        result = sftkit_train.train_lora(cfg, model, tokenizer, train_set, out, disable_tqdm=True,
+                                         callbacks=[HeldOutLoss(held_out, tokenizer.pad_token_id, eval_every, run)])
     m = result.metrics
     run.last_log = last_logged(result.log_history)
     run.tokens, run.peak_rss_mb, run.padding_efficiency = m["tokens"], m["peak_rss_mb"], m["padding_efficiency"]
     run.flops_per_token = m["flops_per_token"]
-    # train_lora's own MFU counts the held-out scoring as training time; here every recipe is
-    # measured against the same peak (measured at the start), over training time only.
-    if peak_gflops:
-        run.mfu = model_flops_utilisation(run.tokens_per_s, m["flops_per_token"], peak_gflops / 1000)
     del model, result
     release_memory()
     return run
@@ -454,8 +428,6 @@ def _train_trl(run: Run, model: Any, tokenizer: Any, args: Any, peft_config: Any
     run.tokens, run.padding_efficiency = counter.real_tokens, round(counter.padding_efficiency, 4)
     run.peak_rss_mb = round(peak_memory_mb()["peak_rss_mb"], 1)
     run.flops_per_token = throughput.flops_per_token
-    if throughput.peak:
-        run.mfu = model_flops_utilisation(run.tokens_per_s, throughput.flops_per_token, throughput.peak)
 
 
 def run_default_peer(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int,
@@ -545,16 +517,15 @@ def compare(model_name: str, args: argparse.Namespace, peak_gflops: float | None
     repeats = []
     for repeat in range(args.repeats):
         runs = {DEFAULT: run_default_peer(cfg, train_set, held_out, args.eval_every, peak_gflops),
-                SFTKIT: run_sftkit(SFTKIT, cfg, train_set, held_out, args.eval_every, peak_gflops)}
+                SFTKIT: run_sftkit(SFTKIT, cfg, train_set, held_out, args.eval_every)}
         runs[EXPERT], (same, rows) = run_expert_peer(equal_cfg, train_set, held_out, args.eval_every, peak_gflops,
                                                      sftkit_rows)
-        runs[SFTKIT_NO_ROWS] = run_sftkit(SFTKIT_NO_ROWS, equal_cfg, train_set, held_out, args.eval_every,
-                                          peak_gflops)
+        runs[SFTKIT_NO_ROWS] = run_sftkit(SFTKIT_NO_ROWS, equal_cfg, train_set, held_out, args.eval_every)
         runs[EXPERT].does["labels = sftkit's"] = f"{same}/{rows} rows"
         for recipe in (DEFAULT, SFTKIT, SFTKIT_NO_ROWS):
             runs[recipe].does["labels = sftkit's"] = "no (all tokens)" if recipe == DEFAULT else "its own"
         repeats.append(runs)
-        print_table(model_name, repeat + 1, runs)
+        print_table(model_name, repeat + 1, runs, peak_gflops)
         if same != rows:
             print(f"WARNING: TRL's assistant_only_loss labels differ from sftkit.masking's on {rows - same} of "
                   f"{rows} rows: the expert comparison is not of the same work")
@@ -566,7 +537,7 @@ def speedups(runs: dict[str, Run]) -> tuple[float, float]:
     return tuple(runs[ours].tokens_per_s / runs[peer].tokens_per_s for peer, ours in PAIRS)  # type: ignore[return-value]
 
 
-def print_table(model_name: str, repeat: int, runs: dict[str, Run]) -> None:
+def print_table(model_name: str, repeat: int, runs: dict[str, Run], peak_gflops: float | None) -> None:
     width = 18
     columns = [runs[recipe] for recipe in RECIPES]
     print(f"\n{MODELS.get(model_name, model_name)} -- repeat {repeat}")
@@ -587,7 +558,7 @@ def print_table(model_name: str, repeat: int, runs: dict[str, Run]) -> None:
     row("training s (scoring excluded)", [f"{run.train_s:.1f}" for run in columns])
     row("padding efficiency", [f"{run.padding_efficiency:.3f}" for run in columns])
     row("peak RSS (MB)", [f"{run.peak_rss_mb:.0f}" for run in columns])
-    row("MFU vs start fp32 peak", [fmt(run.mfu, ".3f", "n/a") for run in columns])
+    row("MFU vs start fp32 peak", [fmt(run.mfu(peak_gflops), ".3f", "n/a") for run in columns])
     row("last logged train loss", [fmt(run.last_log.get("loss"), ".4f", "n/a") for run in columns])
     row("last logged grad norm", [fmt(run.last_log.get("grad_norm"), ".4f", "n/a") for run in columns])
     row("held-out NLL before", [f"{run.curve[0][1]:.4f}" for run in columns])
@@ -677,8 +648,7 @@ def main() -> None:
         peaks = faster_peaks(peaks, cpu_matmul_peaks(repeats=2 if args.smoke else 5))
         peak = peaks["fp32"]["gflops"]
         print(f"fp32 matmul peak, the faster of the start and the end: {peak} GFLOP/s ({peaks['fp32']['method']})")
-        mfus = [round(model_flops_utilisation(runs[SFTKIT].tokens_per_s, runs[SFTKIT].flops_per_token, peak / 1000), 3)
-                for runs in main_repeats if runs[SFTKIT].flops_per_token]
+        mfus = [round(runs[SFTKIT].mfu(peak), 3) for runs in main_repeats if runs[SFTKIT].flops_per_token]
     print(f"{models[0]}, per repeat: speed-up vs {DEFAULT} {[round(s, 2) for s in vs_peer]}, vs {EXPERT} "
           f"{[round(s, 2) for s in vs_expert]}, {SFTKIT} MFU against that peak {mfus}; the last line: medians "
           f"over the repeats (speedup_vs_peer: {SFTKIT}/{DEFAULT}, speedup_vs_expert: {SFTKIT_NO_ROWS}/{EXPERT}, "
