@@ -39,8 +39,6 @@ from transformers import TrainerCallback
 
 from sftkit.config import apply_overrides, get_preset
 from sftkit.demo import load_demo_data
-from sftkit.models import hardware_name
-from sftkit.precision import load_dtype, precision_flags
 from sftkit.report import markdown_table
 from sftkit.runs import load_for
 from sftkit.train import train_lora
@@ -113,8 +111,6 @@ def main() -> None:
     cfg = apply_overrides(copy.deepcopy(get_preset(args.preset)), args.overrides)
     cfg.train.max_steps = WARMUP_STEPS + args.steps + 1  # the last step ends the schedule's trace
     cfg.train.logging_steps = 1000
-    flags = precision_flags(cpu_amp=cfg.train.cpu_amp)  # what the trainer will run in, GPU or CPU
-    precision = "fp16 autocast" if flags["fp16"] else "bf16 autocast" if flags["bf16"] else "fp32"
     model, tokenizer = load_for(cfg)
     train_set, _ = load_demo_data(cfg)
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
@@ -129,15 +125,16 @@ def main() -> None:
     rows = [(part, f"{mean[part]:.3f}", f"{mean[part] / mean['total']:.1%}") for part in PARTS]
     rows.append(("step (wall)", f"{mean['total']:.3f}", "100.0%"))
     matmul_share = sum(matmul) / sum(s["total"] for s in steps)
-    tokens = result.metrics.get("tokens_per_s")
+    m = result.metrics  # what the run computed in, as its run card records it (`sftkit.precision.precision_record`)
+    precision = m["precision"] + (" autocast" if m["autocast_dtype"] else "")
     header = [
         f"Step profile: preset `{cfg.preset}`, `{cfg.model.name}`, precision {precision} "
-        f"(weights {load_dtype(cfg.model.dtype, cfg.train.cpu_amp)}), batch {cfg.train.per_device_train_batch_size}, "
-        f"mean of {len(steps)} traced steps after {WARMUP_STEPS} warm-up steps, on {hardware_name()} "
+        f"(weights {m['weights_dtype']}), batch {cfg.train.per_device_train_batch_size}, "
+        f"mean of {len(steps)} traced steps after {WARMUP_STEPS} warm-up steps, on {m['hardware']} "
         f"({torch.get_num_threads()} threads).",
         "",
         f"Matrix products' own time: {matmul_share:.1%} of the step. Whole run's tokens/s (these "
-        f"{cfg.train.max_steps} steps, under the profiler): {tokens}.",
+        f"{cfg.train.max_steps} steps, under the profiler): {m['tokens_per_s']}.",
         "",
     ]
     table = markdown_table(("part of the step", "seconds", "share"), rows)
@@ -146,7 +143,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(header + table + ["", f"Made by `{command.strip()}`."]) + "\n")
-    print(f"step_s={mean['total']:.3f} matmul_share={matmul_share:.3f} precision={precision.split()[0]}")
+    print(f"step_s={mean['total']:.3f} matmul_share={matmul_share:.3f} precision={m['precision']}")
 
 
 if __name__ == "__main__":
