@@ -645,7 +645,8 @@ def main() -> None:
     if peaks:
         # Measured again at the end and the faster kept, as train_lora does: a peak measured while
         # the cores were busy or not yet warm would inflate every MFU.
-        peaks = faster_peaks(peaks, cpu_matmul_peaks(repeats=2 if args.smoke else 5))
+        peaks = faster_peaks(peaks, cpu_matmul_peaks(repeats=2 if args.smoke else 5),
+                            when="at the start and at the end of the benchmark")
         peak = peaks["fp32"]["gflops"]
         print(f"fp32 matmul peak, the faster of the start and the end: {peak} GFLOP/s ({peaks['fp32']['method']})")
         mfus = [round(runs[SFTKIT].mfu(peak), 3) for runs in main_repeats if runs[SFTKIT].flops_per_token]

@@ -145,8 +145,9 @@ def cpu_matmul_peaks(model: nn.Module | None = None, repeats: int = 5) -> dict[s
     }
 
 
-def faster_peaks(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """Two `cpu_matmul_peaks` results of one machine (before and after a run) as one: each precision's faster.
+def faster_peaks(first: dict[str, Any], second: dict[str, Any],
+                 when: str = "before and after training") -> dict[str, Any]:
+    """Two `cpu_matmul_peaks` results of one machine (``when`` they were taken) as one: each precision's faster.
 
     A peak measured while another process held the cores is too low, and every MFU against it too
     high (above 1 when the run itself had the cores to itself); measuring again after the run and
@@ -160,7 +161,7 @@ def faster_peaks(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
             merged[key] = a or b
             continue
         best = dict(a if a["gflops"] >= b["gflops"] else b)
-        best["method"] = (f"{best['method']}; the faster of two measurements, before and after training "
+        best["method"] = (f"{best['method']}; the faster of two measurements, {when} "
                           f"({a['gflops']} and {b['gflops']} GFLOP/s)")
         merged[key] = best
     return merged

@@ -165,3 +165,6 @@ def test_faster_peaks_keeps_each_precisions_faster_measurement_and_says_so():
     assert disturbed["fp32"]["gflops"] == 80.0, "the inputs are not changed"
     no_bf16 = faster_peaks({**disturbed, "bf16": None}, {**quiet, "bf16": None})
     assert no_bf16["bf16"] is None and no_bf16["fp32"]["gflops"] == 200.0
+    benchmark = faster_peaks(disturbed, quiet, when="at the start and at the end of the benchmark")
+    assert benchmark["fp32"]["method"].endswith(
+        "at the start and at the end of the benchmark (80.0 and 200.0 GFLOP/s)")
