@@ -342,7 +342,7 @@ def check_expert_matches_sftkit(cfg: RunConfig, model: Any, tokenizer: Any, expe
     """Raise if the expert's configuration differs from sftkit's where both must do the same work."""
     with tempfile.TemporaryDirectory() as out:
         ours = sftkit_train.build_sft_config(cfg, out)
-    our_lora = sftkit_train._lora_config(cfg, model, tokenizer)
+    our_lora = sftkit_train.run_lora_config(cfg, model, tokenizer)
     differ = [f"{name}: expert {getattr(expert_args, name)!r}, sftkit {getattr(ours, name)!r}"
               for name in SHARED_SFT_FIELDS if getattr(expert_args, name) != getattr(ours, name)]
     differ += [f"lora.{name}: expert {getattr(expert_lora, name)!r}, sftkit {getattr(our_lora, name)!r}"
@@ -386,7 +386,7 @@ def run_sftkit(recipe: str, cfg: RunConfig, train_set: Any, held_out: list[dict]
     run = Run(recipe)
     with tempfile.TemporaryDirectory() as out:
         run.does = recipe_summary(sftkit_train.build_sft_config(cfg, out),
-                                  sftkit_train._lora_config(cfg, model, tokenizer),
+                                  sftkit_train.run_lora_config(cfg, model, tokenizer),
                                   model.config.num_hidden_layers, "assistant", "labelled only")
         result = sftkit_train.train_lora(cfg, model, tokenizer, train_set, out, disable_tqdm=True,
                                          callbacks=[HeldOutLoss(held_out, tokenizer.pad_token_id, eval_every, run)])

@@ -317,8 +317,10 @@ def _curriculum_order(cfg: RunConfig, train_dataset: Any, tokenized: Any,
     return tokenized, {str(s): kept_stages.count(s) for s in sorted(set(kept_stages))}
 
 
-def _lora_config(cfg: RunConfig, model: Any, tokenizer: Any) -> Any:
-    """The peft `LoraConfig` for `cfg.lora`, with the turn tokens' rows trainable when asked."""
+def run_lora_config(cfg: RunConfig, model: Any, tokenizer: Any) -> Any:
+    """The peft `LoraConfig` a run trains with: `cfg.lora`, with the turn tokens' rows trainable when asked.
+
+    Public so that a comparison (``benchmarks/peer_comparison.py``) can give another trainer the same adapter."""
     return build_lora_config(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets,
                              layers=cfg.lora.layers,
                              trainable_tokens=turn_token_ids(tokenizer) if cfg.lora.train_turn_tokens else None)
@@ -532,7 +534,7 @@ def train_lora(
         sft_overrides = {"train_sampling_strategy": "sequential", **sft_overrides}
     eval_tokenized = _tokenize_eval(eval_dataset, tokenizer, cfg.data.max_length)
 
-    lora_config = _lora_config(cfg, model, tokenizer)
+    lora_config = run_lora_config(cfg, model, tokenizer)
     args = build_sft_config(cfg, output_dir / "checkpoints", **sft_overrides)
     fused_lm_head, labelled_head = _loss_choice(cfg)
     trainer = sft_trainer_class(fused_lm_head, labelled_head)(

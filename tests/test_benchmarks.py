@@ -89,7 +89,7 @@ def _blocks_model(make_tiny_model, blocks: int):
 
 def test_expert_peer_configuration_does_sftkits_work(peer, make_tiny_model, tokenizer, tmp_path):
     from sftkit.config import get_preset
-    from sftkit.train import _lora_config, build_sft_config
+    from sftkit.train import run_lora_config, build_sft_config
 
     # The preset as the benchmark sets it up: fp32 on both sides whatever `auto` picks on this CPU.
     cfg = peer.equal_work_config(peer.config_for("gemma3-270m-base", argparse.Namespace(smoke=False, steps=10,
@@ -97,7 +97,7 @@ def test_expert_peer_configuration_does_sftkits_work(peer, make_tiny_model, toke
     assert get_preset("cpu-demo").train.cpu_amp == "auto" and cfg.train.cpu_amp == "off"
     model = _blocks_model(make_tiny_model, 18)
     args, lora = peer.expert_peer_config(cfg, model, tmp_path)
-    ours, our_lora = build_sft_config(cfg, tmp_path), _lora_config(cfg, model, tokenizer)
+    ours, our_lora = build_sft_config(cfg, tmp_path), run_lora_config(cfg, model, tokenizer)
 
     # The preset's blocks, targets and LoRA shape, no token rows (TRL's fused head cannot train them).
     assert lora.layers_to_transform == list(range(9, 18)) == our_lora.layers_to_transform
