@@ -20,7 +20,7 @@
 #
 # A *base* language model has only ever been trained to predict the next token of text. This
 # chapter asks three questions and answers each with the model itself, on the hardware the
-# parameters cell prints:
+# set-up cell prints:
 #
 # 1. What does a base model do when it is handed a question as plain text?
 # 2. What does an instruction-tuned model of the same family do with the same question, asked
@@ -58,7 +58,10 @@ DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a 
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
 OVERRIDES = []
-# Quiet libraries, the preset with its overrides, torch seeded, paths and the hardware, printed (sftkit.notebook.setup)
+
+# %% tags=["chapter"]
+# Quiet libraries, the preset with its overrides, torch seeded, paths and the hardware, printed (sftkit.notebook.setup).
+# A cell of its own: papermill's injected parameters arrive after the parameters cell, before this one.
 chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)
 PRESET, cfg, HARDWARE, RUNS, FIGURES, NOTE = (chapter.preset, chapter.cfg, chapter.hardware, chapter.runs,
                                               chapter.figures, chapter.note)  # NOTE: printed under every figure

@@ -48,34 +48,20 @@ if "google.colab" in sys.modules:
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
 sys.path.append(str(ROOT))  # a checkout that is not pip-installed: sftkit from the repository (an installed one wins)
 import sftkit.notebook  # noqa: E402
-sftkit.notebook.quiet_libraries()  # no deprecation notices, widget warnings or "Loading weights" bars
-print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
 
 # %% tags=["parameters"]
-import os
-
-import torch
-
-import sftkit.config
-import sftkit.models
-import sftkit.notebook
-
-PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+PRESET = None  # None: $SFTKIT_PRESET if set, else t4 on a GPU and cpu-demo on a CPU
 DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a new runtime still has chapter 03's adapter
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
-OVERRIDES = [] + sftkit.config.env_overrides()
-cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
-if DRIVE:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
-    cfg.output_dir = sftkit.notebook.runs_on_drive(PRESET, cfg.output_dir)
-HARDWARE = sftkit.models.hardware_name()
-RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
-# Smoke runs and overridden runs (CI) must not overwrite the committed figures.
-FIGURES = RUNS / "figures" if PRESET == "smoke" or OVERRIDES else ROOT / "figures"
-NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
-torch.manual_seed(cfg.train.seed)
-print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
-print(f"overrides: {OVERRIDES}" if OVERRIDES else "overrides: none")
+OVERRIDES = []
+
+# %% tags=["chapter"]
+# Quiet libraries, the preset with its overrides, torch seeded, paths and the hardware, printed (sftkit.notebook.setup).
+# A cell of its own: papermill's injected parameters arrive after the parameters cell, before this one.
+chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)
+PRESET, cfg, HARDWARE, RUNS, FIGURES, NOTE = (chapter.preset, chapter.cfg, chapter.hardware, chapter.runs,
+                                              chapter.figures, chapter.note)  # NOTE: printed under every figure
 
 # %%
 import dataclasses
@@ -85,6 +71,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 import sftkit.chat
+import sftkit.config
 import sftkit.demo
 import sftkit.lora
 import sftkit.runs
@@ -120,7 +107,7 @@ pd.DataFrame([(section, key, value) for section in ("model", "data", "lora", "tr
 # | `train.batching` | `group` puts sequences of similar length in the same batch, so little compute is spent on padding; packing would need FlashAttention to keep examples apart, which a T4 lacks. |
 # | `train.gradient_checkpointing` | On the T4 it recomputes activations in the backward pass instead of storing them: slower steps, but longer sequences and bigger batches fit in memory. |
 # | `data.max_length` | Chosen from the length histogram of chapter 02, so that few conversations are cut. |
-# | precision (`model.dtype`, `train.cpu_amp`) | Picked from the hardware: fp16 mixed precision on a T4 (it has no fast bf16), bf16 on Ampere or newer; on a CPU (`auto`) bf16 where it has native bf16 instructions (avx512_bf16, amx_bf16: the frozen weights held in bf16, LoRA's weights and the optimiser state in fp32), fp32 on AVX2-only CPUs, where bf16 is emulated and slower. The outputs below are from an fp32 run (`train.cpu_amp` off). |
+# | precision (`model.dtype`, `train.cpu_amp`) | Picked from the hardware: fp16 mixed precision on a T4 (it has no fast bf16), bf16 on Ampere or newer; on a CPU (`auto`) bf16 where it has native bf16 instructions (avx512_bf16, amx_bf16: the frozen weights held in bf16, LoRA's weights and the optimiser state in fp32), fp32 on AVX2-only CPUs, where bf16 is emulated and slower. The outputs below are from a bf16 run: `auto` on a CPU that lists avx512_bf16. |
 
 # %%
 model, tokenizer = sftkit.runs.load_for(cfg)
@@ -219,21 +206,21 @@ pd.Series({
 # weight gradients (frozen weights need none), and the 262k-row LM head only at the positions
 # that carry a label. The peak is the card's data-sheet dense peak on a GPU (against which a T4
 # looks poor, so the card also reports MFU against the rate a T4 actually sustains) and, on a
-# CPU, this machine's matrix-multiply rate measured with the model's own shapes at the start
-# of the same run. On a GPU the peak memory is torch's peak allocation during training,
+# CPU, this machine's matrix-multiply rate in the run's precision, measured with the model's own
+# shapes before and after training in the same process (the faster of the two is kept, since a
+# measurement disturbed by another process would read low). On a GPU the peak memory is torch's peak allocation during training,
 # to compare with the estimate of chapter 01 (which left out activations).
 #
-# The committed run is the `cpu-demo` preset on 2 AMD EPYC cores in fp32 (`train.cpu_amp` off,
-# what an AVX2-only laptop gets): 60 optimizer steps over 47,188 real tokens in 324 s, 145.8
-# tokens/s, with 94% of the computed positions real tokens. The process's peak resident memory
-# was 5,494 MB. The card counts 824,437,043 FLOPs of model work per token and measured this
-# machine's fp32 matrix-multiply peak at 203.5 GFLOP/s in the same process, so the run used 59% of
-# it (MFU 0.59): on two cores more than half of a step is matrix multiplication at the measured
-# peak, and the rest is work FLOPs do not count (norms, activations, the optimizer, data
-# movement). Compare MFU, not seconds, across runs. On a CPU with native bf16 the preset now
-# trains in bf16 (`train.cpu_amp=auto`): the committed `make demo` run on the same machine took
-# 193.8 s at 243.5 tokens/s, MFU 0.4688 of the bf16 peak measured in the run
-# ([its run card](../results/cpu-demo-base/run.md)).
+# The committed run is the `cpu-demo` preset on 2 AMD EPYC cores, which list avx512_bf16, so
+# `train.cpu_amp=auto` trained in bf16 (bf16 frozen weights, fp32 LoRA weights, bf16 autocast):
+# 60 optimizer steps over 47,188 real tokens in 191.6 s, 246.3 tokens/s, with 94% of the
+# computed positions real tokens. The process's peak resident memory was 5,447 MB. The card
+# counts 824,437,043 FLOPs of model work per token and measured this machine's bf16
+# matrix-multiply peak at 421.4 GFLOP/s (409.7 before training), so the run used 48% of it (MFU
+# 0.48): about half of a step is matrix multiplication at the measured peak, and the rest is work
+# FLOPs do not count (the head's softmax, norms, activations, dtype conversions, the optimizer,
+# data movement; `benchmarks/profiles/` splits a step). Compare MFU, not seconds, across runs and
+# machines: an AVX2-only CPU trains this preset in fp32, against its fp32 peak.
 
 # %%
 fig = sftkit.viz.plot_loss_curves(result.log_history, FIGURES / "03_loss.png", note=NOTE)
@@ -246,8 +233,8 @@ print(f"first logged loss {losses[0]:.3f}, last logged loss {losses[-1]:.3f} (na
 # **The loss curve.** The loss is the mean cross-entropy over assistant tokens only, so it is
 # the SFT loss of chapter 00. A curve that stays flat means the adapter is not learning
 # (learning rate, masks); one that goes to zero on a large set means memorisation. In the
-# committed run the logged loss starts at 3.233 nats (step 1) and ends at 1.836, but it does not
-# fall steadily: the means of five steps swing between 1.95 and 3.19 from one logging point to the
+# committed run the logged loss starts at 3.232 nats (step 1) and ends at 1.831, but it does not
+# fall steadily: the means of five steps swing between 1.94 and 3.18 from one logging point to the
 # next. Batches are grouped by length (`train.batching=group`), so one step sees only short
 # factual answers and the next only long how-tos or instruction rows, which differ in how hard
 # their tokens are to predict; the trend is down, the steps are not comparable one by one. Sixty
@@ -276,7 +263,7 @@ pd.DataFrame({
 # Reading the rows: `reload` is zero when the file on disk holds exactly the trained weights;
 # `merge` is at the level of float rounding when folding $\frac{\alpha}{r}BA$ into the weights
 # gives the same model; `vs_base` must be clearly non-zero, or the adapter changes nothing. In the
-# committed run: 0 for `reload`, 9.2e-5 for `merge` (fp32 rounding) and 44.5 logits for `vs_base`.
+# committed run: 0 for `reload`, 1.2e-4 for `merge` (fp32 rounding) and 51.2 logits for `vs_base`.
 # `verify_adapter` raises an error when any of the three fails, so a run that got here passed them.
 # A run trained in fp16 or bf16 is checked the same way, on its weights upcast to fp32: in fp16 the
 # merge alone moves large logits by a few of fp16's rounding steps, which would hide a wrong

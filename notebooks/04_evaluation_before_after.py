@@ -51,46 +51,35 @@ if "google.colab" in sys.modules:
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
 sys.path.append(str(ROOT))  # a checkout that is not pip-installed: sftkit from the repository (an installed one wins)
 import sftkit.notebook  # noqa: E402
-sftkit.notebook.quiet_libraries()  # no deprecation notices, widget warnings or "Loading weights" bars
-print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
 
 # %% tags=["parameters"]
-import os
-
-import torch
-
-import sftkit.config
-import sftkit.models
-import sftkit.notebook
-
-PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+PRESET = None  # None: $SFTKIT_PRESET if set, else t4 on a GPU and cpu-demo on a CPU
 DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a new runtime still has chapter 03's adapter
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
-OVERRIDES = [] + sftkit.config.env_overrides()
-cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
-if DRIVE:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
-    cfg.output_dir = sftkit.notebook.runs_on_drive(PRESET, cfg.output_dir)
-HARDWARE = sftkit.models.hardware_name()
-RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
-# Smoke runs and overridden runs (CI) must not overwrite the committed figures.
-FIGURES = RUNS / "figures" if PRESET == "smoke" or OVERRIDES else ROOT / "figures"
-NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
-torch.manual_seed(cfg.train.seed)
-print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
-print(f"overrides: {OVERRIDES}" if OVERRIDES else "overrides: none")
+OVERRIDES = []
+
+# %% tags=["chapter"]
+# Quiet libraries, the preset with its overrides, torch seeded, paths and the hardware, printed (sftkit.notebook.setup).
+# A cell of its own: papermill's injected parameters arrive after the parameters cell, before this one.
+chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)
+PRESET, cfg, HARDWARE, RUNS, FIGURES, NOTE = (chapter.preset, chapter.cfg, chapter.hardware, chapter.runs,
+                                              chapter.figures, chapter.note)  # NOTE: printed under every figure
 
 # %%
 import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from IPython.display import Image, display
 
 import sftkit.chat
+import sftkit.config
 import sftkit.demo
 import sftkit.estimates
 import sftkit.evaluation
+import sftkit.models
 import sftkit.notebook
 import sftkit.runs
 import sftkit.viz

@@ -2,7 +2,8 @@
 
 Every chapter opens the same way: quiet libraries, the preset with its overrides, torch seeded,
 where its files go and the hardware named. `setup` does all of it and returns a `Chapter`, so
-each notebook keeps only its install lines and a short parameters cell.
+each notebook keeps only its install lines, a parameters cell of plain values and one call of
+`setup` in the cell after it (where papermill's injected parameters have already arrived).
 
 A fresh Colab runtime starts with an empty disk, so an adapter that chapter 03 saved in
 ``runs/<preset>/03_sft/adapter`` is gone by the time chapter 04 or 06 opens in a new session.
@@ -10,7 +11,7 @@ A fresh Colab runtime starts with an empty disk, so an adapter that chapter 03 s
 (`runs_on_drive`: mounts Drive, ``/content/drive/MyDrive/sftkit-runs/<preset>``), and
 `find_adapter` looks for chapter 03's adapter in the run's folder and then on a mounted Drive.
 Outside Colab both change nothing. Only the standard library is imported at the top, so the
-parameters cell can import this module cheaply.
+setup cell can import this module cheaply.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ rewritten. Artefacts go to ``runs/smoke/`` (figures to ``runs/smoke/figures/``).
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -58,6 +59,13 @@ def _tagged(nb, tag: str):
     return found[0]
 
 
+def _setup_lines(nb) -> str:
+    """What the set-up printed: the cell tagged chapter (the call of `sftkit.notebook.setup`), or the
+    parameters cell of a chapter still on its earlier cells."""
+    tags = [tag for cell in nb.cells for tag in cell.get("metadata", {}).get("tags", [])]
+    return _text_outputs(_tagged(nb, "chapter" if "chapter" in tags else "parameters"))
+
+
 def _text_outputs(cell) -> str:
     parts = []
     for output in cell.get("outputs", []):
@@ -84,30 +92,41 @@ def test_notebook_is_valid_and_cells_are_short(name):
 
 
 # Chapters still on their earlier setup cells (their committed outputs come from those cells, so the
-# cells stay until the chapter is re-executed: 02-04 with the next change of the preset's data, 05-08
-# when they are redrawn on the base model).
-EARLIER_SETUP = ("02_data_and_chat_templates", "03_lora_sft_with_trl", "04_evaluation_before_after",
-                 "05_lora_trials", "06_preference_tuning_dpo", "07_alpaca_full_vs_lora",
+# cells stay until the chapters are redrawn on the base model).
+EARLIER_SETUP = ("05_lora_trials", "06_preference_tuning_dpo", "07_alpaca_full_vs_lora",
                  "08_classification_and_distillation")
 
 
 def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
-    """One install block and one short parameters cell that calls `sftkit.notebook.setup`, the same in every
+    """One install block, a short parameters cell and one call of `sftkit.notebook.setup`, the same in every
     chapter, so nothing is kept identical by hand but the install lines that must run before sftkit exists."""
     current = [name for name in NOTEBOOKS if name not in EARLIER_SETUP]
-    for group in (current, EARLIER_SETUP):
-        first = [_code_cells(_read(name))[:2] for name in group]
-        for name, (setup, parameters) in zip(group, first):
-            assert "setup" in setup.metadata.get("tags", []), name
-            assert "parameters" in parameters.metadata.get("tags", []), name
-            assert setup.source == first[0][0].source and parameters.source == first[0][1].source, name
-    setup, parameters = _code_cells(_read(current[0]))[:2]
+    for group, tags in ((current, ("setup", "parameters", "chapter")), (EARLIER_SETUP, ("setup", "parameters"))):
+        first = [_code_cells(_read(name))[:len(tags)] for name in group]
+        for name, cells in zip(group, first):
+            for tag, cell, reference in zip(tags, cells, first[0]):
+                assert tag in cell.metadata.get("tags", []), f"{name}: code cell tagged {tag!r} expected"
+                assert cell.source == reference.source, f"{name}: its {tag!r} cell differs from {group[0]}'s"
+    setup, parameters, chapter = _code_cells(_read(current[0]))[:3]
     assert '"google.colab" in sys.modules' in setup.source and 'f"sftkit @ git+{REPO_URL}@{REPO_REF}"' in setup.source
     assert setup.source.rstrip().endswith("import sftkit.notebook  # noqa: E402"), "the rest is setup()'s job"
     assert "PRESET = None" in parameters.source and "DRIVE = False" in parameters.source
     assert "OVERRIDES = []" in parameters.source
-    assert "chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)" in parameters.source
     assert len(parameters.source.splitlines()) <= 10, "the parameters cell stays short"
+    assert "chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)" in chapter.source
+
+
+def test_the_parameters_cell_only_assigns_values_so_injected_parameters_take_effect():
+    """papermill (and Colab's forms) put the caller's values in a cell *after* the one tagged parameters:
+    a parameters cell that already used its values (setup() called there) would ignore them."""
+    for name in NOTEBOOKS:
+        if name in EARLIER_SETUP:
+            continue
+        tree = ast.parse(_tagged(_read(name), "parameters").source)
+        for statement in tree.body:
+            assert isinstance(statement, ast.Assign), f"{name}: the parameters cell only assigns values"
+            assert all(isinstance(node, (ast.Constant, ast.List, ast.Name, ast.Store, ast.Load))
+                       for node in ast.walk(statement.value)), f"{name}: {ast.unparse(statement)} computes"
 
 
 def _set_repo_url():
@@ -420,7 +439,7 @@ def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, 
     from sftkit.models import hardware_name
 
     nb, wall = execute_notebook(name, python3_kernel, tmp_path, record_property, "smoke")
-    parameters = _text_outputs(_tagged(nb, "parameters"))
+    parameters = _setup_lines(nb)
     assert "preset: smoke" in parameters, parameters
     assert f"hardware: {hardware_name()}" in parameters, f"the parameters cell must name the hardware: {parameters}"
     if wall > SMOKE_BUDGET_S:

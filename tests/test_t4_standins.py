@@ -30,7 +30,7 @@ import pytest
 from sftkit.config import PRESETS
 
 from test_notebooks import (  # noqa: F401 (python3_kernel is a fixture)
-    NOTEBOOK_DIR, NOTEBOOKS, _tagged, _text_outputs, execute_notebook, python3_kernel,
+    NOTEBOOK_DIR, NOTEBOOKS, _setup_lines, _text_outputs, execute_notebook, python3_kernel,
 )
 
 # Notebooks CI executes with the t4 preset on the stand-ins (in this order: 04, 06 and 08 use 03's adapter).
@@ -128,7 +128,7 @@ def test_notebook_runs_the_t4_preset_on_the_standins(name, standins, t4_runs,
                        "OMP_NUM_THREADS": os.environ.get("SFTKIT_TEST_THREADS", "1")}.items():
         monkeypatch.setenv(key, value)
     nb, _ = execute_notebook(name, python3_kernel, tmp_path, record_property, "t4")
-    parameters = _text_outputs(_tagged(nb, "parameters"))
+    parameters = _setup_lines(nb)
     assert "preset: t4" in parameters and f"model: {standins.base_model}" in parameters, parameters
     assert f"figures: {t4_runs}/figures" in parameters  # the committed figures are never overwritten
     outputs = "".join(_text_outputs(cell) for cell in nb.cells if cell.cell_type == "code")
@@ -173,7 +173,7 @@ def _preset_literals(source: str) -> set[str] | None:
 
 
 def _committed_preset(name: str) -> str | None:
-    parameters = _text_outputs(_tagged(nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4), "parameters"))
+    parameters = _setup_lines(nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4))
     return next((line.split(": ", 1)[1] for line in parameters.splitlines() if line.startswith("preset: ")), None)
 
 
