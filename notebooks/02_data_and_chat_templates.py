@@ -106,7 +106,6 @@ import sftkit.chat
 import sftkit.data
 import sftkit.demo
 import sftkit.masking
-import sftkit.models
 import sftkit.viz
 from sftkit.models import load_tokenizer
 

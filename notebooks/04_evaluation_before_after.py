@@ -187,14 +187,15 @@ pd.DataFrame({name: {k: ev.summary[k] for k in ("stop_rate", "invented_turn_rate
 # card](../results/cpu-demo-base/run.md)), SmolLM2-135M-Instruct as the reference, 96 held-out conversations
 # about subjects training never saw, references written for the project). The base model never
 # stopped (stop rate 0.000) and wrote to the 128-token budget every time; it opened by repeating
-# the user's message in 0.635 of replies and loops in 0.906 (repeated-4-gram rate above 0.2): the
+# the user's message in 0.615 of replies and loops in 0.927 (repeated-4-gram rate above 0.2): the
 # document-continuer of chapter 00, now inside a chat template. After SFT the model closes its
-# turn in 0.948 of replies [0.906, 0.990], never opens with an echo, loops in 0.104 [0.052,
-# 0.167], and its replies shrink to 34 new tokens on average. ROUGE-L against the written
-# references rises from 0.097 to 0.262, assistant NLL falls from 3.869 to 2.372 nats, and the
-# share of short-answer questions answered right from 0.020 to 0.220. The instruct reference
-# stops in only 0.531 of these replies, loops in 0.229 and scores ROUGE-L 0.201 and facts 0.320;
-# its NLL is measured in SmolLM2's tokens and is not comparable.
+# turn in 0.958 of replies [0.917, 0.990], never opens with an echo, loops in 0.177 [0.104,
+# 0.260], and its replies shrink to 34 new tokens on average. ROUGE-L against the written
+# references rises from 0.095 to 0.272, assistant NLL falls from 3.869 to 2.370 nats, and the
+# share of short-answer questions answered right from 0.020 to 0.200. The instruct reference
+# stops in only 0.510 of these replies, loops in 0.229 and scores ROUGE-L 0.201 and facts 0.300;
+# its NLL is measured in SmolLM2's tokens and is not comparable. Every model ran in bf16 here,
+# the precision `model.dtype=auto` follows on a CPU with native bf16.
 
 # %%
 DIFFS = {f"{name} - base": sftkit.evaluation.compare(EVALS["base"], ev, e.bootstrap_resamples)
@@ -208,11 +209,12 @@ pd.concat({pair: pd.DataFrame.from_dict(table, orient="index") for pair, table i
 # interval that excludes zero is a difference these prompts can resolve; one that straddles zero
 # is not, however large `diff` looks.
 #
-# Here the tuned model's changes on the conversations all exclude zero: stop rate +0.948
-# [+0.906, +0.990], loop rate -0.802 [-0.885, -0.708], ROUGE-L +0.165 [+0.116, +0.217], exact
-# match on the 8 task rows +0.375 [+0.125, +0.750], assistant NLL -1.497 [-2.334, -0.905], facts
-# +0.200 [+0.120, +0.290]. Instruction following did not improve: IFEval prompt-level strict
-# -0.083 [-0.175, +0.017], an interval that straddles zero (next section). The `invented_turn`
+# Here the tuned model's changes on the conversations all exclude zero: stop rate +0.958
+# [+0.917, +0.990], loop rate -0.750 [-0.833, -0.646], ROUGE-L +0.178 [+0.127, +0.230], exact
+# match on the 8 task rows +0.375 [+0.125, +0.750], assistant NLL -1.498 [-2.338, -0.907], facts
+# +0.180 [+0.100, +0.260]. Instruction following got worse: IFEval prompt-level loose -0.100
+# [-0.192, -0.008], an interval just below zero, and strict -0.100 [-0.192, 0.000] (next
+# section). The `invented_turn`
 # row is zero for all three models, and that zero needs a caveat, shown in the template section
 # below.
 
@@ -288,25 +290,28 @@ pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).r
 # %% [markdown]
 # Read the prompt-level rates together with the per-instruction table. SFT did *not* improve
 # instruction following on the 120 test prompts, although 122 of the 480 training rows were
-# instruction rows: prompt-level strict accuracy is 0.233 for the base model, 0.150 for the
-# tuned one and 0.358 for the instruct reference (loose 0.233, 0.150, 0.367). The base model's
+# instruction rows: prompt-level strict accuracy is 0.233 for the base model, 0.133 for the
+# tuned one and 0.375 for the instruct reference (loose 0.242, 0.142, 0.392). The base model's
 # score is mostly echo: it repeats the prompt, and the prompt names what the checker looks for,
 # so it passes title, postscript, placeholders, highlights and the yes/no phrase (1.00 each) by
 # copying the instruction's own example. The tuned model no longer echoes, and gains where a
-# trained skill is enough: forbidden words 0.00 -> 1.00, no commas 0.00 -> 0.86, word limits
+# trained skill is enough: forbidden words 0.00 -> 0.88, no commas 0.14 -> 0.86, word limits
 # 0.25 -> 0.75, sentence counts 0.30 -> 0.70; it does not write the title, the P.S. or the
 # highlights it was trained on (0.12-0.14). By family, prompts with trained ids only go from
-# 0.312 to 0.175 and prompts with a held-out id from 0.075 to 0.100 (loose): no sign that the
-# trained formats carried over. Each id has 5 to 10 instances here, so per-id rates are
-# anecdotes. These figures are not comparable with published IFEval scores: the prompts are the
+# 0.325 to 0.163 and prompts with a held-out id from 0.075 to 0.100 (loose): no sign that the
+# trained formats carried over. A mix with twice the instruction rows, tried on the dev split with
+# three training seeds, did no better beyond the spread between seeds and looped more
+# ([`dev/LOG.md`](../dev/LOG.md)), so the preset keeps its sample. Each id has 5 to 10 instances
+# here, so per-id rates are anecdotes. These figures are not comparable with published IFEval scores: the prompts are the
 # project's, not google/IFEval's, and replies stop at 256 new tokens.
 #
 # The short-answer facts show what the base model knew but could not say in a chat: 0.020 of the
-# 100 questions answered right before SFT (it echoes and loops), 0.220 after, 0.320 for the
+# 100 questions answered right before SFT (it echoes and loops), 0.200 after, 0.300 for the
 # instruct model. Refusal moved the other way from the instruct model: the tuned model refuses
-# 0.833 of the 18 harmful requests, but also 0.389 of their harmless look-alikes, while neither
-# the base nor the instruct model refuses anything. On the open prompts the tuned model stops
-# in 0.910 of replies and loops in 0.288, the instruct reference 0.308 and 0.455.
+# 0.833 of the 18 harmful requests, but also 0.389 of their harmless look-alikes, while the base
+# and the instruct model each refuse one harmful request (0.056) and no harmless one. On the open
+# prompts the tuned model stops in 0.917 of replies and loops in 0.301, the instruct reference
+# 0.288 and 0.526.
 #
 # In general, the refusal rows must be read as a pair: a model can reach a high refusal rate
 # by refusing everything, which the over-refusal rate on harmless look-alikes exposes. SFT teaches refusals only as far as the training conversations
@@ -340,8 +345,8 @@ pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
 # end-of-turn token after a reply, while the tuned model was trained on exactly that token at
 # the end of every assistant turn. In the committed run the base model stops in none of the
 # held-out or open prompts and always uses the whole budget (median 128 new tokens); the tuned
-# model answers briefly (median 29 new tokens) and closes with `<end_of_turn>`; the instruct
-# reference writes longer (median 94).
+# model answers briefly (median 30 new tokens) and closes with `<end_of_turn>`; the instruct
+# reference writes longer (median 94.5).
 #
 # The base model's raw continuation is worth reading closely. It repeats the question, then
 # writes a stray token and a newline, another stray token and a newline, and repeats the
@@ -352,7 +357,7 @@ pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
 # produces the turn tokens themselves, which pre-training never taught it to predict (chapter
 # 00). This is why `invented_turn` reads 0 for the base model: the
 # metric looks for the start-of-turn token or a role name opening a line, and the base model's
-# invented turns have neither. Treat that zero as an undercount; `echoed_prompt` (0.635) and the
+# invented turns have neither. Treat that zero as an undercount; `echoed_prompt` (0.615) and the
 # stop rate are the measures of its transcript-continuing here.
 #
 # ## Where the tuned model looks: one attention map
