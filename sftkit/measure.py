@@ -295,12 +295,28 @@ def reset_peak_memory() -> bool:
     return True
 
 
+def _peak_rss_mb() -> float:
+    """The process's peak RSS in MB: Linux's VmHWM where /proc has it, else ``ru_maxrss``.
+
+    VmHWM is the high-water mark that /proc/self/clear_refs resets (`reset_peak_memory`).
+    ``ru_maxrss`` is the larger of it and a maximum the kernel keeps per process apart from the
+    memory map, which clear_refs does not reset, so after a reset it may still report an earlier peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def peak_memory_mb() -> dict[str, float]:
     """Peak GPU memory allocated by torch (if CUDA) and the process's peak RSS, in MB.
 
     Both are peaks since the last `reset_peak_memory` (the RSS one only where it could reset).
     """
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    out = {"peak_rss_mb": _peak_rss_mb()}
     if torch.cuda.is_available():
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,9 +29,7 @@ from sftkit.measure import (
     CountingCollator,
     NonFiniteLossError,
     ThroughputCallback,
-    peak_memory_mb,
     peak_tflops,
-    reset_peak_memory,
     training_flops_per_token,
 )
 from sftkit.models import hardware_name
@@ -267,14 +267,25 @@ def test_throughput_callback_adds_rates_to_logs():
 
 
 def test_reset_peak_memory_measures_from_the_reset():
-    buffer = bytearray(300 * 2**20)
-    buffer[:: 4096] = b"x" * len(buffer[:: 4096])  # touch every page so it is resident
-    high = peak_memory_mb()["peak_rss_mb"]
-    del buffer
-    if not reset_peak_memory():
+    """In a fresh process: what earlier tests left in this one (freed but still mapped memory) would
+    decide where the peak sits, not the buffer."""
+    script = """
+import json
+from sftkit.measure import peak_memory_mb, reset_peak_memory
+buffer = bytearray(300 * 2**20)
+buffer[:: 4096] = b"x" * len(buffer[:: 4096])  # touch every page so it is resident
+high = peak_memory_mb()["peak_rss_mb"]
+del buffer
+reset = reset_peak_memory()
+print(json.dumps({"high": high, "reset": reset, "after": peak_memory_mb()["peak_rss_mb"]}))
+"""
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if not result["reset"]:
         pytest.skip("this system cannot reset the peak RSS (no writable /proc/self/clear_refs)")
-    after = peak_memory_mb()["peak_rss_mb"]
-    assert after < high - 200, f"peak RSS {after:.0f} MB after the reset, {high:.0f} MB before"
+    assert result["after"] < result["high"] - 200, f"peak RSS {result['after']:.0f} MB after the reset, " \
+                                                   f"{result['high']:.0f} MB before"
 
 
 def test_peak_tflops():
