@@ -117,7 +117,7 @@ def test_every_notebook_starts_with_the_same_setup_and_parameters_cells():
 
 
 def test_the_parameters_cell_only_assigns_values_so_injected_parameters_take_effect():
-    """papermill (and Colab's forms) put the caller's values in a cell *after* the one tagged parameters:
+    """papermill puts the caller's values in a cell *after* the one tagged parameters:
     a parameters cell that already used its values (setup() called there) would ignore them."""
     for name in NOTEBOOKS:
         if name in EARLIER_SETUP:
@@ -441,7 +441,7 @@ def test_notebook_runs_in_smoke_mode(name, python3_kernel, smoke_env, tmp_path, 
     nb, wall = execute_notebook(name, python3_kernel, tmp_path, record_property, "smoke")
     parameters = _setup_lines(nb)
     assert "preset: smoke" in parameters, parameters
-    assert f"hardware: {hardware_name()}" in parameters, f"the parameters cell must name the hardware: {parameters}"
+    assert f"hardware: {hardware_name()}" in parameters, f"the set-up cell must name the hardware: {parameters}"
     if wall > SMOKE_BUDGET_S:
         print(f"warning: {name} took {wall:.1f} s, over the {SMOKE_BUDGET_S} s smoke budget")
 
