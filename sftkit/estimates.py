@@ -42,7 +42,7 @@ from torch import nn
 from .config import RunConfig
 from .lm_head import CHUNK_FLOATS
 from .lora import build_lora_config
-from .measure import PEAK_TFLOPS, _decoder_blocks, training_flops_per_token
+from .measure import PEAK_TFLOPS, decoder_blocks, training_flops_per_token
 from .models import resolve_dtype
 from .standins import SMOLLM2_135M_CONFIG, SMOLLM2_360M_CONFIG
 
@@ -220,7 +220,7 @@ def forward_block_flops_per_token(model: nn.Module, context: float) -> float:
     heads = config.num_attention_heads
     attention = heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)
     total = 0.0
-    for block in _decoder_blocks(causal_lm):
+    for block in decoder_blocks(causal_lm):
         total += 4.0 * context * attention
         total += sum(2.0 * m.weight.numel() for m in block.modules() if isinstance(m, nn.Linear))
     return total
@@ -257,7 +257,7 @@ def training_memory(cfg: RunConfig, model: nn.Module, act_bytes: int, mixed_prec
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     kv = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
     tokens = cfg.train.per_device_train_batch_size * cfg.data.max_length
-    blocks = list(_decoder_blocks(causal_lm))
+    blocks = list(decoder_blocks(causal_lm))
 
     def block_bytes(block: nn.Module) -> float:
         values = 4 * hidden + (hidden + 2 * kv) + hidden + 3 * intermediate

@@ -172,7 +172,9 @@ def faster_peaks(first: dict[str, Any], second: dict[str, Any],
 INPUT_PROJECTIONS = frozenset({"q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn", "Wqkv"})
 
 
-def _decoder_blocks(causal_lm: nn.Module) -> nn.ModuleList:
+def decoder_blocks(causal_lm: nn.Module) -> nn.ModuleList:
+    """The decoder's blocks (``model.layers`` of a transformers causal LM, or of its decoder), whose
+    shapes the FLOP count and the estimates read; ValueError for a model without them."""
     decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
     layers = getattr(decoder, "layers", None)
     if layers is None:
@@ -227,7 +229,7 @@ def training_flops_per_token(model: nn.Module, labelled_fraction: float = 1.0, c
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     attention = heads * head_dim
-    blocks = list(_decoder_blocks(causal_lm))
+    blocks = list(decoder_blocks(causal_lm))
     embedding = causal_lm.get_input_embeddings()
     trainable = [i for i, block in enumerate(blocks) if _trains(block)]
     if _trains(embedding):

@@ -168,3 +168,16 @@ def test_faster_peaks_keeps_each_precisions_faster_measurement_and_says_so():
     benchmark = faster_peaks(disturbed, quiet, when="at the start and at the end of the benchmark")
     assert benchmark["fp32"]["method"].endswith(
         "at the start and at the end of the benchmark (80.0 and 200.0 GFLOP/s)")
+
+
+def test_decoder_blocks_are_the_models_layers_or_a_named_error(tiny_model):
+    from sftkit.measure import decoder_blocks
+
+    assert decoder_blocks(tiny_model) is tiny_model.model.layers
+    assert len(decoder_blocks(tiny_model)) == tiny_model.config.num_hidden_layers
+
+    class NoBlocks(torch.nn.Module):
+        model = torch.nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match="NoBlocks: no decoder `.layers`"):
+        decoder_blocks(NoBlocks())
