@@ -400,8 +400,7 @@ def run_sftkit(recipe: str, cfg: RunConfig, train_set: Any, held_out: list[dict]
 
 
 def _train_trl(run: Run, model: Any, tokenizer: Any, args: Any, peft_config: Any, train_set: Any,
-               held_out: list[dict], eval_every: int, peak_gflops: float | None,
-               check: Callable[[Any], None] | None = None) -> None:
+               held_out: list[dict], eval_every: int, check: Callable[[Any], None] | None = None) -> None:
     """Train `SFTTrainer` + `peft_config` on the messages rows, measured like sftkit's runs.
 
     `check` sees the trainer before training (the expert's label comparison).
@@ -417,10 +416,11 @@ def _train_trl(run: Run, model: Any, tokenizer: Any, args: Any, peft_config: Any
     peft_model = trainer.model
     # On a CPU TRL's fused head scores every position (trl_scores_every_position): head everywhere.
     everywhere = trl_scores_every_position("cuda" if torch.cuda.is_available() else "cpu")
+    # Its FLOPs per token feed `Run.mfu`, against the benchmark's measured peak (not the callback's).
     throughput = ThroughputCallback(
         counter,
         lambda c: training_flops_per_token(peft_model, 1.0 if everywhere else c.labelled_fraction, c.mean_context),
-        hardware_name(), peak=peak_gflops / 1000 if peak_gflops else None)
+        hardware_name())
     trainer.add_callback(throughput)  # resets the peak RSS at the start of training
     trainer.add_callback(HeldOutLoss(held_out, tokenizer.pad_token_id, eval_every, run))
     trainer.train()
@@ -430,8 +430,7 @@ def _train_trl(run: Run, model: Any, tokenizer: Any, args: Any, peft_config: Any
     run.flops_per_token = throughput.flops_per_token
 
 
-def run_default_peer(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int,
-                     peak_gflops: float | None) -> Run:
+def run_default_peer(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int) -> Run:
     """TRL's SFTTrainer + peft LoraConfig as its documentation writes them (see the module docstring)."""
     from peft import LoraConfig
     from trl import SFTConfig
@@ -455,14 +454,14 @@ def run_default_peer(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_
                                  task_type="CAUSAL_LM")
         head = "every position" if trl_scores_every_position() else "labelled only"
         run.does = recipe_summary(args, peft_config, model.config.num_hidden_layers, "all tokens", head)
-        _train_trl(run, model, tokenizer, args, peft_config, train_set, held_out, eval_every, peak_gflops)
+        _train_trl(run, model, tokenizer, args, peft_config, train_set, held_out, eval_every)
     model = None
     release_memory()
     return run
 
 
 def run_expert_peer(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_every: int,
-                    peak_gflops: float | None, sftkit_rows: list[dict]) -> tuple[Run, tuple[int, int]]:
+                    sftkit_rows: list[dict]) -> tuple[Run, tuple[int, int]]:
     """TRL + peft as `expert_peer_config` sets them; returns the run and (rows whose labels equal sftkit's, rows)."""
     model, tokenizer = load_for(cfg)
     run = Run(EXPERT)
@@ -472,7 +471,7 @@ def run_expert_peer(cfg: RunConfig, train_set: Any, held_out: list[dict], eval_e
         check_expert_matches_sftkit(cfg, model, tokenizer, args, peft_config)
         head = "every position" if trl_scores_every_position() else "labelled only"
         run.does = recipe_summary(args, peft_config, model.config.num_hidden_layers, "assistant", head)
-        _train_trl(run, model, tokenizer, args, peft_config, train_set, held_out, eval_every, peak_gflops,
+        _train_trl(run, model, tokenizer, args, peft_config, train_set, held_out, eval_every,
                    check=lambda trainer: agreement.append(labels_agree(trainer.train_dataset, sftkit_rows)))
     model = None
     release_memory()
@@ -516,10 +515,9 @@ def compare(model_name: str, args: argparse.Namespace, peak_gflops: float | None
     sftkit_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in ours]
     repeats = []
     for repeat in range(args.repeats):
-        runs = {DEFAULT: run_default_peer(cfg, train_set, held_out, args.eval_every, peak_gflops),
+        runs = {DEFAULT: run_default_peer(cfg, train_set, held_out, args.eval_every),
                 SFTKIT: run_sftkit(SFTKIT, cfg, train_set, held_out, args.eval_every)}
-        runs[EXPERT], (same, rows) = run_expert_peer(equal_cfg, train_set, held_out, args.eval_every, peak_gflops,
-                                                     sftkit_rows)
+        runs[EXPERT], (same, rows) = run_expert_peer(equal_cfg, train_set, held_out, args.eval_every, sftkit_rows)
         runs[SFTKIT_NO_ROWS] = run_sftkit(SFTKIT_NO_ROWS, equal_cfg, train_set, held_out, args.eval_every)
         runs[EXPERT].does["labels = sftkit's"] = f"{same}/{rows} rows"
         for recipe in (DEFAULT, SFTKIT, SFTKIT_NO_ROWS):

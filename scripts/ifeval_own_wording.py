@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 def unseen_instruction_rows(cfg) -> list[dict]:
     """The training split's instruction rows (``SOURCE_IFEVAL``) that ``cfg``'s training sample did not draw."""
     from sftkit.offline_conversations import RESOURCE, SOURCE_IFEVAL
-    from sftkit.run_data import load_run_data
+    from sftkit.run_data import OFFLINE_CONVERSATIONS, load_run_data
 
-    if cfg.data.source != "offline-conversations":
+    if cfg.data.source != OFFLINE_CONVERSATIONS:
         raise SystemExit(f"the run trains on {cfg.data.source}, not the offline conversations")
     train, _ = load_run_data(cfg)
     drawn = {json.dumps(row["messages"]) for row in train}
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     _, tokenizer = load_for(cfg)
     model = load_named_model(args.adapter, cfg, tokenizer, merge=True)
     start = time.perf_counter()
-    prompts = [[*r["messages"][:-1]] for r in unseen]  # the conversation up to the reply being scored
+    prompts = [r["messages"][:-1] for r in unseen]  # the conversation up to the reply being scored
     replies = generate_batch(model, tokenizer, prompts, cfg.eval.ifeval_max_new_tokens, cfg.eval.batch_size)
     result = score_ifeval(rows, [g.text for g in replies], "official checkers, the training rows' own wording",
                           cfg.eval.bootstrap_resamples)
