@@ -87,8 +87,12 @@ def evaluate_model(
     batch_size: int = 16,
     max_length: int | None = None,
     ifeval_cfg: Any = None,
+    score_nll: bool = True,
 ) -> ModelEval:
     """Generate for every prompt of `eval_set` and score it (see the module docstring).
+
+    `score_nll=False` leaves out the assistant NLL of the reference replies (a caller that
+    scored it on another copy of the model, e.g. before merging an adapter, saves the pass).
 
     With `ifeval_cfg` (a run config), IFEval too (`ifeval_for_model`): its result without the
     per-prompt rows is ``summary["ifeval"]`` (the demo's metrics.json and report).
@@ -119,8 +123,11 @@ def evaluate_model(
     per_example["rouge_l"], rouge_backend = metrics.rouge_l_scores(texts, references)
     per_example["bleu"] = metrics.sentence_bleu(texts, references)
 
-    ppl = metrics.assistant_perplexity(model, reference_rows(eval_set, tokenizer, max_length), tokenizer.pad_token_id)
-    per_example["assistant_nll"] = ppl["row_nll"]
+    ppl = None
+    if score_nll:
+        ppl = metrics.assistant_perplexity(model, reference_rows(eval_set, tokenizer, max_length),
+                                          tokenizer.pad_token_id)
+        per_example["assistant_nll"] = ppl["row_nll"]
     summary = {
         **{key: sum(values) / len(values) for key, values in per_example.items() if values},
         "stop_rate": metrics.stop_rate([g.stopped for g in generations]),
@@ -130,14 +137,13 @@ def evaluate_model(
         "corpus_bleu": metrics.bleu(texts, references),
         "distinct_1": metrics.distinct_n(texts, 1),
         "distinct_2": metrics.distinct_n(texts, 2),
-        "assistant_ppl": ppl["ppl"],
-        # Token-weighted (as training loss is); `assistant_nll` above is the mean of row means.
-        "assistant_token_nll": ppl["nll"],
-        "assistant_tokens": ppl["tokens"],
         "n": len(prompts),
         # Which library computed ROUGE-L (`metrics.rouge_backend`): "evaluate" or "rouge-score".
         "rouge_backend": rouge_backend,
     }
+    if ppl is not None:
+        # Token-weighted (as training loss is); `assistant_nll` above is the mean of row means.
+        summary.update(assistant_ppl=ppl["ppl"], assistant_token_nll=ppl["nll"], assistant_tokens=ppl["tokens"])
     if ifeval_cfg is not None:
         from .ifeval import summary as ifeval_summary
 

@@ -66,7 +66,7 @@ def test_bad_grids_say_which_trial_and_why(tmp_path, content, message):
 def test_unset_settings_come_from_the_config_and_alpha_follows_r():
     cfg = get_preset("smoke")  # r=4, alpha=8, lr 1e-3
     assert TrialSpec("same").resolve(cfg) == {
-        "r": 4, "alpha": 8, "dropout": 0.0, "targets": "all-linear", "learning_rate": 1e-3,
+        "r": 4, "alpha": 8, "dropout": 0.0, "targets": "all-linear", "blocks": None, "learning_rate": 1e-3,
     }
     assert TrialSpec("wide", r=16).resolve(cfg)["alpha"] == 32, "alpha / r is kept when only r changes"
     assert TrialSpec("wide", r=16, alpha=16).resolve(cfg)["alpha"] == 16, "an explicit alpha wins"
@@ -136,6 +136,8 @@ def test_run_trials_writes_one_row_per_trial_and_resumes(tiny_cfg, tiny_data, ma
             assert math.isfinite(row[key]), (key, row)
         assert row["eval_ppl"] == pytest.approx(math.exp(row["eval_nll"]))
         assert 0.0 <= row["exact_match"] <= 1.0, "the built-in tasks have a task column: exact match is scored"
+        for key in ("stop_rate", "loop_rate", "rouge_l"):  # the replies' behaviour, from generation
+            assert 0.0 <= row[key] <= 1.0, (key, row)
     # Same seed, same data: the two r=2 trials differ only in what they adapt.
     assert rows[0]["trainable_params"] != rows[1]["trainable_params"]
 
@@ -180,6 +182,34 @@ def test_a_line_cut_off_mid_write_is_dropped_and_other_damage_is_reported(tmp_pa
         read_trials(tmp_path)
 
 
+def test_blocks_limit_the_adapted_blocks_and_all_means_every_block(tiny_cfg, make_tiny_model, tokenizer):
+    model = make_tiny_model()
+    blocks = model.config.num_hidden_layers
+    top = TrialSpec("top1", blocks=1).apply(tiny_cfg)
+    every = TrialSpec("every", blocks="all").apply(tiny_cfg)
+    assert top.lora.layers == 1 and every.lora.layers is None
+    assert TrialSpec("preset").resolve(tiny_cfg)["blocks"] == tiny_cfg.lora.layers
+    assert expand_grid({}, {"blocks": [1, "all"]})[1].name == "blocksall"
+    from sftkit.train import run_lora_config
+
+    adapted = [run_lora_config(cfg, model, tokenizer).layers_to_transform for cfg in (top, every)]
+    assert adapted[0] == [blocks - 1] and adapted[1] is None
+    for bad in (0, -1, "most", True, 1.5):
+        with pytest.raises(ValueError, match="blocks must be a positive integer or 'all'"):
+            TrialSpec("bad", blocks=bad)
+
+
+def test_trials_table_shows_behaviour_and_exact_match_only_when_scored():
+    config = {"r": 4, "alpha": 8, "targets": "mlp", "blocks": None, "learning_rate": 1e-3}
+    base = {"name": "t", "config": config, "trainable_params": 10, "tokens_per_s": 1.0, "eval_nll": 2.0,
+            "eval_ppl": 7.39, "stop_rate": 0.5, "loop_rate": 0.25, "rouge_l": 0.1, "wall_s": 3.0}
+    table = trials.trials_table([{**base, "exact_match": None}])
+    header, _, line = table.splitlines()
+    assert "exact match" not in header and "stop rate" in header and "loop rate" in header
+    assert "| all |" in line and "| 0.500 | 0.250 | 0.100 |" in line
+    assert "exact match" in trials.trials_table([{**base, "exact_match": 0.75}])
+
+
 # --------------------------------------------------------------------------- choosing
 
 
@@ -215,3 +245,21 @@ def test_best_trial_by_exact_match_and_unrankable_rows():
     assert winner["name"] == "a" and "not ranked" in sentence
     with pytest.raises(ValueError, match="unknown rule"):
         best_trial(rows, rule="vibes")
+
+
+def behaved(name, nll, params, stop, loop):
+    return {**row(name, nll, params), "stop_rate": stop, "loop_rate": loop}
+
+
+def test_behaviour_gate_keeps_a_low_nll_that_does_not_stop_or_loops_from_winning():
+    rows = [behaved("never_stops", 1.9, 10, 0.50, 0.0), behaved("loops", 1.95, 10, 1.0, 0.40),
+            behaved("good", 2.0, 10, 0.95, 0.05)]
+    assert best_trial(rows)[0]["name"] == "never_stops", "NLL alone picks the trial that does not stop"
+    winner, sentence = best_trial(rows, behaviour_margin=0.1)
+    assert winner["name"] == "good"
+    assert "stop rate >= 0.900 (best 1.000 - 0.1)" in sentence and "loop rate <= 0.100 (lowest 0.000 + 0.1)" in sentence
+    assert "not eligible: never_stops, loops" in sentence
+    # Rows without behaviour (not generated) pass the gate; a bad margin is refused.
+    assert best_trial([row("a", 2.0, 1), row("b", 1.0, 1)], behaviour_margin=0.1)[0]["name"] == "b"
+    with pytest.raises(ValueError, match="behaviour_margin must be >= 0"):
+        best_trial(rows, behaviour_margin=-0.1)

@@ -52,9 +52,14 @@ from ..train import train_lora
 logger = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.jsonl"
+# What each trial's generated replies are scored on (`evaluate_model`'s summary keys): the stop rate,
+# the loop rate (replies whose repeated-4-gram rate exceeds 0.2), ROUGE-L against the held-out replies,
+# and exact match where the rows are built-in tasks (None otherwise).
+BEHAVIOUR = {"stop_rate": "stop_rate", "loop_rate": "looped", "rouge_l": "rouge_l", "exact_match": "exact_match"}
 TARGET_CHOICES = ("attention", "mlp", "all-linear")
 # How grid keys appear in derived trial names; targets show their value alone ("mlp").
-NAME_PARTS = {"r": "r", "alpha": "alpha", "dropout": "drop", "targets": "", "learning_rate": "lr"}
+NAME_PARTS = {"r": "r", "alpha": "alpha", "dropout": "drop", "targets": "", "blocks": "blocks", "learning_rate": "lr"}
+ALL_BLOCKS = "all"  # a trial's ``blocks``: adapt every decoder block (the preset's lora.layers = None)
 
 
 @dataclass
@@ -67,6 +72,7 @@ class TrialSpec:
         update scale alpha / r is unchanged; if both are None, the preset's alpha.
     dropout: LoRA dropout on the adapter's input (the preset's if None).
     targets: "attention", "mlp", "all-linear" or a list of module names (the preset's if None).
+    blocks: adapt only the top this many decoder blocks, or "all" (the preset's lora.layers if None).
     learning_rate: peak learning rate (the preset's if None).
     """
 
@@ -75,6 +81,7 @@ class TrialSpec:
     alpha: float | None = None
     dropout: float | None = None
     targets: str | list[str] | None = None
+    blocks: int | str | None = None
     learning_rate: float | None = None
 
     def __post_init__(self) -> None:
@@ -105,6 +112,10 @@ class TrialSpec:
             elif not (isinstance(self.targets, list) and self.targets
                       and all(isinstance(t, str) for t in self.targets)):
                 raise ValueError(f"{where}: targets must be a non-empty list of module names, got {self.targets!r}")
+        if self.blocks is not None and self.blocks != ALL_BLOCKS and (
+            isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 1
+        ):
+            raise ValueError(f"{where}: blocks must be a positive integer or {ALL_BLOCKS!r}, got {self.blocks!r}")
         if self.learning_rate is not None and (
             isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float))
             or not self.learning_rate > 0
@@ -127,6 +138,8 @@ class TrialSpec:
             "alpha": alpha,
             "dropout": self.dropout if self.dropout is not None else cfg.lora.dropout,
             "targets": copy.deepcopy(self.targets if self.targets is not None else cfg.lora.targets),
+            # None: every block (lora.layers' own meaning); "all" in a grid file says so explicitly.
+            "blocks": cfg.lora.layers if self.blocks is None else None if self.blocks == ALL_BLOCKS else self.blocks,
             "learning_rate": self.learning_rate if self.learning_rate is not None else cfg.train.learning_rate,
         }
 
@@ -138,6 +151,7 @@ class TrialSpec:
         trial_cfg.lora.alpha = settings["alpha"]
         trial_cfg.lora.dropout = settings["dropout"]
         trial_cfg.lora.targets = settings["targets"]
+        trial_cfg.lora.layers = settings["blocks"]
         trial_cfg.train.learning_rate = settings["learning_rate"]
         return trial_cfg
 
@@ -321,18 +335,16 @@ def run_trial(
     rows = reference_rows(eval_set, tokenizer, trial_cfg.data.max_length)
     if not rows:
         raise ValueError(f"trial {spec.name!r}: no eval row has a scorable reply after tokenization")
-    columns = eval_set.column_names if hasattr(eval_set, "column_names") else list(eval_set[0].keys())
-    exact_match = stop_rate = None
-    if "task" in columns:
-        # Generation and scoring; its summary carries the same token-weighted NLL over `rows`.
-        scored = evaluate_model(spec.name, tuned, tokenizer, eval_set, trial_cfg.eval.max_new_tokens,
-                                trial_cfg.eval.batch_size, trial_cfg.data.max_length)
-        exact_match = scored.summary["exact_match"]
-        stop_rate = scored.summary["stop_rate"]
-        ppl = {"nll": scored.summary["assistant_token_nll"], "ppl": scored.summary["assistant_ppl"],
-               "tokens": scored.summary["assistant_tokens"]}
-    else:
-        ppl = assistant_perplexity(tuned, rows, tokenizer.pad_token_id, batch_size=trial_cfg.eval.batch_size)
+    # The ranking metric on the trained adapter as it is (unmerged, exact)...
+    ppl = assistant_perplexity(tuned, rows, tokenizer.pad_token_id, batch_size=trial_cfg.eval.batch_size)
+    # ...and the behaviour of its replies, generated with the adapter merged (as `sftkit eval` does:
+    # decoding through unmerged LoRA layers costs several times more per token on a CPU). The trial's
+    # model is thrown away afterwards, so merging in place is safe.
+    if hasattr(tuned, "merge_and_unload"):
+        tuned = tuned.merge_and_unload()
+    scored = evaluate_model(spec.name, tuned, tokenizer, eval_set, trial_cfg.eval.max_new_tokens,
+                            trial_cfg.eval.batch_size, trial_cfg.data.max_length, score_nll=False)
+    behaviour = {key: scored.summary.get(summary_key) for key, summary_key in BEHAVIOUR.items()}
     m = result.metrics
     peak, peak_kind = _peak_memory(m)
     row = {
@@ -351,8 +363,7 @@ def run_trial(
         "eval_ppl": ppl["ppl"],
         "eval_tokens": ppl["tokens"],
         "eval_rows": len(rows),
-        "exact_match": exact_match,
-        "stop_rate": stop_rate,
+        **behaviour,
         "train_wall_s": m["wall_s"],
         "wall_s": round(time.perf_counter() - start, 2),
         "hardware": m["hardware"],
@@ -475,8 +486,23 @@ RULES = {
 }
 
 
-def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
-               tolerance: float = 0.0) -> tuple[dict[str, Any], str]:
+def _behaviour_gate(rows: list[dict[str, Any]], margin: float) -> tuple[list[dict[str, Any]], str]:
+    """The rows whose stop rate is within `margin` of the best and loop rate within `margin` of the lowest."""
+    stops = [row["stop_rate"] for row in rows if _finite(row.get("stop_rate"))]
+    loops = [row["loop_rate"] for row in rows if _finite(row.get("loop_rate"))]
+    floor = max(stops) - margin if stops else -math.inf
+    ceiling = min(loops) + margin if loops else math.inf
+    kept = [row for row in rows
+            if (not _finite(row.get("stop_rate")) or row["stop_rate"] >= floor - 1e-9)
+            and (not _finite(row.get("loop_rate")) or row["loop_rate"] <= ceiling + 1e-9)]
+    text = (f"eligible: stop rate >= {floor:.3f} (best {max(stops):.3f} - {margin:g}) and loop rate <= "
+            f"{ceiling:.3f} (lowest {min(loops):.3f} + {margin:g}), {len(kept)} of {len(rows)} trials"
+            if stops and loops else "")
+    return kept, text
+
+
+def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll", tolerance: float = 0.0,
+               behaviour_margin: float | None = None) -> tuple[dict[str, Any], str]:
     """The winning row by a stated rule, and a sentence that states the rule and the margin.
 
     Rules:
@@ -488,6 +514,10 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
     small eval set NLL differences of a few hundredths are noise, and a notebook may say so
     by passing e.g. ``tolerance=0.02``. Rows without a finite value for the rule's metric
     (a diverged trial, or no exact match without a task column) cannot win and are named.
+
+    `behaviour_margin` adds a gate on how the trials' replies behave: only a trial whose stop
+    rate is within the margin of the best trial's, and whose loop rate is within the margin of
+    the lowest, may win (a low NLL bought with replies that never stop, or loop, does not count).
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {sorted(RULES)}")
@@ -495,10 +525,19 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if not rows:
         raise ValueError("best_trial needs at least one trial row")
+    if behaviour_margin is not None and not behaviour_margin >= 0:
+        raise ValueError(f"behaviour_margin must be >= 0 or None, got {behaviour_margin}")
     usable = [row for row in rows if _finite(row.get(rule))]
     excluded = [row.get("name", "?") for row in rows if not _finite(row.get(rule))]
     if not usable:
         raise ValueError(f"no trial has a finite {rule!r}; rows: {[row.get('name') for row in rows]}")
+    gate_text = ""
+    if behaviour_margin is not None:
+        ranked = usable
+        usable, gate_text = _behaviour_gate(usable, behaviour_margin)
+        gated = [row.get("name", "?") for row in ranked if row not in usable]
+        if gated:
+            gate_text += f" (not eligible: {', '.join(map(str, gated))})"
     if rule == "eval_nll":
         best_value = min(row["eval_nll"] for row in usable)
         tied = [row for row in usable if row["eval_nll"] <= best_value + tolerance]
@@ -515,6 +554,7 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
     tie_scope = "exactly equal" if tolerance == 0 else f"within {tolerance:g} {unit}"
     sentence = (
         f"Rule: {RULES[rule]}; ties ({tie_scope}) go to {tie_text}. "
+        + (f"Behaviour gate: {gate_text}. " if gate_text else "") +
         f"Winner: {winner['name']!r} with {rule} {winner[rule]:.4f} "
         f"and {winner['trainable_params']:,} trainable parameters"
     )
@@ -531,20 +571,28 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll",
 
 
 def trials_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of trial rows, for ``trials.md`` and notebooks."""
-    header = ("trial", "r", "alpha", "targets", "lr", "trainable params", "tokens/s", "peak MB", "final loss",
-              "eval NLL", "eval ppl", "exact match", "wall s")
+    """A Markdown table of trial rows, for ``trials.md`` and notebooks.
+
+    The exact-match column appears only when some trial has one (the built-in tasks).
+    """
+    def number(value: Any, spec: str) -> str:
+        return format(value, spec) if _finite(value) else "n/a"
+
+    with_exact = any(_finite(row.get("exact_match")) for row in rows)
+    header = ("trial", "r", "alpha", "targets", "blocks", "lr", "trainable params", "tokens/s", "peak MB",
+              "final loss", "eval NLL", "eval ppl", "stop rate", "loop rate", "ROUGE-L",
+              *(("exact match",) if with_exact else ()), "wall s")
     table_rows = []
     for row in rows:
         c = row["config"]
+        blocks = c.get("blocks", "n/a")
         table_rows.append([
-            row["name"], c["r"], c["alpha"], _format_value(c["targets"]), f"{c['learning_rate']:g}",
-            f"{row['trainable_params']:,}", row["tokens_per_s"],
-            f"{row['peak_memory_mb']:.0f}" if _finite(row.get("peak_memory_mb")) else "n/a",
-            f"{row['final_loss']:.4f}" if _finite(row.get("final_loss")) else "n/a",
-            f"{row['eval_nll']:.4f}", f"{row['eval_ppl']:.2f}",
-            f"{row['exact_match']:.3f}" if _finite(row.get("exact_match")) else "n/a",
-            row["wall_s"],
+            row["name"], c["r"], c["alpha"], _format_value(c["targets"]), ALL_BLOCKS if blocks is None else blocks,
+            f"{c['learning_rate']:g}", f"{row['trainable_params']:,}", row["tokens_per_s"],
+            number(row.get("peak_memory_mb"), ".0f"), number(row.get("final_loss"), ".4f"),
+            f"{row['eval_nll']:.4f}", f"{row['eval_ppl']:.2f}", number(row.get("stop_rate"), ".3f"),
+            number(row.get("loop_rate"), ".3f"), number(row.get("rouge_l"), ".3f"),
+            *((number(row.get("exact_match"), ".3f"),) if with_exact else ()), row["wall_s"],
         ])
     return "\n".join(markdown_table(header, table_rows))
 
