@@ -605,7 +605,7 @@ def main() -> None:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
 
     # The main job's shapes (Gemma 3 270M: width 640, MLP 2048); smoke: a few repeats of the same.
-    peaks = cpu_matmul_peaks(repeats=2 if args.smoke else 5) if not torch.cuda.is_available() else None
+    peaks = cpu_matmul_peaks(repeats=2 if args.smoke else 5, remember=False) if not torch.cuda.is_available() else None
     print(f"hardware: {hardware_name()}, torch threads {torch.get_num_threads()}; "
           "every recipe fp32, bf16 autocast off")
     if peaks:
@@ -643,7 +643,7 @@ def main() -> None:
     if peaks:
         # Measured again at the end and the faster kept, as train_lora does: a peak measured while
         # the cores were busy or not yet warm would inflate every MFU.
-        peaks = faster_peaks(peaks, cpu_matmul_peaks(repeats=2 if args.smoke else 5),
+        peaks = faster_peaks(peaks, cpu_matmul_peaks(repeats=2 if args.smoke else 5, remember=False),
                             when="at the start and at the end of the benchmark")
         peak = peaks["fp32"]["gflops"]
         print(f"fp32 matmul peak, the faster of the start and the end: {peak} GFLOP/s ({peaks['fp32']['method']})")

@@ -225,16 +225,25 @@ class SuiteResult:
     fact_generations: list[Generation] = field(default_factory=list)
 
 
-def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
+def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any, behaviour: bool = False) -> dict[str, Any]:
     """IFEval alone for one model (`sftkit.ifeval`, prompts from ``eval.ifeval_source``): for the
-    demo, which evaluates its models with `evaluate_model` rather than the whole suite."""
+    demo, which evaluates its models with `evaluate_model` rather than the whole suite.
+
+    `behaviour=True` adds how the replies end: ``stop_rate`` and ``loop_rate`` (replies whose
+    repeated-4-gram rate exceeds `LOOP_THRESHOLD`), for choosing settings on these prompts alone.
+    """
     from .ifeval import as_messages, rows_for, score_ifeval
 
     e = cfg.eval
     rows, protocol = rows_for(cfg)
     generations = generate_batch(model, tokenizer, [as_messages(r) for r in rows], e.ifeval_max_new_tokens,
                                  e.batch_size)
-    return score_ifeval(rows, [g.text for g in generations], protocol, e.bootstrap_resamples)
+    result = score_ifeval(rows, [g.text for g in generations], protocol, e.bootstrap_resamples)
+    if behaviour:
+        result["stop_rate"] = metrics.stop_rate([g.stopped for g in generations])
+        result["loop_rate"] = sum(metrics.repeated_ngram_rate(g.text, 4) > LOOP_THRESHOLD
+                                  for g in generations) / len(generations)
+    return result
 
 
 def trained_instruction_ids(cfg: Any) -> frozenset[str] | None:

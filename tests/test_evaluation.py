@@ -113,8 +113,13 @@ def test_suite_writes_an_ifeval_section_per_model(tiny_model, tokenizer, tmp_pat
     assert suite.reference.per_example["instruction_strict"] == [float(p["passed"]) for p in result["per_prompt"]]
     assert suite.reference.summary["rouge_backend"] == "rouge-score"
     # The demo's helper scores the same prompts the same way (greedy decoding).
-    alone = ifeval_for_model(tiny_model, tokenizer, cfg)
+    alone = ifeval_for_model(tiny_model, tokenizer, cfg, behaviour=True)
     assert alone["per_prompt"] == result["per_prompt"]
+    # How its replies end, as the suite counts them over the same replies (the open prompts start with IFEval's).
+    n = result["n_prompts"]
+    assert alone["stop_rate"] == pytest.approx(sum(suite.reference.per_example["open_stopped"][:n]) / n)
+    assert alone["loop_rate"] == pytest.approx(sum(suite.reference.per_example["open_looped"][:n]) / n)
+    assert "stop_rate" not in ifeval_for_model(tiny_model, tokenizer, cfg), "only when asked"
     # ... and so does evaluate_model for the demo, into its summary (metrics.json), without per_prompt.
     from datasets import Dataset
 

@@ -144,6 +144,27 @@ def test_cpu_matmul_peaks_measures_bf16_only_where_native(monkeypatch):
     assert cpu_matmul_peaks(tiny_llama([2]), repeats=1)["bf16"]["dtype"] == "bf16"
 
 
+def test_cpu_matmul_peaks_keep_the_fastest_measured_in_this_process(monkeypatch):
+    """A disturbed (slower) measurement later in a process does not lower the peak MFU is measured against."""
+    import sftkit.measure as measure
+
+    monkeypatch.setattr(measure, "_FASTEST_PEAKS", {})
+    monkeypatch.setattr(measure, "cpu_native_bf16", lambda: [])
+    rates = iter([400.0, 250.0, 500.0, 100.0])
+    monkeypatch.setattr(measure, "measure_matmul_peak", lambda shapes, dtype, repeats: {
+        "gflops": next(rates), "dtype": "fp32", "method": "timed"})
+    model = tiny_llama([2])
+    assert cpu_matmul_peaks(model)["fp32"]["gflops"] == 400.0
+    slower = cpu_matmul_peaks(model)["fp32"]
+    assert slower["gflops"] == 400.0 and "faster than now (250.0 GFLOP/s)" in slower["method"]
+    assert cpu_matmul_peaks(model)["fp32"] == {"gflops": 500.0, "dtype": "fp32", "method": "timed"}
+    assert cpu_matmul_peaks(model, remember=False)["fp32"]["gflops"] == 100.0, "remember=False: this measurement"
+    # Other shapes are another peak: nothing carries over.
+    monkeypatch.setattr(measure, "measure_matmul_peak", lambda shapes, dtype, repeats: {
+        "gflops": 50.0, "dtype": "fp32", "method": "timed"})
+    assert cpu_matmul_peaks(None)["fp32"]["gflops"] == 50.0
+
+
 def test_model_flops_utilisation():
     assert model_flops_utilisation(100.0, 5e8, 0.1) == 0.5
 
