@@ -24,16 +24,8 @@
 # compared with LoRA? Does a LoRA layer written from scratch train like peft's? All three
 # variants are trained on the same tokenized rows, with the same seed and the same number of
 # steps, and compared on trainable parameters, time per step, peak memory, held-out loss and
-# the ROUGE-L of their generated responses.
-#
-# > **Which model these outputs come from.** The outputs committed with this chapter were
-# > recorded with an earlier `cpu-demo` preset: **SmolLM2-135M-Instruct**, an instruct model
-# > (already through SFT and DPO), trained on sftkit's built-in verifiable tasks, on a 2-core
-# > AMD EPYC CPU. The chapter has not been re-run since `cpu-demo` moved to Gemma 3 270M base
-# > (chapters 00-04): its many training runs would take hours on two CPU cores with Gemma's
-# > 262k-row vocabulary. Read its numbers as what the *method* does on a small instruct model,
-# > not as results on a base model. Executing it now (any preset) uses the current preset's
-# > model; the `t4` preset uses SmolLM2-360M base.
+# the ROUGE-L of their generated responses. The model is the same base model as in chapters
+# 00-04, which has never seen an Alpaca prompt or been taught where a response ends.
 
 # %% tags=["setup"]
 import subprocess
@@ -59,34 +51,20 @@ if "google.colab" in sys.modules:
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sftkit" / "__init__.py").is_file()), Path.cwd())
 sys.path.append(str(ROOT))  # a checkout that is not pip-installed: sftkit from the repository (an installed one wins)
 import sftkit.notebook  # noqa: E402
-sftkit.notebook.quiet_libraries()  # no deprecation notices, widget warnings or "Loading weights" bars
-print(f"sftkit {sftkit.__version__} from {Path(sftkit.__file__).parent}; repository root: {ROOT}")
 
 # %% tags=["parameters"]
-import os
-
-import torch
-
-import sftkit.config
-import sftkit.models
-import sftkit.notebook
-
-PRESET = os.environ.get("SFTKIT_PRESET") or ("t4" if torch.cuda.is_available() else "cpu-demo")
+PRESET = None  # None: $SFTKIT_PRESET if set, else t4 on a GPU and cpu-demo on a CPU
 DRIVE = False  # Colab: True mounts Google Drive and keeps the runs there, so a new runtime still has chapter 03's adapter
 # Changes to the preset, as `sftkit demo --set` takes them, e.g. ["train.max_steps=3", "train.resume=true",
 # "data.source=/content/my-dataset"]; $SFTKIT_SET adds more, ";"-separated (CI runs t4 on offline stand-ins so).
-OVERRIDES = [] + sftkit.config.env_overrides()
-cfg = sftkit.config.apply_overrides(sftkit.config.get_preset(PRESET), OVERRIDES)
-if DRIVE:  # output_dir becomes /content/drive/MyDrive/sftkit-runs/<preset>; outside Colab nothing changes
-    cfg.output_dir = sftkit.notebook.runs_on_drive(PRESET, cfg.output_dir)
-HARDWARE = sftkit.models.hardware_name()
-RUNS = ROOT / cfg.output_dir  # shared artefacts: runs/<preset>/ (an absolute output_dir is used as it is)
-# Smoke runs and overridden runs (CI) must not overwrite the committed figures.
-FIGURES = RUNS / "figures" if PRESET == "smoke" or OVERRIDES else ROOT / "figures"
-NOTE = f"{PRESET} preset, {HARDWARE}"  # printed under every figure
-torch.manual_seed(cfg.train.seed)
-print(f"preset: {PRESET}\nhardware: {HARDWARE}\nmodel: {cfg.model.name}\nartefacts: {RUNS}\nfigures: {FIGURES}")
-print(f"overrides: {OVERRIDES}" if OVERRIDES else "overrides: none")
+OVERRIDES = []
+
+# %% tags=["chapter"]
+# Quiet libraries, the preset with its overrides, torch seeded, paths and the hardware, printed (sftkit.notebook.setup).
+# A cell of its own: papermill's injected parameters arrive after the parameters cell, before this one.
+chapter = sftkit.notebook.setup(PRESET, OVERRIDES, drive=DRIVE, root=ROOT)
+PRESET, cfg, HARDWARE, RUNS, FIGURES, NOTE = (chapter.preset, chapter.cfg, chapter.hardware, chapter.runs,
+                                              chapter.figures, chapter.note)  # NOTE: printed under every figure
 
 # %%
 import copy
@@ -94,6 +72,7 @@ import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from IPython.display import Image, display
 from peft import get_peft_model
 from transformers import Trainer, TrainingArguments
@@ -117,7 +96,7 @@ acfg = copy.deepcopy(cfg)  # this chapter's copy of the run settings
 acfg.model.dtype = "float32"  # full fine-tuning needs fp32 master weights; on a T4 fp16 autocast still runs
 acfg.data.max_length = 256  # the Alpaca template is long: room for the prompt, the whole response and its EOS
 N_TRAIN, N_TEST, MAX_NEW = 2000, 200, 128  # the exercise: 2,000 + 200 rows, responses up to 128 new tokens
-if PRESET == "cpu-demo":  # full fine-tuning of 135M parameters on 2 CPU cores: a slice of the exercise
+if PRESET == "cpu-demo":  # full fine-tuning of 270M parameters on 2 CPU cores: a slice of the exercise
     N_TRAIN, N_TEST, MAX_NEW = 160, 32, 48
     acfg.train.max_steps = 20  # one pass over 160 rows at batch 8
 elif PRESET == "smoke":
@@ -133,8 +112,9 @@ print(f"{N_TRAIN} train + {N_TEST} test rows (the exercise asks for 2,000 + 200)
 # ## The data, and rows with nothing to learn
 #
 # On the `t4` preset the rows are Stanford Alpaca from the Hub (`data.alpaca_source`:
-# `tatsu-lab/alpaca`, 52k rows, 24 MB: the whole split is read and the split below draws from
-# it by seed). Offline (`data.alpaca_source` unset, as on `cpu-demo` and `smoke`) they are sftkit's built-in verifiable tasks written as Alpaca rows: the tasks that
+# `tatsu-lab/alpaca`, 52k rows: the whole split is read and the split below draws from it by
+# seed). Offline (`data.alpaca_source` unset, as on `cpu-demo` and `smoke`) they are sftkit's
+# built-in verifiable tasks written as Alpaca rows: the tasks that
 # come with data (reverse a name, upper-case a sentence, extract JSON) put it in `input`, the
 # others keep everything in `instruction`, so both templates occur and every answer can still
 # be checked exactly. Two deliberately broken rows are appended offline so that the filter has
@@ -198,7 +178,7 @@ for label, row in (("WITH an input", with_input), ("WITHOUT an input", without_i
 # so the boundary of the mask is exact (tokenizing the joined text can merge the prompt's last
 # characters with the response's first token). Prompt tokens get the label -100; the response
 # and the end-of-sequence token after it are trained. The end-of-sequence token is the tokenizer's
-# EOS, here `<|im_end|>` (the tokenizer was prepared for chat in chapter 02), and generation
+# EOS as chapter 02 prepared it for chat, the end-of-turn token printed below, and generation
 # stops at it.
 
 # %%
@@ -207,6 +187,7 @@ train_tok, train_tok_report = sftkit.chapters.alpaca.tokenize_alpaca_rows(train,
 test_tok, test_tok_report = sftkit.chapters.alpaca.tokenize_alpaca_rows(test, tokenizer, acfg.data.max_length)
 print(f"train: {train_tok_report['kept']} of {train_tok_report['rows']} rows kept {train_tok_report['dropped'] or ''}; "
       f"test: {test_tok_report['kept']} of {test_tok_report['rows']} {test_tok_report['dropped'] or ''}")
+print(f"end of a response: {tokenizer.eos_token!r} (id {tokenizer.eos_token_id}); padding: {tokenizer.pad_token!r}")
 example = sftkit.chapters.alpaca.tokenize_alpaca(with_input, tokenizer, acfg.data.max_length)
 view = sftkit.masking.inspect_mask(example["input_ids"], example["labels"], tokenizer)
 display(view)  # HTML: trained tokens highlighted
@@ -222,9 +203,8 @@ display(Image(filename=str(FIGURES / "07_alpaca_mask.png")))
 # end token or reaches the budget; its response is scored against the reference output with
 # ROUGE-L (longest common subsequence, F-measure). sftkit's batched generation
 # (`sftkit.generate.generate_batch`) renders chat conversations, not raw text, so the cell calls
-# `model.generate` on left-padded batches directly. Generation stops at `<|im_end|>` (what
-# training will teach) or at the pad token, which for SmolLM2 is `<|endoftext|>`, a base
-# model's own end of document.
+# `model.generate` on left-padded batches directly. Generation stops at the end-of-turn token
+# (what training will teach) or at the pad token, both printed above.
 
 # %%
 GEN_TOKENIZER = copy.deepcopy(tokenizer)
@@ -251,11 +231,11 @@ pd.DataFrame({"instruction": list(SHOW["instruction"]), "input": list(SHOW["inpu
               "base model, zero-shot": TEXTS["base model, zero-shot"][:len(SHOW)]})
 
 # %% [markdown]
-# A base model given an Alpaca prompt as plain text tends to continue the *document*: it may
-# answer, then write another "### Instruction:" block of its own, or never reach an end token.
-# The cpu-demo model (SmolLM2-135M-Instruct) was tuned on chat turns, not on this format, so it
-# too has to learn where a response ends. Whatever the rows above show, the zero-shot ROUGE-L
-# in the final table is the bar the three variants must clear.
+# The base model given an Alpaca prompt as plain text continues the *document*: in the rows
+# above it restates the input ("I am 49 years old."), then writes another `### Input:` or
+# `### Explanation:` block of its own instead of ending its response. Its zero-shot ROUGE-L of
+# 0.170 and held-out loss of 2.614 nats per response token are the bar the three variants must
+# clear.
 #
 # ## Three ways to train on the same rows
 #
@@ -267,7 +247,11 @@ pd.DataFrame({"instruction": list(SHOW["instruction"]), "input": list(SHOW["inpu
 # - **(c) peft LoRA**: peft's LoRA on the same four projections, with the same rank and alpha.
 #
 # (b) and (c) compute the same function (chapter 01 checked it layer by layer) and must train
-# the same number of parameters; the cell checks it.
+# the same number of parameters; the cell checks it. It also makes them *start* from the same
+# point: peft's random $A$ matrices are copied into the hand-written layers ($B$ is zero in both,
+# so both start as the base model). With the same rows in the same order, the two must then
+# train the same way, step for step, up to floating-point rounding: a check of the hand-written
+# layer against peft over a whole training run, not only one forward pass.
 
 # %%
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -280,6 +264,9 @@ peft_model = get_peft_model(peft_base, sftkit.lora.build_lora_config(peft_base, 
 VARIANTS = {"(a) full fine-tuning": (full, acfg.train.learning_rate / 10),
             f"(b) from-scratch LoRA, q/k/v/o, r={r}": (scratch, acfg.train.learning_rate),
             f"(c) peft LoRA, q/k/v/o, r={r}": (peft_model, acfg.train.learning_rate)}
+PEFT_LAYERS, SCRATCH_LAYERS = dict(peft_model.base_model.model.named_modules()), dict(scratch.named_modules())
+for layer_name in replaced:  # (b) starts where (c) starts: the same A, and B = 0 in both
+    sftkit.lora.copy_peft_weights_into(SCRATCH_LAYERS[layer_name], PEFT_LAYERS[layer_name])
 COUNTS = {name: sftkit.lora.trainable_parameters(model) for name, (model, _) in VARIANTS.items()}
 b_count, c_count = (COUNTS[name]["trainable"] for name in list(VARIANTS)[1:])
 print(f"{len(replaced)} layers replaced by LoRALinear; (b) and (c) train the same number of parameters: "
@@ -287,15 +274,12 @@ print(f"{len(replaced)} layers replaced by LoRALinear; (b) and (c) train the sam
 pd.DataFrame(COUNTS).T.astype({"trainable": int, "total": int}).round(3)
 
 # %% [markdown]
-# **How long on a T4 (`t4` preset): an estimate, not a measurement** (no T4 run is recorded
-# yet; the method and assumed rate of chapter 03). Each variant makes one pass over 2,000 rows
-# of an assumed 200 tokens (the template, the instruction and a short response): $4\times10^{5}$
-# tokens. With gradient checkpointing a LoRA variant costs about $6N$ FLOPs per token,
-# $6 \times 3.6\times10^{8} \times 4\times10^{5} \approx 8.6\times10^{14}$, under 2 minutes at an
-# assumed sustained 10 TFLOP/s; full fine-tuning adds the weight gradients ($8N$ per token,
-# $1.2\times10^{15}$ FLOPs, about 2 minutes) and an AdamW update of every weight. About 5 minutes
-# of training for the three; the greedy generations (200 prompts, up to 128 new tokens, four
-# models) are bound by per-step overhead rather than FLOPs and add a few minutes more.
+# **How long on a T4 (`t4` preset): not measured yet.** Each variant makes one pass over 2,000
+# rows of the template, an instruction and a short response. A LoRA variant costs about what
+# chapter 03's training costs per token (chapter 03 prints `sftkit.estimates`' FLOP-count
+# estimate of its run on a T4); full fine-tuning adds the weight gradients and an AdamW update
+# of every weight. The greedy generations (200 prompts, up to 128 new tokens, four models) are
+# bound by per-step overhead rather than FLOPs and add a few minutes.
 #
 # Training uses `transformers.Trainer` with TRL's `DataCollatorForLanguageModeling`, which pads
 # the prebuilt labels with -100 and leaves them otherwise as they are. Every variant gets the
@@ -330,6 +314,10 @@ for name, (model, lr) in VARIANTS.items():
                   "eval loss": sftkit.metrics.assistant_perplexity(model, EVAL_ROWS, tokenizer.pad_token_id, B)["nll"]}
     LOSSES[name] = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     del trainer
+B_NAME, C_NAME = list(VARIANTS)[1:]
+print(f"(b) vs (c), trained from the same start: largest difference between their logged training losses "
+      f"{max(abs(b[1] - c[1]) for b, c in zip(LOSSES[B_NAME], LOSSES[C_NAME])):.2e} nats; "
+      f"held-out losses {ROWS[B_NAME]['eval loss']:.5f} vs {ROWS[C_NAME]['eval loss']:.5f}")
 pd.DataFrame.from_dict(ROWS, orient="index")
 
 # %%
@@ -347,9 +335,9 @@ plt.close(fig)
 display(Image(filename=str(FIGURES / "07_alpaca_loss.png")))
 
 # %% [markdown]
-# **Reading the curves.** (b) and (c) start from the same function and train the same
-# parameters; their curves should run close together (they are not identical: the random $A$
-# matrices are drawn in a different order by sftkit and by peft). Full fine-tuning has far more
+# **Reading the curves.** (b) and (c) start from the same weights and train the same
+# parameters on the same batches; their curves should lie on top of each other, and the line
+# above the table says by how much they differ. Full fine-tuning has far more
 # capacity and, with a tenth of the learning rate, may fall faster or slower in the first steps;
 # on a few hundred rows it can also start to memorise them, which the held-out loss in the
 # table above shows and the training loss does not.
@@ -379,22 +367,30 @@ pd.DataFrame({"reference": list(SHOW["output"]), **{label: texts[:len(SHOW)] for
 #
 # Read the final table below row by row:
 #
-# - **Trainable parameters and memory.** Full fine-tuning trains every weight, so its gradients
-#   and Adam moments are as large as the model several times over; the two LoRA variants train a
-#   small fraction of a percent of it and need little beyond the frozen weights. This is the
-#   difference that decides what fits on a T4 (chapter 01's arithmetic, here measured on a GPU).
-# - **Time per step.** LoRA skips the weight gradients of the frozen layers but still runs the
-#   full forward and backward passes through activations, so it is faster per step than full
-#   fine-tuning by less than the parameter counts suggest.
-# - **From scratch vs peft.** (b) and (c) should agree closely on every column: the same
-#   function, the same parameter count, the same data. A large gap in loss or ROUGE-L between
-#   them would point to a bug, not to a property of LoRA. peft adds the bookkeeping (saving,
-#   merging, several adapters) and kernels, not different maths.
-# - **Quality.** Compare eval loss and ROUGE-L with the zero-shot row. LoRA on attention alone
-#   is the weakest LoRA placement (chapter 05); full fine-tuning usually fits the training
-#   format best per step, and on a small set can start to overfit, which shows as a held-out
-#   loss that stops improving. ROUGE-L rewards the wording of the reference, so a correct
-#   response phrased differently scores low; offline, the exact-match column checks correctness.
+# - **The hand-written layer is peft's.** Started from the same weights and trained on the same
+#   batches, (b) and (c) never differ by more than 1.99e-03 nats in their logged training
+#   losses, and their held-out losses are 0.30399 and 0.30467: the same training, up to the
+#   rounding of bf16 autocast. Their ROUGE-L (0.4762 and 0.4798) and their replies agree as
+#   closely. peft adds the bookkeeping (saving, merging, several adapters), not different maths.
+# - **Trainable parameters and memory.** Full fine-tuning trains all 268,098,176 weights; the
+#   two LoRA variants 1,474,560 (0.547%). The training state full fine-tuning needs (fp32
+#   weights, gradients and Adam's two moments) is estimated at 4090.9 MB against 1045.2 MB for
+#   LoRA, where the frozen weights are nearly all of it. The measured peak RSS (11948.5 MB for
+#   full fine-tuning, 11734.8 and 12752.3 MB for LoRA) does not show that gap, because on a CPU
+#   it counts the whole process: all four fp32 copies of the model this notebook holds, the
+#   activations, and allocator slack. On a GPU the peak-allocation column would isolate it.
+# - **Time per step.** 13.4 s for full fine-tuning against 8.9 s and 8.5 s for the LoRA
+#   variants. LoRA skips the weight gradients and the AdamW update of 268M parameters, but the
+#   forward and backward passes through the activations, and Gemma's 262k-row LM head, run in
+#   all three; so LoRA is faster by far less than the parameter counts differ.
+# - **Quality.** After 20 steps every variant is far below the zero-shot held-out loss: 0.2121
+#   for full fine-tuning, 0.3040 and 0.3047 for LoRA. The difference that matters shows in the
+#   replies: full fine-tuning answers and stops (exact match 0.6562, ROUGE-L 0.8515), while both
+#   LoRA variants write the answer and then keep going (`{"age": 49}JsonPart: ...` in the rows
+#   above), which fails every exact check (0.0000) and halves ROUGE-L. Full fine-tuning also
+#   trains the embedding row of the end-of-turn token, which the LM head shares; LoRA on q, k,
+#   v and o cannot change it, and the base model has never learnt to predict that token.
+#   Chapter 03's LoRA trains exactly those rows (`lora.train_turn_tokens`) for this reason.
 #
 # With the `smoke` preset the model is random and trains for a few steps: the numbers only show
 # that the three paths run on the same rows.
