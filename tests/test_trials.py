@@ -257,7 +257,8 @@ def test_behaviour_gate_keeps_a_low_nll_that_does_not_stop_or_loops_from_winning
     assert best_trial(rows)[0]["name"] == "never_stops", "NLL alone picks the trial that does not stop"
     winner, sentence = best_trial(rows, behaviour_margin=0.1)
     assert winner["name"] == "good"
-    assert "stop rate >= 0.900 (best 1.000 - 0.1)" in sentence and "loop rate <= 0.100 (lowest 0.000 + 0.1)" in sentence
+    assert "stop rate >= 0.900 (best 1.000 - 0.1)" in sentence
+    assert "loop rate <= 0.100 (lowest 0.000 + 0.1)" in sentence
     assert "not eligible: never_stops, loops" in sentence
     # Rows without behaviour (not generated) pass the gate; a bad margin is refused.
     assert best_trial([row("a", 2.0, 1), row("b", 1.0, 1)], behaviour_margin=0.1)[0]["name"] == "b"

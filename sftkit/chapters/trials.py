@@ -24,8 +24,11 @@ stated because it changes results: when a trial sets ``r`` but not ``alpha``, al
 so that alpha / r (the scale of the LoRA update) stays the preset's; otherwise raising the
 rank would also silently shrink the update's scale.
 
-`best_trial` picks a winner by a rule stated in words next to the answer, so a reader can
-disagree with the rule rather than guess it.
+Each trial is scored twice: by the held-out assistant NLL of the adapter as trained, and by
+how its own replies to the held-out prompts behave (generated with the adapter merged): the
+stop rate, the loop rate and ROUGE-L, plus exact match on the built-in tasks. `best_trial` picks
+a winner by a rule stated in words next to the answer (optionally behind a gate on the stop and
+loop rates), so a reader can disagree with the rule rather than guess it.
 """
 
 from __future__ import annotations
