@@ -5,6 +5,7 @@ template of a base model, assistant-only masks, LoRA SFT, generation, evaluation
 modules here each serve one later chapter and go beyond that pipeline:
 
 - `trials`: a resumable grid of LoRA settings (chapter 05, `sftkit trials`);
+- `trial_choice`: the rule that picks among trials, and their table (chapter 05);
 - `preference`: on-policy preference pairs and LoRA DPO (chapter 06);
 - `verifiable_preferences`: on-policy pairs judged by IFEval's official checkers (chapter 06);
 - `alpaca`: Alpaca-format data, full fine-tuning vs hand-written LoRA vs peft (chapter 07);
