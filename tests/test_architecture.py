@@ -26,8 +26,8 @@ LAYERS = [
     {"metrics", "generate", "measure", "estimates", "adapters", "precision", "train", "run_card"},
     {"evalsets", "ifeval", "evalsets.refusal", "evalsets.facts", "evaluation", "viz", "judge"},
     {"runs", "export", "talk", "hub", "notebook"},
-    {"chapters", "chapters.trials", "chapters.trial_choice", "chapters.preference", "chapters.verifiable_preferences", "chapters.alpaca",
-     "chapters.classify", "chapters.distill"},
+    {"chapters", "chapters.trials", "chapters.trial_choice", "chapters.preference",
+     "chapters.verifiable_preferences", "chapters.alpaca", "chapters.classify", "chapters.distill"},
     {"demo"},
     {"cli", "__init__"},
 ]
