@@ -70,7 +70,6 @@ PRESET, cfg, HARDWARE, RUNS, FIGURES, NOTE = (chapter.preset, chapter.cfg, chapt
 import copy
 import functools
 import time
-
 import datasets
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -88,7 +87,6 @@ import sftkit.lora
 import sftkit.masking
 import sftkit.models
 import sftkit.runs
-import sftkit.tasks
 import sftkit.train
 import sftkit.viz
 
@@ -269,6 +267,8 @@ kcfg.lora.layers = None  # a student has fewer blocks than the preset's top ones
 kd_train, kd_eval = sftkit.demo.load_demo_data(kcfg)  # the run's training conversations; its held-out test split
 tokenizer = sftkit.chat.prepare_tokenizer(sftkit.models.load_tokenizer(cfg.model.name), turn_format=cfg.model.turn_format)
 teacher = sftkit.runs.load_named_model(TEACHER, cfg, tokenizer, merge=True)  # merged: generating through LoRA is slow
+
+# %%
 if cfg.model.student_name:  # t4: a smaller model of the teacher's family, from the Hub
     NEW_STUDENT = functools.partial(sftkit.runs.load_named_model, cfg.model.student_name, kcfg, tokenizer)
     STUDENT = cfg.model.student_name
