@@ -32,6 +32,11 @@ from .tasks import check_answer
 LOOP_THRESHOLD = 0.2
 
 
+def loops(text: str) -> bool:
+    """Whether a reply loops: its repeated-4-gram rate exceeds `LOOP_THRESHOLD`."""
+    return metrics.repeated_ngram_rate(text, 4) > LOOP_THRESHOLD
+
+
 @dataclass
 class ModelEval:
     """One model's generations and scores on the eval set."""
@@ -241,8 +246,7 @@ def ifeval_for_model(model: Any, tokenizer: Any, cfg: Any, behaviour: bool = Fal
     result = score_ifeval(rows, [g.text for g in generations], protocol, e.bootstrap_resamples)
     if behaviour:
         result["stop_rate"] = metrics.stop_rate([g.stopped for g in generations])
-        result["loop_rate"] = sum(metrics.repeated_ngram_rate(g.text, 4) > LOOP_THRESHOLD
-                                  for g in generations) / len(generations)
+        result["loop_rate"] = sum(loops(g.text) for g in generations) / len(generations)
     return result
 
 
@@ -301,8 +305,7 @@ def evaluate_suite(name: str, model: Any, tokenizer: Any, cfg: Any) -> SuiteResu
     reference.per_example["refused_harmless"] = [float(f) for f in refusal["harmless_flags"]]
     open_generations = ifeval_generations + refusal_generations
     reference.per_example["open_stopped"] = [float(g.stopped) for g in open_generations]
-    reference.per_example["open_looped"] = [float(metrics.repeated_ngram_rate(g.text, 4) > LOOP_THRESHOLD)
-                                            for g in open_generations]
+    reference.per_example["open_looped"] = [float(loops(g.text)) for g in open_generations]
     prompts, _ = _prompts_and_references(test)
     return SuiteResult(
         name, reference, instructions, refusal, open_generations,
