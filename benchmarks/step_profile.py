@@ -8,7 +8,7 @@ ranges directly under it in the trace:
 - data: the DataLoader's next batch (fetching the rows and collating them into padded tensors);
 - embedding + blocks, forward: `sftkit::blocks_forward` (`sftkit.train.labelled_head_loss`);
 - LM head loss and its gradient: `sftkit::head_loss` (`sftkit.lm_head.head_loss_sum` computes
-  the head's gradient in its forward pass, chunk by chunk);
+  the head's gradient in its forward pass, a vocabulary tile at a time);
 - backward: autograd's nodes (the blocks' and LoRA's gradients);
 - optimizer: AdamW's step and zeroing the gradients;
 - other torch ops at the top level (gradient clipping, the loss's division, ...);
@@ -16,7 +16,8 @@ ranges directly under it in the trace:
   callbacks, the profiler's own cost).
 
 It also sums the self time of the matrix products (``aten::mm``, ``addmm``, ``bmm``, ...)
-across the whole step: what the matmul peak that MFU is measured against can speed up.
+across the whole step (what the matmul peak that MFU is measured against can speed up), and
+lists the operators with the most self time: where the rest of the step goes.
 
     python benchmarks/step_profile.py [--preset cpu-demo] [--steps 4] [--set train.cpu_amp=off] [--out FILE]
 
@@ -100,6 +101,13 @@ def step_breakdown(events: list[Any]) -> tuple[list[dict[str, float]], list[floa
     return steps, matmul
 
 
+def top_operators(profiler: Any, steps: int, step_s: float, count: int = 12) -> list[tuple[str, ...]]:
+    """The `count` operators with the most self time in the trace, per traced step."""
+    averages = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
+    return [(f"`{e.key}`", f"{e.self_cpu_time_total / 1e6 / steps:.3f}",
+             f"{e.self_cpu_time_total / 1e6 / steps / step_s:.1%}", str(e.count // steps)) for e in averages]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu-demo")
@@ -138,6 +146,9 @@ def main() -> None:
         "",
     ]
     table = markdown_table(("part of the step", "seconds", "share"), rows)
+    table += ["", f"The operators with the most own time, per traced step (of {mean['total']:.3f} s):", ""]
+    operators = top_operators(profiler, len(steps), mean["total"])
+    table += markdown_table(("operator", "seconds", "share", "calls"), operators)
     command = "python benchmarks/step_profile.py " + " ".join(sys.argv[1:])
     print("\n".join(header + table))
     if args.out:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .lm_head import CHUNK_FLOATS
+from .lm_head import head_tile
 from .lora import build_lora_config
 from .measure import PEAK_TFLOPS, decoder_blocks, training_flops_per_token
 from .models import resolve_dtype
@@ -242,8 +242,10 @@ def training_memory(cfg: RunConfig, model: nn.Module, act_bytes: int, mixed_prec
       (hidden) is kept, plus one block's full set while it is recomputed;
     - ``workspace``: one block's set again, for the gradients flowing through it;
     - ``head``: the labelled-head loss (`sftkit.lm_head.head_loss_sum`) keeps the gathered hidden
-      states and their gradient (2 x hidden per position; every position counted) and one chunk
-      of logits (`CHUNK_FLOATS`, or fewer positions) in fp32 plus their half-precision product; the model-forward
+      states and their gradient (2 x hidden per position; every position counted), three fp32
+      sums of hidden width per position (the softmax-weighted rows, the target rows, the
+      gradient) and one vocabulary tile of logits (`head_tile`) in fp32 plus their
+      half-precision product; the model-forward
       loss instead keeps every position's logits, their fp32 copy and log-softmax
       (vocabulary x (act_bytes + 8)).
 
@@ -276,8 +278,8 @@ def training_memory(cfg: RunConfig, model: nn.Module, act_bytes: int, mixed_prec
         activations = sum(per_block)
     vocab = causal_lm.get_input_embeddings().weight.shape[0]  # tied or not, the head has as many rows
     if cfg.train.labelled_head:
-        chunk = min(tokens, max(1, CHUNK_FLOATS // vocab)) * vocab
-        head = 2 * act_bytes * hidden * tokens + chunk * (4 + act_bytes)
+        tile = head_tile(tokens, vocab) * tokens
+        head = 2 * act_bytes * hidden * tokens + 3 * 4 * hidden * tokens + tile * (4 + act_bytes)
     else:
         head = tokens * vocab * (act_bytes + 8)
     weights = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .lm_head import CHUNK_FLOATS
+from .lm_head import head_tile
 
 # Dense peak tensor throughput (TFLOP/s) for the precision each card trains in here (fp16 below
 # compute capability 8, bf16 from 8), without 2:4 sparsity. Sources: NVIDIA data sheets --
@@ -75,10 +75,10 @@ def model_matmul_shapes(model: nn.Module | None = None, tokens: int = 1024) -> l
     """The (m, k, n) matrix products a training step of `model` spends its time in.
 
     (tokens x width) @ (width x MLP width), its transpose (the MLP's down projection),
-    (tokens x width) @ (width x width), and the LM head as `head_loss_sum` runs it: a chunk of
-    2**26 / vocabulary positions times (width x vocabulary), its vocabulary cut to 8,192 columns
-    so the measurement stays short (a matmul this wide already runs at the kernel's full rate).
-    Without a model: Gemma 3 270M's (width 640, MLP 2048, vocabulary 262,144), the main job's.
+    (tokens x width) @ (width x width), and the LM head as `head_loss_sum` runs it: the positions
+    times one vocabulary tile of the head (`sftkit.lm_head.head_tile` columns), and the tile's
+    softmax times its rows. Without a model: Gemma 3 270M's (width 640, MLP 2048, vocabulary
+    262,144), the main job's.
     """
     hidden, intermediate, vocab = 640, 2048, 262_144
     if model is not None:
@@ -86,9 +86,9 @@ def model_matmul_shapes(model: nn.Module | None = None, tokens: int = 1024) -> l
         config = getattr(causal_lm.config, "text_config", None) or causal_lm.config
         hidden, vocab = config.hidden_size, config.vocab_size
         intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-    head_rows = max(1, min(tokens, CHUNK_FLOATS // vocab))  # `head_loss_sum`'s chunk
+    tile = head_tile(tokens, vocab)
     return [(tokens, hidden, intermediate), (tokens, intermediate, hidden), (tokens, hidden, hidden),
-            (head_rows, hidden, min(vocab, 8_192))]
+            (tokens, hidden, tile), (tokens, tile, hidden)]
 
 
 def measure_matmul_peak(shapes: list[tuple[int, int, int]], dtype: torch.dtype = torch.float32, repeats: int = 5,

@@ -246,4 +246,7 @@ def test_step_profile_smoke_run_prints_its_table_and_last_line(tmp_path):
     for part in ("data", "embedding + blocks, forward", "LM head loss and its gradient", "backward", "optimizer",
                  "outside torch ops", "step (wall)"):
         assert re.search(rf"^\| {re.escape(part)} \| \d+\.\d{{3}} \| \d+\.\d%", table, re.M), (part, table)
+    # The operators table: twelve rows of (operator, seconds, share, calls), the matmul among them.
+    operators = re.findall(r"^\| `([^`]+)` \| \d+\.\d{3} \| \d+\.\d% \| \d+ \|$", table, re.M)
+    assert len(operators) == 12 and "aten::mm" in operators, table
     assert "Made by `python benchmarks/step_profile.py --preset smoke" in table

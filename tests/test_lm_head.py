@@ -95,9 +95,9 @@ def pytest_approx(value):
 
 
 @pytest.mark.parametrize("cap", [None, 3.0])
-def test_chunked_head_loss_equals_cross_entropy_in_value_and_gradients(make_tiny_model, tokenizer, cap):
-    # Chunks of 5 positions (several chunks, the last one short), targets that include the
-    # trainable turn-token rows, and the soft-capping Gemma 2 uses.
+def test_tiled_head_loss_equals_cross_entropy_in_value_and_gradients(make_tiny_model, tokenizer, cap):
+    # Vocabulary tiles of 5,000 columns (several tiles, the last one short, one holding the
+    # trainable turn-token columns), targets that include those rows, and Gemma 2's soft-capping.
     model = _peft_with_token_rows(make_tiny_model, tokenizer)
     causal_lm = model.get_base_model()
     causal_lm.config.final_logit_softcapping = cap
@@ -108,9 +108,12 @@ def test_chunked_head_loss_equals_cross_entropy_in_value_and_gradients(make_tiny
     hidden = torch.randn(13, causal_lm.config.hidden_size, generator=generator)
     targets = torch.randint(0, causal_lm.config.vocab_size, (13,), generator=generator)
     targets[[0, 4, 9]] = torch.tensor([end, start, end])
+    with torch.no_grad():  # large frozen rows behind the trainable ones: using them too would show
+        frozen_rows = head.token_adapter.base_layer.weight
+        frozen_rows[[start, end]] = 4.0 * torch.randn(2, frozen_rows.shape[1], generator=generator)
 
     results = {}
-    for way in ("plain", "chunked"):
+    for way in ("plain", "tiled"):
         model.zero_grad()
         h = hidden.clone().requires_grad_(True)
         if way == "plain":
@@ -118,27 +121,28 @@ def test_chunked_head_loss_equals_cross_entropy_in_value_and_gradients(make_tiny
             logits = torch.tanh(logits / cap) * cap if cap else logits
             loss = F.cross_entropy(logits, targets, reduction="sum")
         else:
-            loss = head_loss_sum(model, h, targets, chunk=5)
+            loss = head_loss_sum(model, h, targets, tile=5_000)
         (2.5 * loss).backward()  # an upstream gradient other than 1 reaches both inputs
         results[way] = (loss.detach(), h.grad.clone(), deltas[0].grad.clone())
-    for plain, chunked in zip(results["plain"], results["chunked"]):
-        torch.testing.assert_close(chunked, plain, rtol=1e-4, atol=1e-5)
-    assert results["chunked"][2].abs().sum() > 0, "the turn-token rows must get a gradient"
+    for plain, tiled in zip(results["plain"], results["tiled"]):
+        torch.testing.assert_close(tiled, plain, rtol=1e-4, atol=1e-5)
+    assert results["tiled"][2].abs().sum() > 0, "the turn-token rows must get a gradient"
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
     assert not frozen, f"frozen weights got gradients: {frozen}"
 
 
-def test_chunked_head_loss_without_gradients_gives_the_same_value(tiny_model):
+def test_tiled_head_loss_without_gradients_gives_the_same_value(tiny_model):
     hidden = torch.randn(7, tiny_model.config.hidden_size, generator=torch.Generator().manual_seed(3))
     targets = torch.arange(7) * 11
     with torch.no_grad():
         expected = F.cross_entropy(tiny_model.get_output_embeddings()(hidden), targets, reduction="sum")
-        torch.testing.assert_close(head_loss_sum(tiny_model, hidden, targets, chunk=2), expected, rtol=1e-5, atol=1e-5)
+        loss = head_loss_sum(tiny_model, hidden, targets, tile=7_000)
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_trainable_head_takes_the_plain_cross_entropy(tiny_model):
     # Full fine-tuning: the head's own weight trains, so the loss must come from autograd's
-    # cross-entropy (the chunked path gives no weight gradient); value and weight gradient agree.
+    # cross-entropy (the tiled path gives no weight gradient); value and weight gradient agree.
     head = tiny_model.get_output_embeddings()
     assert head.weight.requires_grad
     hidden = torch.randn(5, tiny_model.config.hidden_size, generator=torch.Generator().manual_seed(4))
@@ -266,10 +270,10 @@ def _frozen_head(bias=False):
     return head.requires_grad_(False)
 
 
-@pytest.mark.parametrize("chunk", [None, 3])
-def test_chunked_loss_of_a_frozen_head_without_token_rows(chunk):
+@pytest.mark.parametrize("tile", [None, 3, 1])
+def test_tiled_loss_of_a_frozen_head_without_token_rows(tile):
     # LoRA without trainable tokens: the head is frozen, only `hidden` needs a gradient (the
-    # chunked path), in one chunk (the default for a small vocabulary) or in several.
+    # tiled path), in one tile (the default for a small vocabulary) or in several.
     head = _frozen_head()
     hidden = torch.randn(7, 6, generator=torch.Generator().manual_seed(9))
     targets = torch.tensor([0, 10, 3, 3, 7, 1, 5])
@@ -277,27 +281,27 @@ def test_chunked_loss_of_a_frozen_head_without_token_rows(chunk):
     expected = F.cross_entropy(head(h_plain), targets, reduction="sum")
     expected.backward()
     h = hidden.clone().requires_grad_(True)
-    loss = head_loss_sum(_HeadOnly(head), h, targets, chunk=chunk)
+    loss = head_loss_sum(_HeadOnly(head), h, targets, tile=tile)
     loss.backward()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(h.grad, h_plain.grad)
     with torch.no_grad():  # no gradient wanted at all: the value alone
-        torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, chunk=chunk), expected.detach())
+        torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, tile=tile), expected.detach())
 
 
 def test_a_head_with_a_bias_takes_the_plain_cross_entropy():
-    # The chunked path has no bias term: a biased head must be scored by autograd's cross-entropy.
+    # The tiled path has no bias term: a biased head must be scored by autograd's cross-entropy.
     head = _frozen_head(bias=True)
     hidden = torch.randn(5, 6, generator=torch.Generator().manual_seed(10))
     targets = torch.tensor([1, 2, 3, 4, 5])
     expected = F.cross_entropy(head(hidden), targets, reduction="sum")
-    torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, chunk=2), expected)
+    torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, tile=2), expected)
     capped = F.cross_entropy(3.0 * torch.tanh(head(hidden) / 3.0), targets, reduction="sum")
-    torch.testing.assert_close(head_loss_sum(_HeadOnly(head, cap=3.0), hidden, targets, chunk=2), capped)
+    torch.testing.assert_close(head_loss_sum(_HeadOnly(head, cap=3.0), hidden, targets, tile=2), capped)
 
 
-def test_chunked_loss_trains_the_token_rows_from_a_constant_input(make_tiny_model, tokenizer):
-    # Only the delta rows need a gradient (hidden states that do not require one): the chunked
+def test_tiled_loss_trains_the_token_rows_from_a_constant_input(make_tiny_model, tokenizer):
+    # Only the delta rows need a gradient (hidden states that do not require one): the tiled
     # path must still compute it, equal to the plain computation's.
     model = _peft_with_token_rows(make_tiny_model, tokenizer)
     head = model.get_base_model().get_output_embeddings()
@@ -307,7 +311,7 @@ def test_chunked_loss_trains_the_token_rows_from_a_constant_input(make_tiny_mode
     targets = torch.tensor([start, 5, end, 9, end, 30])
     grads = []
     for loss_fn in (lambda: F.cross_entropy(project(head, hidden), targets, reduction="sum"),
-                    lambda: head_loss_sum(model, hidden, targets, chunk=4)):
+                    lambda: head_loss_sum(model, hidden, targets, tile=4_000)):
         model.zero_grad()
         loss_fn().backward()
         grads.append(delta.grad.clone())
@@ -315,13 +319,13 @@ def test_chunked_loss_trains_the_token_rows_from_a_constant_input(make_tiny_mode
     assert grads[1].abs().sum() > 0
 
 
-def test_chunked_loss_stays_on_the_heads_device():
+def test_tiled_loss_stays_on_the_heads_device():
     # On the "meta" device (shapes only, no accelerator needed): the running total, the gradient
     # buffers and the indices must all live where the head and the hidden states are.
     head = torch.nn.Linear(6, 11, bias=False, device="meta").requires_grad_(False)
     hidden = torch.empty(5, 6, device="meta", requires_grad=True)
     targets = torch.zeros(5, dtype=torch.long, device="meta")
-    loss = head_loss_sum(_HeadOnly(head), hidden, targets, chunk=2)
+    loss = head_loss_sum(_HeadOnly(head), hidden, targets, tile=2)
     assert loss.device.type == "meta" and loss.shape == () and loss.dtype == torch.float32
     loss.backward()
     assert hidden.grad.device.type == "meta" and hidden.grad.shape == (5, 6)
@@ -347,7 +351,7 @@ def test_labelled_logits_follow_the_attention_mask(make_tiny_model, tokenizer):
 
 
 def test_a_frozen_head_never_builds_the_full_logits(make_tiny_model, tokenizer, monkeypatch):
-    # The point of the chunked path is memory: with a frozen head (LoRA, with or without trainable
+    # The point of the tiled path is memory: with a frozen head (LoRA, with or without trainable
     # token rows) `head_loss_sum` must not fall back to the plain (all logits at once) computation.
     import sftkit.lm_head as lm_head
 
@@ -378,16 +382,16 @@ class _WeightOnlyHead(torch.nn.Module):
         return F.linear(hidden, self.weight)
 
 
-def test_a_head_without_a_bias_attribute_takes_the_chunked_path():
+def test_a_head_without_a_bias_attribute_takes_the_tiled_path():
     head = _WeightOnlyHead(torch.randn(11, 6, generator=torch.Generator().manual_seed(13)))
     hidden = torch.randn(4, 6, generator=torch.Generator().manual_seed(14))
     targets = torch.tensor([0, 3, 10, 3])
     expected = F.cross_entropy(head(hidden), targets, reduction="sum")
-    torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, chunk=3), expected)
+    torch.testing.assert_close(head_loss_sum(_HeadOnly(head), hidden, targets, tile=3), expected)
 
 
-def test_chunked_loss_of_a_bfloat16_head():
-    # A bf16 model without autocast: the chunk's softmax gradient (fp32) is cast to the head's
+def test_tiled_loss_of_a_bfloat16_head():
+    # A bf16 model without autocast: the tile's softmax gradient (fp32) is cast to the head's
     # dtype before the matmul with the head, and the gradient comes back in the hidden dtype.
     head = _frozen_head().to(torch.bfloat16)
     hidden = torch.randn(5, 6, generator=torch.Generator().manual_seed(15)).to(torch.bfloat16)
@@ -396,7 +400,7 @@ def test_chunked_loss_of_a_bfloat16_head():
     expected = F.cross_entropy(head(h_plain).float(), targets, reduction="sum")
     expected.backward()
     h = hidden.clone().requires_grad_(True)
-    loss = head_loss_sum(_HeadOnly(head), h, targets, chunk=2)
+    loss = head_loss_sum(_HeadOnly(head), h, targets, tile=2)
     loss.backward()
     torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-3)
     assert h.grad.dtype == torch.bfloat16

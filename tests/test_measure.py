@@ -126,11 +126,12 @@ def test_measure_matmul_peak_is_the_best_shape_of_best_of_n():
 
 
 def test_model_matmul_shapes_are_the_models():
-    # Width 16, MLP 32, vocabulary 64: the head chunk is capped at the tokens measured.
+    # Width 16, MLP 32, vocabulary 64: the head's tile is the whole (small) vocabulary.
     assert model_matmul_shapes(tiny_llama([2]), tokens=256) == [(256, 16, 32), (256, 32, 16), (256, 16, 16),
-                                                                 (256, 16, 64)]
-    # Gemma 3 270M (no model): 2**26 / 262,144 = 256 head rows, the vocabulary cut to 8,192.
-    assert model_matmul_shapes() == [(1024, 640, 2048), (1024, 2048, 640), (1024, 640, 640), (256, 640, 8192)]
+                                                                 (256, 16, 64), (256, 64, 16)]
+    # Gemma 3 270M (no model): tiles of 2**22 / 1,024 = 4,096 of the 262,144 vocabulary columns.
+    assert model_matmul_shapes() == [(1024, 640, 2048), (1024, 2048, 640), (1024, 640, 640), (1024, 640, 4096),
+                                     (1024, 4096, 640)]
 
 
 def test_cpu_matmul_peaks_measures_bf16_only_where_native(monkeypatch):
