@@ -18,7 +18,7 @@ autocast and the scaler off, silently. So:
 - `load_dtype` is the dtype a run loads its models in: ``model.dtype`` as given, and for
   ``auto`` on a CPU the run's precision, as ``auto`` on a card follows the card. A bf16 run
   then holds the frozen base and its LM head in bf16 once, instead of autocast casting every
-  fp32 weight again in every forward (the 262k-row head once per loss chunk), while peft keeps
+  fp32 weight again in every forward (the 262k-row head tile by tile), while peft keeps
   the LoRA weights, the trainable token rows and so the optimiser state in fp32;
 - `CpuAmpTrainerMixin` puts a trainer's CPU fp16 run under fp16 autocast with a CPU
   ``GradScaler``, through accelerate's own machinery (its autocast wrapper of the forward, its

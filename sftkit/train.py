@@ -144,8 +144,8 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
     forward multiplies every position's hidden state by the whole head: with Gemma's
     262,144-row vocabulary that is more work than all 18 blocks. Here the decoder runs as
     usual, the hidden states at positions whose *next* token has a label are gathered, and
-    only they go through the head, in chunks whose logits are freed as soon as their gradient
-    is known (`sftkit.lm_head.labelled_hidden`, `head_loss_sum`; peft's trainable token rows
+    only they go through the head, a tile of the vocabulary at a time, with the gradient
+    computed on the way (`sftkit.lm_head.labelled_hidden`, `head_loss_sum`; peft's trainable token rows
     are computed without copying the embedding). The loss is
     the model's own: summed over labelled tokens and divided by `num_items_in_batch` when
     the training loop counts them (gradient accumulation), else their mean; equal loss and
@@ -156,7 +156,7 @@ def labelled_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
         hidden, targets, _ = labelled_hidden(model, inputs["input_ids"], inputs.get("attention_mask"),
                                              inputs["labels"])
     with torch.profiler.record_function("sftkit::head_loss"):
-        total = head_loss_sum(model, hidden, targets)  # chunked: the logits are never all held
+        total = head_loss_sum(model, hidden, targets)  # tiled: the logits are never all held
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)

@@ -250,3 +250,21 @@ def test_step_profile_smoke_run_prints_its_table_and_last_line(tmp_path):
     operators = re.findall(r"^\| `([^`]+)` \| \d+\.\d{3} \| \d+\.\d% \| \d+ \|$", table, re.M)
     assert len(operators) == 12 and "aten::mm" in operators, table
     assert "Made by `python benchmarks/step_profile.py --preset smoke" in table
+
+
+@pytest.mark.slow
+def test_generation_speed_prints_each_repeat_and_the_median():
+    # The tiny random model with the real tokenizer: the output's shape, not its speed.
+    out = run_benchmark("generation_speed.py", "--model", "tiny-smollm2", "--n", "3", "--batch-size", "3",
+                        "--max-new-tokens", "3", "--repeats", "2")
+    lines = out.strip().splitlines()
+    repeats = [line for line in lines if line.startswith("repeat ")]
+    assert len(repeats) == 2, out
+    for line in repeats:
+        assert re.search(r"one at a time \d+\.\d\d s .* batch of 3 \d+\.\d\d s .*: \d+\.\d\dx, "
+                         r"identical outputs [0-3]/3$", line), line
+    speedups = sorted(float(re.search(r"(\d+\.\d\d)x,", line).group(1)) for line in repeats)
+    last = re.fullmatch(r"speedup=(\d+\.\d\d) identical=([0-3])/3", lines[-1])
+    assert last, lines[-1]
+    # The median of two repeats is their mean (to the printed rounding).
+    assert float(last.group(1)) == pytest.approx(sum(speedups) / 2, abs=0.011), out
