@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from peft import get_peft_model
 
 from sftkit.chat import turn_token_ids
-from sftkit.lm_head import embed, head_loss_sum, labelled_logits, project
+from sftkit.lm_head import _TiledHeadCrossEntropy, embed, head_loss_sum, labelled_logits, project
 from sftkit.lora import build_lora_config
 from sftkit.masking import IGNORE_INDEX
 
@@ -105,7 +105,8 @@ def test_tiled_head_loss_equals_cross_entropy_in_value_and_gradients(make_tiny_m
     deltas = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
     start, end = turn_token_ids(tokenizer)
     generator = torch.Generator().manual_seed(2)
-    hidden = torch.randn(13, causal_lm.config.hidden_size, generator=generator)
+    # Large enough that the frozen rows' logits reach the soft cap's curve (tanh's slope matters).
+    hidden = 40.0 * torch.randn(13, causal_lm.config.hidden_size, generator=generator)
     targets = torch.randint(0, causal_lm.config.vocab_size, (13,), generator=generator)
     targets[[0, 4, 9]] = torch.tensor([end, start, end])
     with torch.no_grad():  # large frozen rows behind the trainable ones: using them too would show
@@ -426,3 +427,22 @@ def test_embed_and_project_never_build_the_merged_matrix(make_tiny_model, tokeni
     with torch.no_grad():
         torch.testing.assert_close(embed(embedding, ids), expected[0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(project(head, hidden), expected[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_tile_whose_every_column_comes_from_the_trainable_rows():
+    # Tiles of 2 columns over an 11-row head whose rows 4 and 5 are trainable: the tile [4, 5] is
+    # masked whole (its maximum is -inf), and must add nothing but stay finite.
+    generator = torch.Generator().manual_seed(17)
+    weight, deltas = torch.randn(11, 6, generator=generator), torch.randn(2, 6, generator=generator)
+    index, targets = torch.tensor([4, 5]), torch.tensor([5, 0, 4, 10, 7])
+    hidden = torch.randn(5, 6, generator=generator)
+    h_plain, d_plain = hidden.clone().requires_grad_(True), deltas.clone().requires_grad_(True)
+    logits = torch.cat([h_plain @ weight[:4].t(), h_plain @ d_plain.t(), h_plain @ weight[6:].t()], dim=1)
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    expected.backward()
+    h, d = hidden.clone().requires_grad_(True), deltas.clone().requires_grad_(True)
+    loss = _TiledHeadCrossEntropy.apply(h, weight, d, index, targets, 0.0, 2)
+    loss.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(h.grad, h_plain.grad)
+    torch.testing.assert_close(d.grad, d_plain.grad)
