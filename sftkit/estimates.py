@@ -278,8 +278,8 @@ def training_memory(cfg: RunConfig, model: nn.Module, act_bytes: int, mixed_prec
         activations = sum(per_block)
     vocab = causal_lm.get_input_embeddings().weight.shape[0]  # tied or not, the head has as many rows
     if cfg.train.labelled_head:
-        tile = head_tile(tokens, vocab) * tokens
-        head = 2 * act_bytes * hidden * tokens + 3 * 4 * hidden * tokens + tile * (4 + act_bytes)
+        tile_logits = head_tile(tokens, vocab) * tokens
+        head = 2 * act_bytes * hidden * tokens + 3 * 4 * hidden * tokens + tile_logits * (4 + act_bytes)
     else:
         head = tokens * vocab * (act_bytes + 8)
     weights = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)

@@ -160,7 +160,10 @@ class _OnlineSoftmax:
         self.weighted = torch.zeros(positions, width, device=device) if need_grad else None
 
     def add(self, logits: torch.Tensor, rows: torch.Tensor, squashed: torch.Tensor | None) -> None:
-        """Fold in one tile: its fp32 `logits` (overwritten), the head `rows` they came from, tanh(z / cap)."""
+        """Fold in one tile: its fp32 `logits`, the head `rows` they came from, tanh(z / cap) or None.
+
+        `logits` and `squashed` are overwritten (in place, to keep the tile's work in cache).
+        """
         tile_max = logits.amax(-1)
         tile_max = torch.where(torch.isinf(tile_max), 0.0, tile_max)  # a tile with every column masked
         probs = logits.sub_(tile_max[:, None]).exp_()

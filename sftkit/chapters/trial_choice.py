@@ -85,7 +85,8 @@ def best_trial(rows: list[dict[str, Any]], rule: str = "eval_nll", tolerance: fl
     if behaviour_margin is not None:
         ranked = usable
         usable, gate_text = _behaviour_gate(usable, behaviour_margin)
-        gated = [row.get("name", "?") for row in ranked if row not in usable]
+        eligible = {id(row) for row in usable}  # by identity: two trials' rows may hold equal values
+        gated = [row.get("name", "?") for row in ranked if id(row) not in eligible]
         if gated:
             gate_text += f" (not eligible: {', '.join(map(str, gated))})"
     if rule == "eval_nll":
