@@ -24,6 +24,8 @@ autocast and the scaler off, silently. So:
   ``GradScaler``, through accelerate's own machinery (its autocast wrapper of the forward, its
   scaled backward, unscale-before-clip and skipped-step bookkeeping), so the training loop is
   the one a T4 runs;
+- `lora_inputs_uncast` skips peft's cast of each LoRA input to fp32 under autocast (autocast casts
+  it straight back);
 - `LossScalerCallback` counts the steps the scaler skipped, and `precision_record` writes what
   the run computed in (weights, autocast, scaler) for the run card.
 
@@ -34,6 +36,8 @@ preset's) the best the CPU has natively.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -118,6 +122,28 @@ class CpuAmpTrainerMixin:
 def with_cpu_amp(trainer_class: type) -> type:
     """`trainer_class` with `CpuAmpTrainerMixin` in front (a TRL trainer, e.g. `DPOTrainer`)."""
     return type(trainer_class.__name__, (CpuAmpTrainerMixin, trainer_class), {"__doc__": trainer_class.__doc__})
+
+
+@contextlib.contextmanager
+def lora_inputs_uncast(model: Any, accelerator: Any) -> Iterator[None]:
+    """Under autocast, let peft's LoRA layers take their input in the autocast dtype.
+
+    peft casts each LoRA layer's input to the adapter's dtype (fp32 here) and autocast casts it
+    straight back to bf16 or fp16 for the adapter's first matmul: two copies of every activation
+    that enters a LoRA layer, and the same numbers in the end (bf16 -> fp32 -> bf16 is exact).
+    Outside autocast (fp32 runs, generation) peft's cast stays on: there it is needed. This is
+    `peft.helpers.disable_input_dtype_casting`, which fails on models with trainable token rows
+    (their `TrainableTokensLayer` has no such switch), so only the layers that have it are set.
+    """
+    autocast = accelerator.native_amp and str(accelerator.mixed_precision) in ("fp16", "bf16")
+    layers = [m for m in model.modules() if getattr(m, "cast_input_dtype_enabled", None) is True] if autocast else []
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.cast_input_dtype_enabled = True
 
 
 class LossScalerCallback(TrainerCallback):

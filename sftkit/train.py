@@ -54,7 +54,7 @@ from .measure import (
     training_flops_per_token,
 )
 from .models import hardware_name
-from .precision import LossScalerCallback, precision_flags, precision_record, with_cpu_amp
+from .precision import LossScalerCallback, lora_inputs_uncast, precision_flags, precision_record, with_cpu_amp
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def sft_trainer_class(fused_lm_head: bool, labelled_head: bool = False):
                 # The decoder is called directly here, not through the forward that accelerate
                 # wrapped in autocast: enter the same autocast, or mixed precision silently
                 # computes this loss in the weights' dtype.
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), lora_inputs_uncast(model, self.accelerator):
                     loss = labelled_head_loss(model, inputs, num_items_in_batch)
                 if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                     loss = loss * self.accelerator.num_processes

@@ -18,7 +18,7 @@ from sftkit.adapters import AdapterCheckError, verify_adapter
 from sftkit.chat import turn_token_ids
 from sftkit.config import apply_overrides, get_preset
 from sftkit.lora import build_lora_config
-from sftkit.precision import enable_cpu_fp16, load_dtype, precision_flags, resolve_cpu_amp
+from sftkit.precision import enable_cpu_fp16, load_dtype, lora_inputs_uncast, precision_flags, resolve_cpu_amp
 
 # (model.dtype, train.cpu_amp): a T4's numerics, an Ampere-or-later card's, and fp32.
 NUMERICS = [("float16", "fp16"), ("bfloat16", "bf16"), ("float32", "off")]
@@ -161,13 +161,55 @@ def test_the_labelled_head_loss_runs_under_the_trainers_autocast(dtype, cpu_amp,
     cfg = _smoke_cfg(dtype, cpu_amp, "train.max_steps=2")
     model, tokenizer = load_for(cfg)
     train_set, _ = load_demo_data(cfg)
-    seen: list[tuple[bool, torch.dtype]] = []
-    model.model.layers[-1].register_forward_hook(
-        lambda module, args, output: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    seen: list[tuple[bool, torch.dtype, bool]] = []
+    model.model.layers[-1].register_forward_hook(  # a top block: peft has wrapped its q_proj by then
+        lambda module, args, output: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                                                  module.self_attn.q_proj.cast_input_dtype_enabled)))
     result = train_lora(cfg, model, tokenizer, train_set, tmp_path, disable_tqdm=True)
     assert result.metrics["loss"] == "head on labelled positions"
     expected = torch.float16 if cpu_amp == "fp16" else torch.bfloat16
-    assert len(seen) == 2 and all(enabled and dtype_ == expected for enabled, dtype_ in seen), seen
+    # ... and under autocast peft's per-layer input cast is off (`lora_inputs_uncast`), on again afterwards.
+    assert len(seen) == 2 and all(on and dtype_ == expected and not cast for on, dtype_, cast in seen), seen
+    assert all(m.cast_input_dtype_enabled for m in result.model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def _loss_and_grads(peft_model, batch, accelerator):
+    peft_model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16), lora_inputs_uncast(peft_model, accelerator):
+        loss = peft_model(**batch, labels=batch["input_ids"]).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+
+
+def test_lora_inputs_uncast_under_autocast_gives_the_same_loss_and_gradients(make_tiny_model, tokenizer):
+    # bf16 -> fp32 -> bf16 is exact, so skipping peft's cast of each LoRA input under autocast changes nothing
+    # but the copies; with trainable token rows (whose layer has no such switch) and bf16 base weights.
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    base = make_tiny_model().to(torch.bfloat16)
+    peft_model = get_peft_model(base, build_lora_config(base, r=4, alpha=8, dropout=0.0, targets="all-linear",
+                                                        trainable_tokens=turn_token_ids(tokenizer)))
+    with torch.no_grad():  # B starts at zero: move it, so the adapter's gradients reach A and the input
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    batch = {"input_ids": torch.randint(0, 1000, (2, 12)), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
+    on, off = SimpleNamespace(native_amp=True, mixed_precision="bf16"), SimpleNamespace(native_amp=False,
+                                                                                     mixed_precision="no")
+    seen: list[torch.dtype] = []
+    lora_layer = next(m for m in peft_model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+    lora_layer.lora_A["default"].register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    loss_cast, grads_cast = _loss_and_grads(peft_model, batch, off)
+    loss_uncast, grads_uncast = _loss_and_grads(peft_model, batch, on)
+    assert seen == [torch.float32, torch.bfloat16]  # peft's cast, then none
+    assert torch.equal(loss_cast, loss_uncast)
+    assert grads_cast.keys() == grads_uncast.keys() and len(grads_cast) > 2
+    for name, grad in grads_cast.items():
+        assert torch.equal(grad, grads_uncast[name]), name
+    assert all(m.cast_input_dtype_enabled for m in peft_model.modules() if hasattr(m, "cast_input_dtype_enabled"))
 
 
 def _get_peft_model_without_upcast(get_peft_model, *args, **kwargs):
