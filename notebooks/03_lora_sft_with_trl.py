@@ -96,7 +96,7 @@ pd.DataFrame([(section, key, value) for section in ("model", "data", "lora", "tr
 # | `lora.targets` | `all-linear` adapts attention *and* MLP projections: LoRA on attention alone underperforms for SFT, because most of a transformer's weights, and of what SFT needs to change, sit in the MLP. |
 # | `lora.layers` | Which blocks carry LoRA: `None` adapts every block (the `t4` preset). The `cpu-demo` preset adapts only the top 9 of Gemma 3 270M's 18: the LoRA weights' gradients then stop half-way, so the backward pass costs about half as much on two CPU cores. |
 # | `lora.train_turn_tokens` | A base model has never been trained to emit the end-of-turn token after a reply (Gemma's `<end_of_turn>` is in its base vocabulary, unused in pre-training; ChatML's tokens would be new rows). On, the embedding rows of the start- and end-of-turn tokens train too, through peft's `trainable_token_indices` (with tied weights, the LM head's rows with them): the adapter stores those two rows, not a copy of the 262k-row embedding that `modules_to_save` would save. The gradient of an input row reaches the bottom of the network, so this costs speed on a CPU (see the run card); `scripts/seed_spread.py` measures the stop rate with the rows frozen. |
-# | `train.labelled_head` | Where the loss comes from. Gemma's vocabulary is large (chapter 02), and on a CPU the LM head is most of a step's cost; only assistant tokens carry a label, so the loss computes logits at the labelled positions alone, in chunks whose gradient is taken as soon as their softmax is known, so the (positions x vocabulary) logits are never all held (`sftkit.train.labelled_head_loss`, `sftkit.lm_head.head_loss_sum`; `tests/test_train.py` and `tests/test_lm_head.py` check it equals the full loss and its gradients). TRL's fused head (`train.fused_lm_head`) is the GPU equivalent; it cannot go through peft's wrapper of the trainable token rows, so with those rows the labelled head is used. |
+# | `train.labelled_head` | Where the loss comes from. Gemma's vocabulary is large (chapter 02), and on a CPU the LM head is most of a step's cost; only assistant tokens carry a label, so the loss computes logits at the labelled positions alone, a tile of the vocabulary at a time with a running (online) softmax, and takes the head's gradient in the same pass, so the (positions x vocabulary) logits are never all held (`sftkit.train.labelled_head_loss`, `sftkit.lm_head.head_loss_sum`; `tests/test_train.py` and `tests/test_lm_head.py` check it equals the full loss and its gradients). TRL's fused head (`train.fused_lm_head`) is the GPU equivalent; it cannot go through peft's wrapper of the trainable token rows, so with those rows the labelled head is used. |
 # | `lora.dropout` | Light regularisation on the adapter input for the real run on thousands of varied conversations; zero on the 480-conversation CPU demo, trained once, where it only slows learning. |
 # | `train.learning_rate` | LoRA needs a learning rate about an order of magnitude above full fine-tuning (its update starts at zero and is scaled by $\alpha/r$). The CPU preset sees only 60 optimizer steps, so it uses 1e-3, the top of the usual LoRA range. |
 # | `train.per_device_train_batch_size`, `gradient_accumulation_steps` | Their product (times the number of GPUs) is the effective batch. The per-device size is what fits in memory at `max_length`; accumulation raises the effective batch without more memory, for smoother gradients. |
@@ -213,13 +213,14 @@ pd.Series({
 #
 # The committed run is the `cpu-demo` preset on 2 AMD EPYC cores, which list avx512_bf16, so
 # `train.cpu_amp=auto` trained in bf16 (bf16 frozen weights, fp32 LoRA weights, bf16 autocast):
-# 60 optimizer steps over 47,188 real tokens in 191.6 s, 246.3 tokens/s, with 94% of the
-# computed positions real tokens. The process's peak resident memory was 5,447 MB. The card
+# 60 optimizer steps over 47,188 real tokens in 189.9 s, 248.4 tokens/s, with 94% of the
+# computed positions real tokens. The process's peak resident memory was 4,621 MB. The card
 # counts 824,437,043 FLOPs of model work per token and measured this machine's bf16
-# matrix-multiply peak at 421.4 GFLOP/s (409.7 before training), so the run used 48% of it (MFU
-# 0.48): about half of a step is matrix multiplication at the measured peak, and the rest is work
-# FLOPs do not count (the head's softmax, norms, activations, dtype conversions, the optimizer,
-# data movement; `benchmarks/profiles/` splits a step). Compare MFU, not seconds, across runs and
+# matrix-multiply peak at 423.6 GFLOP/s (before and after training alike), so the run used 48% of
+# it (MFU 0.4835): about half of a step is matrix multiplication at the measured peak, and the
+# rest is matrix products below that peak (LoRA's narrow ones) and work FLOPs do not count
+# (attention's softmax, the head's exponentials, norms, activations, copies; `benchmarks/profiles/`
+# splits a step). Compare MFU, not seconds, across runs and
 # machines: an AVX2-only CPU trains this preset in fp32, against its fp32 peak.
 
 # %%
@@ -233,8 +234,8 @@ print(f"first logged loss {losses[0]:.3f}, last logged loss {losses[-1]:.3f} (na
 # **The loss curve.** The loss is the mean cross-entropy over assistant tokens only, so it is
 # the SFT loss of chapter 00. A curve that stays flat means the adapter is not learning
 # (learning rate, masks); one that goes to zero on a large set means memorisation. In the
-# committed run the logged loss starts at 3.232 nats (step 1) and ends at 1.831, but it does not
-# fall steadily: the means of five steps swing between 1.94 and 3.18 from one logging point to the
+# committed run the logged loss starts at 3.232 nats (step 1) and ends at 1.834, but it does not
+# fall steadily: the means of five steps swing between 1.95 and 3.18 from one logging point to the
 # next. Batches are grouped by length (`train.batching=group`), so one step sees only short
 # factual answers and the next only long how-tos or instruction rows, which differ in how hard
 # their tokens are to predict; the trend is down, the steps are not comparable one by one. Sixty
@@ -263,7 +264,7 @@ pd.DataFrame({
 # Reading the rows: `reload` is zero when the file on disk holds exactly the trained weights;
 # `merge` is at the level of float rounding when folding $\frac{\alpha}{r}BA$ into the weights
 # gives the same model; `vs_base` must be clearly non-zero, or the adapter changes nothing. In the
-# committed run: 0 for `reload`, 1.2e-4 for `merge` (fp32 rounding) and 51.2 logits for `vs_base`.
+# committed run: 0 for `reload`, 9.2e-5 for `merge` (fp32 rounding) and 45.1 logits for `vs_base`.
 # `verify_adapter` raises an error when any of the three fails, so a run that got here passed them.
 # A run trained in fp16 or bf16 is checked the same way, on its weights upcast to fp32: in fp16 the
 # merge alone moves large logits by a few of fp16's rounding steps, which would hide a wrong
