@@ -189,10 +189,10 @@ pd.DataFrame({name: {k: ev.summary[k] for k in ("stop_rate", "invented_turn_rate
 # stopped (stop rate 0.000) and wrote to the 128-token budget every time; it opened by repeating
 # the user's message in 0.615 of replies and loops in 0.927 (repeated-4-gram rate above 0.2): the
 # document-continuer of chapter 00, now inside a chat template. After SFT the model closes its
-# turn in 0.958 of replies [0.917, 0.990], never opens with an echo, loops in 0.177 [0.104,
-# 0.260], and its replies shrink to 34 new tokens on average. ROUGE-L against the written
-# references rises from 0.095 to 0.272, assistant NLL falls from 3.869 to 2.370 nats, and the
-# share of short-answer questions answered right from 0.020 to 0.200. The instruct reference
+# turn in 0.979 of replies [0.948, 1.000], never opens with an echo, loops in 0.115 [0.052,
+# 0.188], and its replies shrink to 31 new tokens on average. ROUGE-L against the written
+# references rises from 0.095 to 0.271, assistant NLL falls from 3.869 to 2.375 nats, and the
+# share of short-answer questions answered right from 0.020 to 0.220. The instruct reference
 # stops in only 0.510 of these replies, loops in 0.229 and scores ROUGE-L 0.201 and facts 0.300;
 # its NLL is measured in SmolLM2's tokens and is not comparable. Every model ran in bf16 here,
 # the precision `model.dtype=auto` follows on a CPU with native bf16.
@@ -209,12 +209,12 @@ pd.concat({pair: pd.DataFrame.from_dict(table, orient="index") for pair, table i
 # interval that excludes zero is a difference these prompts can resolve; one that straddles zero
 # is not, however large `diff` looks.
 #
-# Here the tuned model's changes on the conversations all exclude zero: stop rate +0.958
-# [+0.917, +0.990], loop rate -0.750 [-0.833, -0.646], ROUGE-L +0.178 [+0.127, +0.230], exact
-# match on the 8 task rows +0.375 [+0.125, +0.750], assistant NLL -1.498 [-2.338, -0.907], facts
-# +0.180 [+0.100, +0.260]. Instruction following got worse: IFEval prompt-level loose -0.100
-# [-0.192, -0.008], an interval just below zero, and strict -0.100 [-0.192, 0.000] (next
-# section). The `invented_turn`
+# Here the tuned model's changes on the conversations all exclude zero: stop rate +0.979
+# [+0.948, +1.000], loop rate -0.812 [-0.885, -0.729], ROUGE-L +0.176 [+0.126, +0.227], exact
+# match on the 8 task rows +0.375 [+0.125, +0.750], assistant NLL -1.494 [-2.334, -0.900], facts
+# +0.200 [+0.120, +0.290]. Instruction following did not improve: IFEval prompt-level loose
+# -0.100 [-0.192, 0.000], an interval whose upper end reaches zero, and strict -0.092 [-0.192,
+# +0.017] (next section). The `invented_turn`
 # row is zero for all three models, and that zero needs a caveat, shown in the template section
 # below.
 
@@ -290,13 +290,13 @@ pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).r
 # %% [markdown]
 # Read the prompt-level rates together with the per-instruction table. SFT did *not* improve
 # instruction following on the 120 test prompts, although 122 of the 480 training rows were
-# instruction rows: prompt-level strict accuracy is 0.233 for the base model, 0.133 for the
+# instruction rows: prompt-level strict accuracy is 0.233 for the base model, 0.142 for the
 # tuned one and 0.375 for the instruct reference (loose 0.242, 0.142, 0.392). The base model's
 # score is mostly echo: it repeats the prompt, and the prompt names what the checker looks for,
 # so it passes title, postscript, placeholders, highlights and the yes/no phrase (1.00 each) by
 # copying the instruction's own example. The tuned model no longer echoes, and gains where a
-# trained skill is enough: forbidden words 0.00 -> 0.88, no commas 0.14 -> 0.86, word limits
-# 0.25 -> 0.75, sentence counts 0.30 -> 0.70; it does not write the title, the P.S. or the
+# trained skill is enough: forbidden words 0.00 -> 1.00, no commas 0.14 -> 0.71, word limits
+# 0.25 -> 0.75, sentence counts 0.30 -> 0.80; it does not write the title, the P.S. or the
 # highlights it was trained on (0.12-0.14). By family, prompts with trained ids only go from
 # 0.325 to 0.163 and prompts with a held-out id from 0.075 to 0.100 (loose): no sign that the
 # trained formats carried over. A mix with twice the instruction rows, tried on the dev split with
@@ -306,11 +306,11 @@ pd.DataFrame({name: s.instructions["per_kind"] for name, s in SUITES.items()}).r
 # project's, not google/IFEval's, and replies stop at 256 new tokens.
 #
 # The short-answer facts show what the base model knew but could not say in a chat: 0.020 of the
-# 100 questions answered right before SFT (it echoes and loops), 0.200 after, 0.300 for the
+# 100 questions answered right before SFT (it echoes and loops), 0.220 after, 0.300 for the
 # instruct model. Refusal moved the other way from the instruct model: the tuned model refuses
-# 0.833 of the 18 harmful requests, but also 0.389 of their harmless look-alikes, while the base
+# 0.778 of the 18 harmful requests, but also 0.389 of their harmless look-alikes, while the base
 # and the instruct model each refuse one harmful request (0.056) and no harmless one. On the open
-# prompts the tuned model stops in 0.917 of replies and loops in 0.301, the instruct reference
+# prompts the tuned model stops in 0.904 of replies and loops in 0.308, the instruct reference
 # 0.288 and 0.526.
 #
 # In general, the refusal rows must be read as a pair: a model can reach a high refusal rate
@@ -345,7 +345,7 @@ pd.DataFrame({name: {"stop rate (held-out)": ev.summary["stop_rate"],
 # end-of-turn token after a reply, while the tuned model was trained on exactly that token at
 # the end of every assistant turn. In the committed run the base model stops in none of the
 # held-out or open prompts and always uses the whole budget (median 128 new tokens); the tuned
-# model answers briefly (median 30 new tokens) and closes with `<end_of_turn>`; the instruct
+# model answers briefly (median 27.5 new tokens) and closes with `<end_of_turn>`; the instruct
 # reference writes longer (median 94.5).
 #
 # The base model's raw continuation is worth reading closely. It repeats the question, then
@@ -390,9 +390,11 @@ print("bertviz views (open in a browser with internet access):", *views.values()
 # diagonal is zero because the model is causal, and the first row is a single bright cell (the
 # first token can only attend to itself). In the committed map (last layer, head 0) almost every
 # row puts most of its weight on `<bos>`: an "attention sink", where a head parks its weight
-# when it has nothing specific to read. What is left goes mostly to "France" and "capital", and
-# the rows of the end-of-turn tokens and the reply's "." spread a little more weight over the
-# turn markers than the rows inside the reply do. One head of one
+# when it has nothing specific to read. What is left goes mostly to the turn structure (the
+# role name "user", the first `<end_of_turn>`, the second `<start_of_turn>`) and to "France"; the
+# row of the assistant header's role name is the exception, with more weight on "user" than on
+# `<bos>`, and the rows of the reply's "Paris", "." and `<end_of_turn>` spread more weight over the
+# turn markers than the rows before them do. One head of one
 # layer is an anecdote, not an explanation: attention weights show where information *can*
 # flow, not what the model uses. The bertviz views (saved next to the evaluation outputs) show
 # every head of every layer. With the `smoke` preset the weights are random and the map has no

@@ -332,7 +332,7 @@ display(Image(filename=str(FIGURES / "05_trials.png")))
 # the lowest NLL of stage 1 but stops in only 0.7812 of its replies, below the gate. The
 # trials point to a cheaper adapter and a higher learning rate; the preset is not changed on
 # this evidence alone. A trial trains 20 steps, a third of the preset's 60, on one seed and 32
-# dev conversations. Chapter 03's longer run is where the preset's stop rate comes from (0.958
+# dev conversations. Chapter 03's longer run is where the preset's stop rate comes from (0.979
 # on test in [the committed run](../results/cpu-demo-base/report.md)), and a setting that wins
 # at 20 steps can lose at 60 (a higher learning rate in particular). Checking the winner at the
 # full budget, over several seeds, is the next step before adopting it.
