@@ -125,7 +125,7 @@ def with_cpu_amp(trainer_class: type) -> type:
 
 
 @contextlib.contextmanager
-def lora_inputs_uncast(model: Any, accelerator: Any) -> Iterator[None]:
+def lora_inputs_uncast(model: Any, accelerator: Any, checkpointing: bool = False) -> Iterator[None]:
     """Under autocast, let peft's LoRA layers take their input in the autocast dtype.
 
     peft casts each LoRA layer's input to the adapter's dtype (fp32 here) and autocast casts it
@@ -134,9 +134,13 @@ def lora_inputs_uncast(model: Any, accelerator: Any) -> Iterator[None]:
     Outside autocast (fp32 runs, generation) peft's cast stays on: there it is needed. This is
     `peft.helpers.disable_input_dtype_casting`, which fails on models with trainable token rows
     (their `TrainableTokensLayer` has no such switch), so only the layers that have it are set.
+    Not with activation `checkpointing`: its backward recomputes the blocks' forward after this
+    context has closed, peft casts again there, and torch refuses recomputed tensors whose dtype
+    differs from the saved ones.
     """
     autocast = accelerator.native_amp and str(accelerator.mixed_precision) in ("fp16", "bf16")
-    layers = [m for m in model.modules() if getattr(m, "cast_input_dtype_enabled", None) is True] if autocast else []
+    active = autocast and not checkpointing
+    layers = [m for m in model.modules() if getattr(m, "cast_input_dtype_enabled", None) is True] if active else []
     for layer in layers:
         layer.cast_input_dtype_enabled = False
     try:

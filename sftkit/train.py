@@ -190,7 +190,8 @@ def sft_trainer_class(fused_lm_head: bool, labelled_head: bool = False):
                 # The decoder is called directly here, not through the forward that accelerate
                 # wrapped in autocast: enter the same autocast, or mixed precision silently
                 # computes this loss in the weights' dtype.
-                with self.accelerator.autocast(), lora_inputs_uncast(model, self.accelerator):
+                checkpointing = bool(self.args.activation_checkpointing or self.args.gradient_checkpointing)
+                with self.accelerator.autocast(), lora_inputs_uncast(model, self.accelerator, checkpointing):
                     loss = labelled_head_loss(model, inputs, num_items_in_batch)
                 if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                     loss = loss * self.accelerator.num_processes

@@ -210,6 +210,9 @@ def test_lora_inputs_uncast_under_autocast_gives_the_same_loss_and_gradients(mak
     for name, grad in grads_cast.items():
         assert torch.equal(grad, grads_uncast[name]), name
     assert all(m.cast_input_dtype_enabled for m in peft_model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+    # With activation checkpointing the backward recomputes the forward outside the context: keep peft's cast.
+    with lora_inputs_uncast(peft_model, on, checkpointing=True):
+        assert lora_layer.cast_input_dtype_enabled
 
 
 def _get_peft_model_without_upcast(get_peft_model, *args, **kwargs):
